@@ -1,0 +1,1 @@
+//! Examples for taskflow: the fund-clearing flow lives in `examples/fund-clearing/`.

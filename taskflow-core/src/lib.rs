@@ -1,0 +1,8 @@
+//! taskflow-core: an actor-system library for distributed end-of-day batch task flows.
+//!
+//! This file is the table of contents: modules are private and the public API is re-exported
+//! below. See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
+#![warn(missing_docs)]
+
+pub mod graph;
+pub mod model;

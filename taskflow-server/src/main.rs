@@ -1,0 +1,3 @@
+//! The `taskflow` binary: parses flags and calls into `taskflow-core`.
+
+fn main() {}
