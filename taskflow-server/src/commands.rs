@@ -1,4 +1,0 @@
-//! One module per subcommand.
-
-pub(crate) mod store;
-pub(crate) mod validate;
