@@ -1,0 +1,1 @@
+//! In-memory loading tests; file-based cases are in `tests/flow_files.rs`.
