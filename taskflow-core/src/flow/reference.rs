@@ -107,8 +107,15 @@ pub(crate) fn products(
     file.unknown_keys(&table, &["product"], out);
     let mut code_spans: HashMap<String, Range<usize>> = HashMap::new();
     let mut parsed: Vec<(RawProduct, Range<usize>)> = Vec::new();
+    // Codes of products that had errors of their own: naming them as a parent is not
+    // reported again.
+    let mut invalid_codes: Vec<String> = Vec::new();
     for item in raw_items {
-        let Some(raw) = file.de::<RawProduct>(item, out) else { continue };
+        let code = super::source::peek_str(&item, "code");
+        let Some(raw) = file.de::<RawProduct>(item, out) else {
+            invalid_codes.extend(code);
+            continue;
+        };
         let span = raw.code.span();
         let code = raw.code.get_ref();
         check_code(file, "product", code, &span, out);
@@ -149,6 +156,9 @@ pub(crate) fn products(
     for (p, _) in &parsed {
         let Some(parent) = &p.parent else { continue };
         let code = p.code.get_ref();
+        if invalid_codes.contains(parent.get_ref()) {
+            continue;
+        }
         if !code_spans.contains_key(parent.get_ref()) {
             out.push(file.diag(
                 &parent.span(),

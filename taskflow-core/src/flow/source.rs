@@ -131,6 +131,14 @@ impl<'a> SourceFile<'a> {
     }
 }
 
+/// The string value of `key` in a table value, if any: the id of an entry that failed to
+/// deserialize, so that other entries referring to it are not reported as well.
+pub(crate) fn peek_str(value: &Spanned<DeValue<'_>>, key: &str) -> Option<String> {
+    let DeValue::Table(t) = value.get_ref() else { return None };
+    let (_, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
+    v.get_ref().as_str().map(str::to_owned)
+}
+
 /// serde messages may span lines; a diagnostic is one line.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -1,6 +1,6 @@
 //! Parsing and validation of `flow.toml`: the `[flow]` settings and the `[[task]]` tables.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -72,6 +72,8 @@ struct RawTask {
 pub(crate) struct ParsedFlow {
     pub(crate) settings: Option<FlowSettings>,
     tasks: Vec<(TaskDef, TaskSpans)>,
+    /// Ids of tasks that had errors of their own: depending on them is not reported again.
+    invalid_ids: HashSet<String>,
 }
 
 /// Where a task's parts are, for messages.
@@ -84,15 +86,21 @@ struct TaskSpans {
 /// Reads only the `[flow]` file names, for the loader to find the reference files. Problems
 /// are reported by [`parse`] later; here they fall back to the defaults.
 pub(crate) fn file_names(text: &str) -> (String, String, String) {
-    let settings: Option<RawSettings> = toml::from_str::<BTreeMap<String, toml::Value>>(text)
-        .ok()
-        .and_then(|mut t| t.remove("flow"))
-        .and_then(|v| v.try_into().ok());
-    let s = settings.as_ref();
+    #[derive(Deserialize, Default)]
+    struct Names {
+        products: Option<String>,
+        distributors: Option<String>,
+        calendar: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        flow: Option<Names>,
+    }
+    let names = toml::from_str::<Doc>(text).ok().and_then(|d| d.flow).unwrap_or_default();
     (
-        s.and_then(|s| s.products.clone()).unwrap_or_else(|| "products.toml".into()),
-        s.and_then(|s| s.distributors.clone()).unwrap_or_else(|| "distributors.toml".into()),
-        s.and_then(|s| s.calendar.clone()).unwrap_or_else(|| "calendar.toml".into()),
+        names.products.unwrap_or_else(|| "products.toml".into()),
+        names.distributors.unwrap_or_else(|| "distributors.toml".into()),
+        names.calendar.unwrap_or_else(|| "calendar.toml".into()),
     )
 }
 
@@ -121,12 +129,15 @@ pub(crate) fn parse(file: &SourceFile<'_>, out: &mut Vec<Diagnostic>) -> Option<
         out.push(file.diag(&(0..0), "the flow has no tasks; add at least one `[[task]]` table"));
     }
     let mut tasks = Vec::new();
+    let mut invalid_ids = HashSet::new();
     for value in task_values {
-        if let Some(t) = file.de::<RawTask>(value, out).and_then(|raw| task(file, raw, out)) {
-            tasks.push(t);
+        let id = super::source::peek_str(&value, "id");
+        match file.de::<RawTask>(value, out).and_then(|raw| task(file, raw, out)) {
+            Some(t) => tasks.push(t),
+            None => invalid_ids.extend(id),
         }
     }
-    Some(ParsedFlow { settings, tasks })
+    Some(ParsedFlow { settings, tasks, invalid_ids })
 }
 
 fn settings(
@@ -355,7 +366,7 @@ impl ParsedFlow {
         }
         for (def, spans) in &unique {
             for (dep, span) in def.depends_on.iter().zip(&spans.depends_on) {
-                if !first.contains_key(dep.as_str()) {
+                if !first.contains_key(dep.as_str()) && !self.invalid_ids.contains(dep.as_str()) {
                     out.push(file.diag(
                         span,
                         format!(
