@@ -109,7 +109,9 @@ pub(crate) fn file_names(text: &str) -> (String, String, String) {
 pub(crate) fn parse(file: &SourceFile<'_>, out: &mut Vec<Diagnostic>) -> Option<ParsedFlow> {
     let mut table = file.parse(out)?;
     let settings_value = SourceFile::take(&mut table, "flow");
-    let task_values = match SourceFile::take(&mut table, "task") {
+    let task_value = SourceFile::take(&mut table, "task");
+    let has_tasks = task_value.is_some();
+    let task_values = match task_value {
         Some(v) => file.array_of_tables("task", v, out),
         None => Vec::new(),
     };
@@ -125,7 +127,7 @@ pub(crate) fn parse(file: &SourceFile<'_>, out: &mut Vec<Diagnostic>) -> Option<
             }
             Some(v) => file.de::<RawSettings>(v, out).and_then(|raw| settings(file, raw, out)),
         };
-    if task_values.is_empty() {
+    if !has_tasks {
         out.push(file.diag(&(0..0), "the flow has no tasks; add at least one `[[task]]` table"));
     }
     let mut tasks = Vec::new();
