@@ -254,13 +254,11 @@ fn task(
         }
     }
     let pairs_or_distributors = level == TaskLevel::Distributor || per_distributor;
-    if let Some(t) = &raw.distributor_types {
-        if !pairs_or_distributors {
-            level_error(
-                t.span(),
-                "`distributor_types` applies to distributor-level tasks and to product-level tasks with `per_distributor = true`",
-            );
-        }
+    if let Some(t) = raw.distributor_types.as_ref().filter(|_| !pairs_or_distributors) {
+        level_error(
+            t.span(),
+            "`distributor_types` applies to distributor-level tasks and to product-level tasks with `per_distributor = true`",
+        );
     }
     if let Some(s) = &raw.shard_by {
         let ok = match s.get_ref() {
