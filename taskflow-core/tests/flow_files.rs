@@ -40,6 +40,7 @@ fn the_example_flow_loads_and_summarises() {
         assert_eq!(flow.task(ix).id, *flow.graph().id(ix), "tasks are indexed like the graph");
     }
     let summary = flow.summary().to_string();
+    println!("{summary}");
     for part in [
         "fund-clearing",
         "Asia/Shanghai",
