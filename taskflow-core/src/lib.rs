@@ -4,5 +4,6 @@
 //! below. See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
 #![warn(missing_docs)]
 
+pub mod behavior;
 pub mod graph;
 pub mod model;
