@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -59,6 +60,18 @@ pub struct CommandBehavior;
 impl CommandBehavior {
     /// The name it is registered under by [`BehaviorRegistry::with_builtins`](super::BehaviorRegistry::with_builtins).
     pub const NAME: &'static str = "command";
+
+    /// Makes this process adopt its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`), so
+    /// that after killing a process group the `command` behavior reaps every member itself.
+    ///
+    /// Call it once at executor start-up. Without it, members whose leader died are reparented
+    /// to PID 1; until PID 1 reaps them they linger as zombies, still counted in their process
+    /// group, and the behavior waits for that (container init processes may reap slowly or
+    /// never). It is process-wide, hence opt-in.
+    #[cfg(target_os = "linux")]
+    pub fn adopt_orphans() -> std::io::Result<()> {
+        nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+    }
 }
 
 impl TaskBehavior for CommandBehavior {
@@ -318,13 +331,27 @@ async fn terminate(child: &mut Child, group: Pid, grace: Duration, log: &ShardLo
     }
 }
 
+fn reap_group_zombies(group: Pid) {
+    let members = Pid::from_raw(-group.as_raw());
+    while let Ok(status) = waitpid(members, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
 /// Waits until the leader is reaped and no process is left in `group`, at most `limit`.
 async fn wait_group_gone(child: &mut Child, group: Pid, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         let reaped = !matches!(child.try_wait(), Ok(None));
-        if reaped && group_is_empty(group) {
-            return true;
+        if reaped {
+            // Tokio owned the leader and has reaped it; the other members are ours to reap if
+            // they were orphaned to this process (see `adopt_orphans`).
+            reap_group_zombies(group);
+            if group_is_empty(group) {
+                return true;
+            }
         }
         if Instant::now() >= deadline {
             return false;

@@ -132,6 +132,7 @@ async fn output_is_capped_per_line_and_in_line_count() {
 
 #[tokio::test]
 async fn cancel_kills_the_whole_process_group_and_reaps_it() {
+    CommandBehavior::adopt_orphans().expect("become a subreaper");
     let sink = RecordingSink::new();
     let cancel = CancelToken::new();
     let p = params(&[("shell", "sleep 1000 & echo $!; wait")]);
@@ -162,6 +163,7 @@ async fn cancel_kills_the_whole_process_group_and_reaps_it() {
 
 #[tokio::test]
 async fn timeout_kills_the_process_group_and_fails_the_shard() {
+    CommandBehavior::adopt_orphans().expect("become a subreaper");
     let p = params(&[("shell", "sleep 1000 & echo $!; wait")]);
     let options = RunOptions::with_timeout(Duration::from_millis(300));
     let (outcome, sink) = run_command(p, options).await;
@@ -173,6 +175,7 @@ async fn timeout_kills_the_process_group_and_fails_the_shard() {
 
 #[tokio::test]
 async fn processes_left_behind_in_the_group_are_stopped_when_the_program_exits() {
+    CommandBehavior::adopt_orphans().expect("become a subreaper");
     let p = params(&[("shell", "sleep 1000 & echo $!")]);
     let (outcome, sink) = run_command(p, RunOptions::default()).await;
     assert_eq!(outcome, ShardOutcome::Succeeded);
