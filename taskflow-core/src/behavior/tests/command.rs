@@ -183,3 +183,20 @@ async fn processes_left_behind_in_the_group_are_stopped_when_the_program_exits()
     assert!(!alive(echoed_pid(&sink).expect("sleep pid")));
     assert!(sink.log_text().iter().any(|l| l.contains("left processes in its group")));
 }
+
+#[tokio::test]
+async fn group_ignoring_sigterm_is_killed_after_the_grace() {
+    CommandBehavior::adopt_orphans().expect("become a subreaper");
+    let p = params(&[
+        ("shell", "trap '' TERM; sleep 1000 & echo $!; wait"),
+        ("kill_grace_secs", "0.2"),
+    ]);
+    let options = RunOptions::with_timeout(Duration::from_millis(300));
+    let (outcome, sink) = run_command(p, options).await;
+    assert_eq!(outcome, failed("timed out after 300ms in step 0 (run)"));
+    assert_eq!(killpg(group_of(&sink), None), Err(Errno::ESRCH));
+    assert!(!alive(echoed_pid(&sink).expect("sleep pid")));
+    assert!(
+        sink.log_text().iter().any(|l| l.contains("ignored SIGTERM for 200ms; sending SIGKILL"))
+    );
+}
