@@ -4,6 +4,7 @@
 //! below. See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
 #![warn(missing_docs)]
 
+pub mod behavior;
 pub mod flow;
 pub mod graph;
 pub mod model;
