@@ -9,6 +9,8 @@
 //!   directory holds a store", so a store whose contents vanished is told apart from a new one.
 //! - `LOCK` — held with an exclusive `flock` while a [`Store`] is open (one process per directory).
 //! - `log/<first_seq:020>.seg` — the append-only event log (format in the `log` submodule docs).
+//! - `SLEDMARK` — the number of sled's last durable commit, kept outside sled so that sled
+//!   silently recovering an older state (it stops replaying at damage) is detected.
 //! - `sled/` — sled 0.34.7 holding snapshot generations (≤ 64 KiB chunks, never one big blob)
 //!   and metadata, every value in a checksummed, versioned envelope.
 //!
@@ -103,6 +105,8 @@ pub struct Recovered {
     pub torn_tail: Option<TornTail>,
     /// Set when the newest snapshot was unusable and the previous one was used; says why.
     pub snapshot_fallback: Option<String>,
+    /// Inconsistencies that lost nothing but deserve an operator's look (also logged).
+    pub warnings: Vec<String>,
 }
 
 /// A snapshot returned by recovery.
@@ -190,10 +194,10 @@ pub(crate) fn init_layout(
     log::create_segment(&log_dir, first_seq)?;
     let sled_dir = snap::sled_dir(dir);
     let db = snap::open_sled(&sled_dir, opts.sled_cache_bytes)?;
-    snap::put_value(&db, &sled_dir, KEY_FORMAT_VERSION.as_bytes(), &FORMAT_VERSION)?;
-    snap::put_value(&db, &sled_dir, KEY_CREATED.as_bytes(), &now_unix())?;
+    snap::put_meta(&db, &sled_dir, KEY_FORMAT_VERSION, &FORMAT_VERSION)?;
+    snap::put_meta(&db, &sled_dir, KEY_CREATED, &now_unix())?;
     fill(&db, &sled_dir)?;
-    snap::sync_sled(&db, &sled_dir)?;
+    snap::commit(&db, &sled_dir)?;
     drop(db);
     sync_dir(dir)?;
     // The manifest is written last: a directory without it was never a complete store.
@@ -206,6 +210,8 @@ pub(crate) fn init_layout(
 pub(crate) struct Recovery {
     pub(crate) chosen: snap::Chosen,
     pub(crate) log: log::LogRecovery,
+    /// Inconsistencies that lose nothing but remove the fallback; logged with `warn!`.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Checks a store whose lock is held and whose sled is open. With `repair`, a torn tail is
@@ -231,6 +237,8 @@ pub(crate) fn recover(
         }
         Some(_) => {}
     }
+    snap::verify_meta(db, &sled_dir)?;
+    snap::verify_commit(db, &sled_dir)?;
     let floor = snap::get_value::<u64>(db, &sled_dir, KEY_LOG_FLOOR.as_bytes())?.unwrap_or(0);
     let chosen = snap::choose(db, &sled_dir)?;
     let snap_seq = chosen.manifest.map_or(0, |m| m.seq);
@@ -269,7 +277,21 @@ pub(crate) fn recover(
             ),
         ));
     }
-    Ok(Recovery { chosen, log })
+    let mut warnings = Vec::new();
+    if let Some(older) = chosen.older_seq
+        && log.first_seq > older + 1
+    {
+        let w = format!(
+            "{}: the log starts at seq {} but the fallback snapshot covers only through seq {older}: \
+             segments were deleted outside the store; the newest snapshot is intact so nothing is \
+             lost, but there is no fallback until the next snapshot",
+            first_path.display(),
+            log.first_seq
+        );
+        warn!("{w}");
+        warnings.push(w);
+    }
+    Ok(Recovery { chosen, log, warnings })
 }
 
 impl Store {
@@ -311,11 +333,8 @@ impl Store {
             generation: m.generation,
             bytes: rec.chosen.bytes,
         });
-        // The older kept generation bounds compaction; find it once now.
-        let fallback_seq = snap::read_pointer(&db, &sled_dir)?
-            .and_then(|p| p.previous)
-            .and_then(|g| snap::load_generation(&db, g).ok())
-            .map(|(m, _)| m.seq);
+        // The older kept generation bounds compaction.
+        let fallback_seq = rec.chosen.older_seq;
         let next_seq = rec.log.next_seq;
         let log = Log::start(log_dir, rec.log.segments, next_seq, opts.segment_bytes)?;
         let store = Store {
@@ -333,6 +352,7 @@ impl Store {
             next_seq,
             torn_tail: rec.log.torn,
             snapshot_fallback: rec.chosen.fallback,
+            warnings: rec.warnings,
         };
         Ok((store, recovered))
     }
@@ -412,7 +432,7 @@ impl Store {
             )));
         }
         // Record the durable floor in the same sled sync as the snapshot.
-        snap::put_value(&self.db, &self.sled_dir, KEY_LOG_FLOOR.as_bytes(), &durable)?;
+        snap::put_meta(&self.db, &self.sled_dir, KEY_LOG_FLOOR, &durable)?;
         let (manifest, fallback) = snap::write_generation(&self.db, &self.sled_dir, seq, bytes)?;
         *fallback_seq = fallback.map(|m| m.seq);
         let segments_removed = match *fallback_seq {
@@ -444,8 +464,8 @@ impl Store {
 
     /// Writes caller metadata `name`, power-loss durable on return. Blocking (fsync).
     pub fn meta_put<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        snap::put_value(&self.db, &self.sled_dir, format!("{APP_PREFIX}{name}").as_bytes(), value)?;
-        snap::sync_sled(&self.db, &self.sled_dir)
+        snap::put_meta(&self.db, &self.sled_dir, &format!("{APP_PREFIX}{name}"), value)?;
+        snap::commit(&self.db, &self.sled_dir)
     }
 
     /// The current epoch (0 if never bumped).
@@ -486,8 +506,8 @@ impl Store {
         }
         self.closed = true;
         let durable = self.log.shutdown()?;
-        snap::put_value(&self.db, &self.sled_dir, KEY_LOG_FLOOR.as_bytes(), &durable)?;
-        snap::sync_sled(&self.db, &self.sled_dir)
+        snap::put_meta(&self.db, &self.sled_dir, KEY_LOG_FLOOR, &durable)?;
+        snap::commit(&self.db, &self.sled_dir)
     }
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 use taskflow_core::store::{Error, Store, StoreOptions, Verdict, inspect};
 
 fn payload(seq: u64) -> Vec<u8> {
-    format!("event {seq:010} payload-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").into_bytes()
+    format!("event {seq:010} payload-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+        .into_bytes()
 }
 
 fn snap_bytes(seq: u64) -> Vec<u8> {

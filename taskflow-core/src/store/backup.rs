@@ -289,11 +289,12 @@ pub fn restore(
         meta.ok_or_else(|| Error::corrupt(backup_file, None, "backup: META section missing"))?;
     init_layout(data_dir, &opts, end.first_seq, |db, sled_dir| {
         for (name, payload) in &meta.meta {
-            db.insert(
-                format!("{}{name}", snap::APP_PREFIX).as_bytes(),
+            snap::put_meta_raw(
+                db,
+                sled_dir,
+                &format!("{}{name}", snap::APP_PREFIX),
                 super::format::envelope(payload),
-            )
-            .map_err(|e| snap::sled_err(sled_dir, e))?;
+            )?;
         }
         if let Some((seq, bytes)) = &snapshot {
             snap::write_generation(db, sled_dir, *seq, bytes)?;
@@ -335,6 +336,8 @@ pub fn restore(
 pub enum Verdict {
     /// Opens cleanly (possibly after truncating a torn, never-acknowledged tail).
     Ok,
+    /// Opens with every acknowledged event, but something deserves a look (e.g. no fallback).
+    OkWithWarnings(String),
     /// Opens, but only by falling back to the previous snapshot generation; says why.
     RecoverableWithFallback(String),
     /// Will not open; says why.
@@ -470,6 +473,10 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
         match recover(&dir, &db, false, false) {
             Ok(rec) => match rec.chosen.fallback {
                 Some(why) => Verdict::RecoverableWithFallback(why),
+                None if !rec.warnings.is_empty() => {
+                    report.problems.extend(rec.warnings.iter().cloned());
+                    Verdict::OkWithWarnings(rec.warnings.join("; "))
+                }
                 None => Verdict::Ok,
             },
             Err(e) => {
@@ -650,6 +657,10 @@ impl fmt::Display for Report {
         let dir = self.dir.display();
         match &self.verdict {
             Verdict::Ok => write!(f, "VERDICT: ok"),
+            Verdict::OkWithWarnings(why) => write!(
+                f,
+                "VERDICT: ok-with-warnings: {why}; take a backup (`taskflow store backup {dir} FILE`) and check what touched the store"
+            ),
             Verdict::RecoverableWithFallback(why) => write!(
                 f,
                 "VERDICT: recoverable-with-fallback: {why}; the store opens from the previous snapshot plus the log; take a backup (`taskflow store backup {dir} FILE`) and investigate the disk"

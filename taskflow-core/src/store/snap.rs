@@ -6,6 +6,7 @@
 //! Every value is an envelope (see `format::envelope`); structured values are rmp maps
 //! (`to_vec_named`) so fields can be added later.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -15,9 +16,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use super::error::{Error, Result};
 use super::format::{envelope, open_envelope, sync_dir};
 
-/// Snapshot chunk size: with the envelope this stays under 64 KiB, far below the ~128 KiB at
-/// which sled 0.34 turns a value into a blob file (with severe space amplification).
-pub(crate) const CHUNK_BYTES: usize = 60 * 1024;
+/// Snapshot chunk size. Far below the ~128 KiB at which sled 0.34 turns a value into a blob file
+/// (with severe space amplification); small enough that a leaf node holding several chunks
+/// rarely becomes a blob either (16 KiB chunks measured 75× smaller than one 200 KiB value).
+pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
 pub(crate) const KEY_FORMAT_VERSION: &str = "meta/store/format_version";
 pub(crate) const KEY_CREATED: &str = "meta/store/created";
@@ -25,6 +27,10 @@ pub(crate) const KEY_CREATED: &str = "meta/store/created";
 /// reach at least this far, or acknowledged events were lost.
 pub(crate) const KEY_LOG_FLOOR: &str = "meta/store/log_floor";
 pub(crate) const APP_PREFIX: &str = "meta/app/";
+/// `BTreeMap<key, crc32 of the stored envelope>` of every metadata key: sled 0.34 can silently
+/// return "absent" for a key whose page it failed to read, so presence is checked against this.
+const KEY_INDEX: &str = "meta/store/index";
+static META_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const KEY_CURRENT: &[u8] = b"snap/current";
 
 /// Which generations are kept: the newest and the one to fall back on.
@@ -153,6 +159,93 @@ pub(crate) fn put_value<T: Serialize>(
     Ok(())
 }
 
+/// Writes a metadata value (already enveloped) and its index entry atomically. Not durable
+/// until [`sync_sled`].
+pub(crate) fn put_meta_raw(db: &sled::Db, dir: &Path, key: &str, enveloped: Vec<u8>) -> Result<()> {
+    let _guard = META_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let mut index: BTreeMap<String, u32> =
+        get_value(db, dir, KEY_INDEX.as_bytes())?.unwrap_or_default();
+    index.insert(key.to_owned(), crc32fast::hash(&enveloped));
+    let mut batch = sled::Batch::default();
+    batch.insert(key.as_bytes(), enveloped);
+    batch.insert(KEY_INDEX.as_bytes(), encode_value(&index)?);
+    db.apply_batch(batch).map_err(|e| sled_err(dir, e))
+}
+
+/// Writes a metadata value; see [`put_meta_raw`].
+pub(crate) fn put_meta<T: Serialize>(
+    db: &sled::Db,
+    dir: &Path,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    put_meta_raw(db, dir, key, encode_value(value)?)
+}
+
+const KEY_COMMIT: &str = "meta/store/commit";
+/// Store-owned file beside `sled/` holding the last sled commit number (enveloped rmp u64).
+pub(crate) const MARK_FILE: &str = "SLEDMARK";
+
+/// Commits sled durably and records the commit number outside sled. sled 0.34 recovers a
+/// damaged log by silently stopping at the damage, i.e. it can roll back to an older state;
+/// comparing its commit number with `SLEDMARK` on open detects that.
+pub(crate) fn commit(db: &sled::Db, sled_dir: &Path) -> Result<()> {
+    let n = get_value::<u64>(db, sled_dir, KEY_COMMIT.as_bytes())?.unwrap_or(0) + 1;
+    put_meta(db, sled_dir, KEY_COMMIT, &n)?;
+    sync_sled(db, sled_dir)?;
+    let data_dir = sled_dir.parent().unwrap_or(Path::new("."));
+    super::format::write_file_durably(&data_dir.join(MARK_FILE), &encode_value(&n)?)
+}
+
+/// Checks sled's commit number against `SLEDMARK` (sled may be ahead after a crash in between).
+pub(crate) fn verify_commit(db: &sled::Db, sled_dir: &Path) -> Result<()> {
+    let data_dir = sled_dir.parent().unwrap_or(Path::new("."));
+    let mark_path = data_dir.join(MARK_FILE);
+    let raw = fs::read(&mark_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::corrupt(&mark_path, None, "file missing"),
+        _ => Error::io(&mark_path, e),
+    })?;
+    let mark: u64 = decode_value(&raw).map_err(|r| Error::corrupt(&mark_path, None, r))?;
+    let in_sled = get_value::<u64>(db, sled_dir, KEY_COMMIT.as_bytes())?.unwrap_or(0);
+    if in_sled < mark {
+        return Err(Error::corrupt(
+            sled_dir,
+            None,
+            format!(
+                "sled rolled back to commit {in_sled}, but commit {mark} was durable ({MARK_FILE}): sled lost data"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every metadata key in the index is present and unchanged.
+pub(crate) fn verify_meta(db: &sled::Db, dir: &Path) -> Result<()> {
+    let Some(index) = get_value::<BTreeMap<String, u32>>(db, dir, KEY_INDEX.as_bytes())? else {
+        return Err(Error::corrupt(dir, None, "the metadata index is missing: sled lost keys"));
+    };
+    for (key, crc) in index {
+        match db.get(key.as_bytes()).map_err(|e| sled_err(dir, e))? {
+            None => {
+                return Err(Error::corrupt(
+                    dir,
+                    None,
+                    format!("metadata key {key} vanished from sled"),
+                ));
+            }
+            Some(v) if crc32fast::hash(&v) != crc => {
+                return Err(Error::corrupt(
+                    dir,
+                    None,
+                    format!("metadata key {key} does not match its index checksum"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn read_pointer(db: &sled::Db, dir: &Path) -> Result<Option<SnapPointer>> {
     get_value(db, dir, KEY_CURRENT)
 }
@@ -223,6 +316,8 @@ pub(crate) struct Chosen {
     pub(crate) bytes: Vec<u8>,
     /// Set when the newest generation was unusable and the previous one was chosen.
     pub(crate) fallback: Option<String>,
+    /// The seq of the older kept generation when it is valid (the compaction bound).
+    pub(crate) older_seq: Option<u64>,
 }
 
 /// Picks the newest valid generation, falling back to the previous one (reported loudly).
@@ -235,10 +330,14 @@ pub(crate) fn choose(db: &sled::Db, dir: &Path) -> Result<Chosen> {
                 "snapshot chunks exist but the snap/current pointer is missing",
             ));
         }
-        return Ok(Chosen { manifest: None, bytes: Vec::new(), fallback: None });
+        return Ok(Chosen { manifest: None, bytes: Vec::new(), fallback: None, older_seq: None });
     };
     let newest_err = match load_generation(db, ptr.current) {
-        Ok((m, bytes)) => return Ok(Chosen { manifest: Some(m), bytes, fallback: None }),
+        Ok((m, bytes)) => {
+            let older_seq =
+                ptr.previous.and_then(|g| load_generation(db, g).ok()).map(|(m, _)| m.seq);
+            return Ok(Chosen { manifest: Some(m), bytes, fallback: None, older_seq });
+        }
         Err(reason) => reason,
     };
     let Some(prev) = ptr.previous else {
@@ -258,7 +357,12 @@ pub(crate) fn choose(db: &sled::Db, dir: &Path) -> Result<Chosen> {
                 ptr.current, m.seq
             );
             tracing::warn!(dir = %dir.display(), "{fallback}");
-            Ok(Chosen { manifest: Some(m), bytes, fallback: Some(fallback) })
+            Ok(Chosen {
+                manifest: Some(m),
+                bytes,
+                fallback: Some(fallback),
+                older_seq: Some(m.seq),
+            })
         }
         Err(prev_err) => Err(Error::corrupt(
             dir,
@@ -316,7 +420,7 @@ pub(crate) fn write_generation(
             remove_generation(db, dir, g)?;
         }
     }
-    sync_sled(db, dir)?;
+    commit(db, dir)?;
     Ok((manifest, fallback))
 }
 
