@@ -32,7 +32,9 @@ fn backup_restore_round_trip() {
     let snap = rec.snapshot.unwrap();
     assert_eq!((snap.seq, snap.bytes), (1000, vec![7u8; 70_000]));
     assert_eq!(rec.events.len(), 500);
-    assert!(rec.events.iter().enumerate().all(|(i, (s, p))| *s == 1001 + i as u64 && *p == payload(*s)));
+    assert!(
+        rec.events.iter().enumerate().all(|(i, (s, p))| *s == 1001 + i as u64 && *p == payload(*s))
+    );
     assert_eq!(rec.next_seq, 1501);
     assert_eq!(store.epoch().unwrap(), 1);
     assert_eq!(store.meta_get::<String>("cluster_id").unwrap().as_deref(), Some("prod-a"));
@@ -71,7 +73,8 @@ fn restore_refuses_a_damaged_backup_before_writing_anything() {
     let file = tmp.path().join("b");
     backup(&src, &file).unwrap();
     let good = fs::read(&file).unwrap();
-    let offsets = [0, 9, 21, 22, 30, good.len() / 3, good.len() / 2, good.len() - 20, good.len() - 1];
+    let offsets =
+        [0, 9, 21, 22, 30, good.len() / 3, good.len() / 2, good.len() - 20, good.len() - 1];
     for off in offsets {
         let mut bad = good.clone();
         bad[off] ^= 0x10;
@@ -88,7 +91,10 @@ fn restore_refuses_a_damaged_backup_before_writing_anything() {
     for cut in [0, 10, good.len() / 2, good.len() - 1] {
         let f = tmp.path().join(format!("cut{cut}"));
         fs::write(&f, &good[..cut]).unwrap();
-        assert!(matches!(restore(&f, tmp.path().join("tc"), false), Err(Error::Corrupt { .. })), "cut {cut}");
+        assert!(
+            matches!(restore(&f, tmp.path().join("tc"), false), Err(Error::Corrupt { .. })),
+            "cut {cut}"
+        );
     }
 }
 
@@ -111,7 +117,8 @@ fn inspect_reports_state_and_corruption() {
     drop(store);
 
     // Flip a byte in the middle of the second log segment.
-    let mut segs: Vec<_> = fs::read_dir(src.join("log")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<_> =
+        fs::read_dir(src.join("log")).unwrap().map(|e| e.unwrap().path()).collect();
     segs.sort();
     let seg = &segs[1];
     let mut b = fs::read(seg).unwrap();

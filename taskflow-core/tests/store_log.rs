@@ -211,10 +211,10 @@ fn killed_writer_loses_nothing_acknowledged() {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("durable ") {
-                    if tx.send(n.trim().parse::<u64>().unwrap()).is_err() {
-                        break;
-                    }
+                if let Some(n) = line.strip_prefix("durable ")
+                    && tx.send(n.trim().parse::<u64>().unwrap()).is_err()
+                {
+                    break;
                 }
             }
         });
