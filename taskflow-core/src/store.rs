@@ -519,5 +519,3 @@ impl Drop for Store {
     }
 }
 
-#[cfg(test)]
-mod tests;
