@@ -9,3 +9,4 @@ pub mod flow;
 pub mod graph;
 pub mod model;
 pub mod registration;
+pub mod store;
