@@ -605,10 +605,10 @@ impl DayState {
             ShardEvent::Fail { reason } | ShardEvent::RollbackFailed { reason } => {
                 self.errors.insert(key, reason.clone());
             }
-            ShardEvent::Succeed | ShardEvent::Confirm | ShardEvent::RollbackSucceeded => {
-                if !self.errors.is_empty() {
-                    self.errors.remove(&key);
-                }
+            ShardEvent::Succeed | ShardEvent::Confirm | ShardEvent::RollbackSucceeded
+                if !self.errors.is_empty() =>
+            {
+                self.errors.remove(&key);
             }
             _ => {}
         }
