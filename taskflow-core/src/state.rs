@@ -19,6 +19,7 @@ mod command;
 mod day;
 mod event;
 pub mod machine;
+mod query;
 mod status;
 
 #[cfg(test)]
