@@ -9,4 +9,5 @@ pub mod flow;
 pub mod graph;
 pub mod model;
 pub mod registration;
+pub mod state;
 pub mod store;

@@ -1,0 +1,204 @@
+//! The day's events: every change to a [`super::DayState`] is one of these (SPEC §5).
+//!
+//! Events are persisted (the event log, the replication stream), so they are `Serialize` and
+//! carry an envelope version; see [`DayEvent::encode`].
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::CodecError;
+use super::machine::ShardEvent;
+use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
+
+/// One event of a business day, as the manager sequenced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayEvent {
+    /// The sequence number: exactly one more than the previous event's (the first is 1).
+    pub seq: u64,
+    /// When the manager accepted it, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened. Every variant is validated by [`super::DayState::apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The day begins; must be the first event. `date` must be the state's date.
+    DayOpened {
+        /// The business date.
+        date: BusinessDate,
+        /// The digest of the flow file the day runs, so a recovery with a changed flow is
+        /// detected rather than silently mixed.
+        flow_digest: String,
+    },
+    /// A task was registered for the day: the registration's result as plain data.
+    /// An empty `shards` list makes the task not applicable (done at once).
+    TaskRegistered {
+        /// The task.
+        task: TaskId,
+        /// The registered scope (products/distributors covered).
+        items: Vec<ScopeItem>,
+        /// The shard keys, unique within the task; a shard is named by its index here.
+        shards: Vec<ShardKey>,
+        /// The dates this registration covers (e.g. a run on T that catches up a holiday).
+        covered_dates: Vec<NaiveDate>,
+    },
+    /// Every `registered` shard of the task becomes `pending` (dependencies done and trigger
+    /// fired, or an operator's execute). A task with no registered shard is left as it is.
+    TaskReady {
+        /// The task.
+        task: TaskId,
+    },
+    /// One shard's state machine input.
+    Shard {
+        /// The task.
+        task: TaskId,
+        /// The shard's index in the task's registered shard list.
+        shard: u32,
+        /// The input.
+        event: ShardEvent,
+    },
+    /// The same input to every shard of a task whose status is in `from` (an operator's
+    /// task-level action: one event instead of one per shard). Every listed status must accept
+    /// the event; a listed status with no shard is fine.
+    TaskShards {
+        /// The task.
+        task: TaskId,
+        /// The statuses whose shards receive the event.
+        from: Vec<super::ShardStatus>,
+        /// The input.
+        event: ShardEvent,
+    },
+    /// A running shard completed steps `0..=step`; a retried or moved shard resumes after it.
+    /// Only legal while the shard is running or stopping, for its current generation, and
+    /// never backwards. A rollback clears it.
+    StepCheckpoint {
+        /// The task.
+        task: TaskId,
+        /// The shard index.
+        shard: u32,
+        /// The shard's generation the step ran in.
+        generation: u32,
+        /// The index of the last completed step.
+        step: u32,
+        /// That step's name.
+        name: String,
+    },
+    /// An operator action, recorded in the same batch as its effects.
+    Audit(AuditRecord),
+    /// The day is closed: no event is accepted after this one.
+    DayClosed,
+}
+
+/// A durable record of an operator action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Who acted (the token's principal name).
+    pub actor: String,
+    /// What they did.
+    pub action: OperatorAction,
+    /// On what.
+    pub target: Target,
+    /// Why, in their words.
+    pub reason: String,
+    /// Where the action came from (client address or interface, e.g. `console 10.0.0.7`).
+    pub from: String,
+}
+
+/// An operator action on a task or a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorAction {
+    /// Make registered shards pending (a manual trigger).
+    Execute,
+    /// Stop shards that have not finished.
+    Stop,
+    /// Skip shards: they count as done.
+    Skip,
+    /// Run failed, stopped or rolled-back shards again.
+    Retry,
+    /// Undo shards' effects; `cascade` rolls back dependents that ran first, newest first.
+    Rollback {
+        /// Whether to roll back the dependents that ran.
+        cascade: bool,
+    },
+    /// Confirm unconfirmed shards as succeeded.
+    Confirm,
+    /// Declare unconfirmed shards failed.
+    MarkFailed,
+}
+
+impl OperatorAction {
+    /// The verb for messages: `retry`, `roll back`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            OperatorAction::Execute => "execute",
+            OperatorAction::Stop => "stop",
+            OperatorAction::Skip => "skip",
+            OperatorAction::Retry => "retry",
+            OperatorAction::Rollback { .. } => "roll back",
+            OperatorAction::Confirm => "confirm",
+            OperatorAction::MarkFailed => "mark failed",
+        }
+    }
+}
+
+/// A task, or one shard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// The task.
+    pub task: TaskId,
+    /// The shard index, or `None` for the whole task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.shard {
+            Some(s) => write!(f, "shard {s} of task `{}`", self.task),
+            None => write!(f, "task `{}`", self.task),
+        }
+    }
+}
+
+/// The envelope version of an encoded [`DayEvent`].
+pub const EVENT_FORMAT_VERSION: u8 = 1;
+
+impl DayEvent {
+    /// Encodes the event: one version byte, then MessagePack with field names.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![EVENT_FORMAT_VERSION];
+        // Serializing these plain types into a Vec cannot fail; an error here would be a bug
+        // in a derive, so fall back to an empty body that the decoder rejects.
+        if let Ok(body) = rmp_serde::to_vec_named(self) {
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// Decodes an event written by [`DayEvent::encode`] (any supported version).
+    pub fn decode(bytes: &[u8]) -> Result<DayEvent, CodecError> {
+        let Some((&version, body)) = bytes.split_first() else {
+            return Err(CodecError::Truncated { what: "event version" });
+        };
+        if version != EVENT_FORMAT_VERSION {
+            return Err(CodecError::UnsupportedVersion {
+                what: "event",
+                found: u16::from(version),
+                supported: u16::from(EVENT_FORMAT_VERSION),
+            });
+        }
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+        let event = DayEvent::deserialize(&mut de)
+            .map_err(|e| CodecError::Malformed { what: "event", detail: e.to_string() })?;
+        if de.position() as usize != body.len() {
+            return Err(CodecError::TrailingBytes { what: "event" });
+        }
+        Ok(event)
+    }
+}
