@@ -7,6 +7,7 @@
 pub mod behavior;
 pub mod flow;
 pub mod graph;
+pub mod journal;
 pub mod model;
 pub mod registration;
 pub mod state;
