@@ -644,7 +644,7 @@ impl Sim<'_> {
     }
 
     fn dividend_per_10(&self) -> Option<i64> {
-        (self.hash("dividend-plan") % 4 == 0).then(|| self.between("dividend", 5, 80))
+        self.hash("dividend-plan").is_multiple_of(4).then(|| self.between("dividend", 5, 80))
     }
 
     fn dividend_total(&self) -> i64 {
@@ -711,7 +711,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
