@@ -88,7 +88,10 @@ fn main() {
         ms(total),
         ms(worst_during)
     );
-    println!("snapshot of 1,000,000 shards (request → durable in sled): {:>8.1} ms", ms(snapshot_time));
+    println!(
+        "snapshot of 1,000,000 shards (request → durable in sled): {:>8.1} ms",
+        ms(snapshot_time)
+    );
 
     // A final snapshot, then recovery from it.
     let target = j.state().last_seq();

@@ -9,8 +9,8 @@
 use anyhow::Context as _;
 use taskflow_core::behavior::{BehaviorRegistry, Params, ShardSpec, SplitContext, split_shards};
 use taskflow_core::flow::Flow;
-use taskflow_core::model::{BusinessDate, ScopeItem, ShardBy, ShardKey, TaskDef};
-use taskflow_core::registration::{default_shards, register};
+use taskflow_core::model::{BusinessDate, ScopeItem, ShardBy, ShardKey};
+use taskflow_core::registration::{default_split, register};
 
 /// The first-attempt specs of every shard of task `task_id` on `date`, sorted by shard key.
 /// Empty when the task has nothing to do on `date` (a holiday, nothing qualifies).
@@ -40,7 +40,7 @@ pub fn shard_specs(
             .map(|plan| (plan.key, plan.scope))
             .collect()
     } else {
-        group(task, &registration.items)
+        default_split(task, &registration.items)
     };
     Ok(plans
         .into_iter()
@@ -51,25 +51,4 @@ pub fn shard_specs(
             spec
         })
         .collect())
-}
-
-/// The scope items of each [`default_shards`] key, by the same grouping rule.
-fn group(task: &TaskDef, items: &[ScopeItem]) -> Vec<(ShardKey, Vec<ScopeItem>)> {
-    default_shards(task, items)
-        .into_iter()
-        .map(|key| {
-            let scope = items.iter().filter(|item| group_key(task, item) == key).cloned().collect();
-            (key, scope)
-        })
-        .collect()
-}
-
-fn group_key(task: &TaskDef, item: &ScopeItem) -> ShardKey {
-    let by = |code: &Option<String>| code.as_ref().map_or_else(|| item.key(), ShardKey::new);
-    match task.shard_by {
-        ShardBy::Single => ShardKey::new("*"),
-        ShardBy::Item | ShardBy::Behavior => item.key(),
-        ShardBy::Product => by(&item.product),
-        ShardBy::Distributor => by(&item.distributor),
-    }
 }

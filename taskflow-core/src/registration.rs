@@ -5,7 +5,7 @@
 //! manager calls [`register`] when a trigger event arrives and persists the result; the same
 //! inputs always give the same, sorted scope.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 
@@ -153,22 +153,28 @@ pub fn scope_items(task: &TaskDef, data: &dyn ReferenceData) -> Vec<ScopeItem> {
 /// key `*`; `product` and `distributor` group items by that code (an item without it keeps its
 /// own key). An empty scope has no shards.
 pub fn default_shards(task: &TaskDef, items: &[ScopeItem]) -> Vec<ShardKey> {
-    if items.is_empty() {
-        return Vec::new();
+    default_split(task, items).into_iter().map(|(key, _)| key).collect()
+}
+
+/// [`default_shards`] with the scope items of each shard, in key order; every item is in
+/// exactly one shard.
+pub fn default_split(task: &TaskDef, items: &[ScopeItem]) -> Vec<(ShardKey, Vec<ScopeItem>)> {
+    let mut shards: BTreeMap<ShardKey, Vec<ScopeItem>> = BTreeMap::new();
+    for item in items {
+        shards.entry(shard_key_of(task, item)).or_default().push(item.clone());
     }
-    let keys: BTreeSet<ShardKey> = match task.shard_by {
-        ShardBy::Single => [ShardKey::new("*")].into(),
-        ShardBy::Item | ShardBy::Behavior => items.iter().map(ScopeItem::key).collect(),
-        ShardBy::Product => items
-            .iter()
-            .map(|i| i.product.as_ref().map_or_else(|| i.key(), ShardKey::new))
-            .collect(),
-        ShardBy::Distributor => items
-            .iter()
-            .map(|i| i.distributor.as_ref().map_or_else(|| i.key(), ShardKey::new))
-            .collect(),
-    };
-    keys.into_iter().collect()
+    shards.into_iter().collect()
+}
+
+/// The shard a scope item belongs to under the task's `shard_by`.
+fn shard_key_of(task: &TaskDef, item: &ScopeItem) -> ShardKey {
+    let by = |code: &Option<String>| code.as_ref().map_or_else(|| item.key(), ShardKey::new);
+    match task.shard_by {
+        ShardBy::Single => ShardKey::new("*"),
+        ShardBy::Item | ShardBy::Behavior => item.key(),
+        ShardBy::Product => by(&item.product),
+        ShardBy::Distributor => by(&item.distributor),
+    }
 }
 
 /// Whether a product passes a product-level task's filters (lifecycle, mode, fund/class,

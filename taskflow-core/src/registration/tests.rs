@@ -286,3 +286,24 @@ fn default_shards_follow_shard_by() {
     t.shard_by = ShardBy::Single;
     assert!(default_shards(&t, &[]).is_empty());
 }
+
+#[test]
+fn default_split_puts_every_item_in_exactly_the_shard_of_its_key() {
+    let mut t = product_task(&[Lifecycle::Open]);
+    let items =
+        vec![ScopeItem::pair("P2", "D1"), ScopeItem::pair("P1", "D2"), ScopeItem::pair("P1", "D1")];
+    t.shard_by = ShardBy::Product;
+    let split = default_split(&t, &items);
+    assert_eq!(split.len(), 2);
+    assert_eq!(split[0].0.as_str(), "P1");
+    assert_eq!(split[0].1, vec![ScopeItem::pair("P1", "D2"), ScopeItem::pair("P1", "D1")]);
+    assert_eq!(split[1].1, vec![ScopeItem::pair("P2", "D1")]);
+    for by in [ShardBy::Item, ShardBy::Single, ShardBy::Product, ShardBy::Distributor] {
+        t.shard_by = by;
+        let split = default_split(&t, &items);
+        let total: usize = split.iter().map(|(_, s)| s.len()).sum();
+        assert_eq!(total, items.len(), "{by:?}: every item in exactly one shard");
+        let keys: Vec<_> = split.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, default_shards(&t, &items), "{by:?}");
+    }
+}
