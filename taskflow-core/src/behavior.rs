@@ -74,10 +74,11 @@ use std::pin::Pin;
 
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 
+pub use crate::model::IdempotencyKey;
 pub use command::CommandBehavior;
 pub use context::{
-    CancelToken, Checkpoint, CheckpointError, IdempotencyKey, LogLevel, LogLine, Progress,
-    ShardContext, ShardLogger, ShardSink, ShardSpec,
+    CancelToken, Checkpoint, CheckpointError, LogLevel, LogLine, Progress, ShardContext,
+    ShardLogger, ShardSink, ShardSpec,
 };
 pub use driver::{RunOptions, ShardOutcome, run_rollback, run_shard, split_shards};
 pub use noop::NoopBehavior;

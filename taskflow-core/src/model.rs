@@ -9,7 +9,7 @@ mod task;
 
 pub use calendar::{Calendar, CalendarError};
 pub use distributor::{Distributor, DistributorType};
-pub use ids::{BusinessDate, ScopeItem, ShardKey, TaskId};
+pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 pub use product::{Lifecycle, Product, ProductMode};
 pub use task::{
     ProductSelection, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError, parse_duration,

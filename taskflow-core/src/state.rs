@@ -25,11 +25,11 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+/// Re-exported: the key a shard's writes are made idempotent by.
+pub use crate::model::IdempotencyKey;
 pub use codec::{CodecError, SHARD_ROW_SCHEMA_VERSION, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
 pub use command::{Command, CommandError, decide, shard_event_for};
-pub use day::{
-    Applied, AuditEntry, Checkpoint, DayState, Error, IdempotencyKey, ShardChange, ShardView,
-};
+pub use day::{Applied, AuditEntry, Checkpoint, DayState, Error, ShardChange, ShardView};
 pub use event::{AuditRecord, DayEvent, EVENT_FORMAT_VERSION, EventKind, OperatorAction, Target};
 pub use machine::{
     IllegalTransition, ShardEvent, ShardEventKind, ShardStatus, TRANSITIONS, UnconfirmedPolicy,

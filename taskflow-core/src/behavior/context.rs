@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::{BoxFuture, Params};
-use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
+use crate::model::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 
 /// Everything the runtime knows about one shard attempt: the input of [`run_shard`] and
 /// [`run_rollback`].
@@ -63,30 +63,6 @@ impl ShardSpec {
             shard: self.shard.clone(),
             generation: self.generation,
         }
-    }
-}
-
-/// The key that makes a shard's writes exactly-once downstream: `(date, task, shard,
-/// generation)`.
-///
-/// Its string form is stable and meant to be stored by downstream systems:
-/// `2026-11-24/confirm_trades/P001/g0`. Retries of the same generation share the key; a
-/// rollback bumps the generation, so the legitimate re-run is not deduplicated away.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdempotencyKey {
-    /// The business date.
-    pub date: BusinessDate,
-    /// The task.
-    pub task: TaskId,
-    /// The shard.
-    pub shard: ShardKey,
-    /// The shard's generation.
-    pub generation: u32,
-}
-
-impl fmt::Display for IdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/g{}", self.date, self.task, self.shard, self.generation)
     }
 }
 

@@ -145,6 +145,30 @@ impl fmt::Display for ShardKey {
     }
 }
 
+/// The idempotency key of one shard's work: `(business date, task, shard, generation)`, shown
+/// as `2026-11-24/confirm_trades/P001@D01/g0`.
+///
+/// Retries and reassignments of the same generation share the key, so a behavior that keys its
+/// writes by it writes each effect once however often the shard runs. A rollback bumps the
+/// generation, so the legitimate re-run after a rollback is not deduplicated away downstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey {
+    /// The business date.
+    pub date: BusinessDate,
+    /// The task.
+    pub task: TaskId,
+    /// The shard key.
+    pub shard: ShardKey,
+    /// The shard's generation.
+    pub generation: u32,
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}/g{}", self.date, self.task, self.shard, self.generation)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

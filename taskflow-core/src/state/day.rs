@@ -8,7 +8,6 @@
 //! O(number of statuses) and never by scanning its shards.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -193,29 +192,6 @@ pub struct Checkpoint<'a> {
     pub steps_done: u32,
     /// The name of step `steps_done - 1`.
     pub last_step: &'a str,
-}
-
-/// The key a behavior uses to make a shard's writes exactly-once.
-///
-/// The generation is part of it so that the legitimate re-run after a rollback is not
-/// deduplicated away downstream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey {
-    /// The business date.
-    pub date: BusinessDate,
-    /// The task.
-    pub task: TaskId,
-    /// The shard key.
-    pub shard: ShardKey,
-    /// The shard's generation.
-    pub generation: u32,
-}
-
-impl fmt::Display for IdempotencyKey {
-    /// `2026-11-24/confirm_trades/P001@D01/g0`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/g{}", self.date, self.task, self.shard, self.generation)
-    }
 }
 
 /// An audit record with the event's sequence number and time.

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use super::day::{AuditEntry, Checkpoint, DayState, IdempotencyKey, Interner, ShardView};
+use super::day::{AuditEntry, Checkpoint, DayState, Interner, ShardView};
 use super::machine::ShardStatus;
 use super::status::{StatusCounts, TaskStatus};
 use crate::graph::{TaskGraph, TaskIx};
+use crate::model::IdempotencyKey;
 use crate::model::{BusinessDate, ScopeItem, ShardKey};
 
 /// Queries.
