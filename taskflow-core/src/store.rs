@@ -11,7 +11,7 @@
 //! - `log/<first_seq:020>.seg` — the append-only event log (format in the `log` submodule docs).
 //! - `SLEDMARK` — the number of sled's last durable commit, kept outside sled so that sled
 //!   silently recovering an older state (it stops replaying at damage) is detected.
-//! - `sled/` — sled 0.34.7 holding snapshot generations (≤ 64 KiB chunks, never one big blob)
+//! - `sled/` — sled 0.34.7 holding snapshot generations (≤ 16 KiB chunks, never one big blob)
 //!   and metadata, every value in a checksummed, versioned envelope.
 //!
 //! # Guarantees

@@ -135,3 +135,34 @@ fn inspect_reports_state_and_corruption() {
     assert!(matches!(backup(&src, tmp.path().join("x")), Err(Error::Corrupt { .. })));
     assert_eq!(inspect(tmp.path().join("nothing")).verdict, Verdict::NotAStore);
 }
+
+#[test]
+fn restore_over_a_store_that_is_open_is_refused_and_leaves_it_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_store(&src);
+    let file = tmp.path().join("b");
+    backup(&src, &file).unwrap();
+    let (live, _) = Store::open(&src, StoreOptions::for_test()).unwrap();
+    assert!(matches!(restore(&file, &src, true), Err(Error::Locked { .. })));
+    assert_eq!(live.durable_seq(), 1500);
+    live.close().unwrap();
+}
+
+#[test]
+fn restore_builds_in_a_staging_directory_and_cleans_up_an_interrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_store(&src);
+    let file = tmp.path().join("b");
+    backup(&src, &file).unwrap();
+    // What an interrupted earlier restore leaves behind: a half-built staging directory.
+    let staging = tmp.path().join(".dst.restoring");
+    fs::create_dir_all(staging.join("log")).unwrap();
+    fs::write(staging.join("STORE"), b"half").unwrap();
+    let dst = tmp.path().join("dst");
+    assert_eq!(restore(&file, &dst, false).unwrap(), 500);
+    assert!(!staging.exists(), "the staging directory is renamed into place");
+    let (_, rec) = Store::open(&dst, StoreOptions::for_test()).unwrap();
+    assert_eq!(rec.next_seq, 1501);
+}

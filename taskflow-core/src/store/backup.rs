@@ -240,9 +240,12 @@ fn read_backup(path: &Path, mut visit: impl FnMut(u8, Vec<u8>) -> Result<()>) ->
 /// Restores `backup_file` into `data_dir`.
 ///
 /// The whole backup is verified before anything is written. A non-empty `data_dir` is refused
-/// ([`Error::NotEmpty`]) unless `force`, in which case its contents are deleted first (only
-/// after the backup verified, and only if no process holds the store's lock). If restore is
-/// interrupted, run it again with `force`. Returns the number of events restored.
+/// ([`Error::NotEmpty`]) unless `force`. The store is rebuilt in a staging directory beside
+/// `data_dir` (`.<name>.restoring`) and swapped in only once it is complete and durable, so an
+/// interrupted restore never leaves a `data_dir` that looks healthy but lacks events: `data_dir`
+/// is either untouched, absent (run restore again), or the complete restored store. A
+/// `data_dir` held by a running store is refused ([`Error::Locked`]). Returns the number of
+/// events restored.
 pub fn restore(
     backup_file: impl AsRef<Path>,
     data_dir: impl AsRef<Path>,
@@ -251,19 +254,41 @@ pub fn restore(
     let backup_file = backup_file.as_ref();
     let data_dir = data_dir.as_ref();
     let end = read_backup(backup_file, |_, _| Ok(()))?;
-    fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
-    let lock = take_lock(data_dir)?;
-    let entries = super::dir_entries(data_dir)?;
-    if !entries.is_empty() {
-        if !force {
+    let _target_lock = if data_dir.is_dir() {
+        let lock = take_lock(data_dir)?;
+        if !super::dir_entries(data_dir)?.is_empty() && !force {
             return Err(Error::NotEmpty { path: data_dir.to_owned() });
         }
-        for p in entries {
-            let res = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-            res.map_err(|e| Error::io(&p, e))?;
-        }
-        sync_dir(data_dir)?;
+        Some(lock)
+    } else {
+        None
+    };
+    let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = match data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let staging = parent.join(format!(".{name}.restoring"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
+    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    restore_into(backup_file, &staging, &end)?;
+    // Swap in: the target (if any) goes, the complete staging directory takes its name.
+    if data_dir.exists() {
+        fs::remove_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    }
+    fs::rename(&staging, data_dir).map_err(|e| Error::io(data_dir, e))?;
+    sync_dir(&parent)?;
+    Ok(end.events)
+}
+
+/// Rebuilds the store of a verified backup in the empty directory `dir`.
+fn restore_into(backup_file: &Path, dir: &Path, end: &BackupEnd) -> Result<()> {
+    let malformed =
+        |what: &str| Error::corrupt(backup_file, None, format!("backup: malformed {what} section"));
+    let lock = take_lock(dir)?;
     // Pass 2: metadata and snapshot go into sled before the manifest seals the layout.
     let mut meta: Option<BackupMeta> = None;
     let mut snapshot: Option<(u64, Vec<u8>)> = None;
@@ -276,10 +301,12 @@ pub fn restore(
                 })?)
             }
             KIND_SNAPSHOT => {
-                snapshot = Some((
-                    u64::from_le_bytes(payload[..8].try_into().unwrap_or_default()),
-                    payload[8..].to_vec(),
-                ))
+                let seq = payload
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or_else(|| malformed("SNAPSHOT"))?;
+                snapshot = Some((seq, payload[8..].to_vec()));
             }
             _ => {}
         }
@@ -287,7 +314,7 @@ pub fn restore(
     })?;
     let meta =
         meta.ok_or_else(|| Error::corrupt(backup_file, None, "backup: META section missing"))?;
-    init_layout(data_dir, &opts, end.first_seq, |db, sled_dir| {
+    init_layout(dir, &opts, end.first_seq, |db, sled_dir| {
         for (name, payload) in &meta.meta {
             snap::put_meta_raw(
                 db,
@@ -303,7 +330,7 @@ pub fn restore(
     })?;
     drop(snapshot);
     drop(lock);
-    let (store, rec) = Store::open(data_dir, opts)?;
+    let (store, rec) = Store::open(dir, opts)?;
     if rec.next_seq != end.first_seq {
         return Err(Error::Invalid(format!(
             "restored store expects seq {} next, backup starts at {}",
@@ -317,9 +344,17 @@ pub fn restore(
         let mut batch = Vec::new();
         let mut p = 0;
         while p < payload.len() {
-            let len = u32::from_le_bytes(payload[p..p + 4].try_into().unwrap_or_default()) as usize;
-            let seq = u64::from_le_bytes(payload[p + 8..p + 16].try_into().unwrap_or_default());
-            batch.push((seq, payload[p + REC_HEADER..p + REC_HEADER + len].to_vec()));
+            let field = |at: usize, n: usize| payload.get(p + at..p + at + n);
+            let len = field(0, 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| malformed("LOG"))? as usize;
+            let seq = field(8, 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| malformed("LOG"))?;
+            let body = field(REC_HEADER, len).ok_or_else(|| malformed("LOG"))?;
+            batch.push((seq, body.to_vec()));
             p += REC_HEADER + len;
         }
         store.append(batch)
@@ -327,8 +362,7 @@ pub fn restore(
     if !store.wait_durable(end.last_seq, Duration::from_secs(600))? {
         return Err(Error::Invalid("restore: log writer did not finish within 10 minutes".into()));
     }
-    store.close()?;
-    Ok(end.events)
+    store.close()
 }
 
 /// The health of a store as judged by [`inspect`].
