@@ -4,11 +4,14 @@
 //! below. See `ARCHITECTURE.md` at the repository root for the bird's-eye view.
 #![warn(missing_docs)]
 
+mod actors;
 pub mod behavior;
 pub mod flow;
 pub mod graph;
 pub mod journal;
 pub mod model;
 pub mod registration;
+pub mod runtime;
+mod schedule;
 pub mod state;
 pub mod store;

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub(crate) mod standalone;
 pub(crate) mod store;
 pub(crate) mod validate;

@@ -39,6 +39,14 @@ enum Command {
     /// Inspect, back up or restore a data directory.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run a business day in one process: the manager and in-process executors.
+    ///
+    /// With no --flow it runs the bundled fund-clearing example. With --until-done it runs the
+    /// day headless (manual tasks executed automatically), prints a summary, optionally writes
+    /// a JSON report, and exits 0 only if every task ended succeeded, skipped or not
+    /// applicable. Without it, it runs until Ctrl-C (graceful shutdown), printing progress as
+    /// task states change.
+    Standalone(commands::standalone::StandaloneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
         Command::Validate { path } => commands::validate::run(&path),
         Command::Plan { path, date } => commands::validate::plan(&path, &date),
         Command::Store(StoreCommand::Inspect { data }) => commands::store::inspect(&data),
+        Command::Standalone(args) => commands::standalone::run(args),
         Command::Store(StoreCommand::Backup { data, file }) => {
             commands::store::backup(&data, &file)
         }

@@ -1,0 +1,137 @@
+//! The actors of the runtime (ractor), one module each with its message enum beside it.
+//!
+//! # Supervision tree
+//!
+//! ```text
+//! Manager  (root; the only writer of day state; overrides supervision: a child's death is
+//!  │        logged and handled, never stops the manager)
+//!  ├── Notifier          event bus: topics `day`, `task/<id>`, `shard-log`; bounded
+//!  │                     per-subscriber buffers, a lagging subscriber is told to resync
+//!  ├── Clock             `at HH:MM` triggers: one timer for the earliest instant, no tick
+//!  ├── TaskActor × active tasks   registration + split off the manager loop, retry backoff
+//!  │                              timers; lives while its task is registered and not done
+//!  └── Executor × N      in-process executors (plain-data messages with ids, so they can
+//!       └── SlotRunner × slots    cross a process boundary later); a slot runs one shard
+//!                                 attempt at a time through `run_shard` / `run_rollback`
+//! ```
+//!
+//! A million shard *records* are plain data in [`crate::state::DayState`]; only running shards
+//! occupy a slot, and only active tasks have an actor.
+//!
+//! # The manager loop
+//!
+//! Every input — an executor report, an operator command, a clock trigger, a retry timer, a
+//! split result — is turned into events by plain functions ([`crate::state::decide`],
+//! [`crate::schedule`]), recorded through [`crate::journal::Journal::record`] (which assigns the
+//! seq and applies at once) and, at the end of the handler, flushed as one batch. Effects —
+//! assignments to executors, replies to operators, published deltas, stop requests — are held
+//! in a [`crate::schedule::DurabilityGate`] tagged with the seq they depend on and released
+//! when a `Durable(seq)` message arrives (a small task forwards the journal's durable watch
+//! into the mailbox). The manager never awaits the disk in a handler.
+
+pub(crate) mod clock;
+pub(crate) mod executor;
+pub(crate) mod manager;
+pub(crate) mod notifier;
+pub(crate) mod slot;
+pub(crate) mod task;
+
+use crate::behavior::{Params, ShardOutcome};
+use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
+
+/// What a slot runs: a shard's work, or its rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum JobKind {
+    /// The behavior's steps, from the shard's checkpoint on.
+    Run,
+    /// The behavior's rollback.
+    Rollback,
+}
+
+/// Names one attempt of one shard; every report carries it, so a report of an attempt that is
+/// not the shard's current one is recognised and ignored (fencing).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AttemptKey {
+    /// The task.
+    pub(crate) task: TaskId,
+    /// The shard index.
+    pub(crate) shard: u32,
+    /// The dispatch attempt (runs) or the shard's last attempt (rollbacks).
+    pub(crate) attempt: u32,
+    /// The shard's generation when the job started.
+    pub(crate) generation: u32,
+    /// Run or rollback.
+    pub(crate) kind: JobKind,
+}
+
+impl std::fmt::Display for AttemptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            JobKind::Run => "attempt",
+            JobKind::Rollback => "rollback of attempt",
+        };
+        write!(f, "{}[{}] {kind} {} g{}", self.task, self.shard, self.attempt, self.generation)
+    }
+}
+
+/// One job for one slot: everything an executor needs, as plain data.
+#[derive(Debug, Clone)]
+pub(crate) struct Assignment {
+    /// Which attempt this is.
+    pub(crate) key: AttemptKey,
+    /// The slot of the executor it is for.
+    pub(crate) slot: u32,
+    /// The registered behavior name.
+    pub(crate) behavior: String,
+    /// The business date.
+    pub(crate) date: BusinessDate,
+    /// The shard key.
+    pub(crate) shard_key: ShardKey,
+    /// The shard's scope items.
+    pub(crate) scope: Vec<ScopeItem>,
+    /// The calendar dates the registration covers.
+    pub(crate) covered_dates: Vec<BusinessDate>,
+    /// The task's parameters.
+    pub(crate) params: Params,
+    /// Steps already checkpointed.
+    pub(crate) completed_steps: usize,
+    /// The task's timeout per attempt, if any.
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
+/// What an executor reports to the manager about a job.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// The job ended; the slot is free again.
+    Finished {
+        /// The job.
+        key: AttemptKey,
+        /// The executor index.
+        executor: usize,
+        /// The slot.
+        slot: u32,
+        /// How it ended.
+        outcome: ShardOutcome,
+    },
+    /// A stop or timeout was forced: the job did not return within the grace and was
+    /// abandoned. Its slot stays occupied until the job returns ([`Report::SlotFreed`]).
+    Abandoned {
+        /// The job.
+        key: AttemptKey,
+        /// The executor index.
+        executor: usize,
+        /// The slot.
+        slot: u32,
+        /// The explanation shown to operators.
+        reason: String,
+    },
+    /// An abandoned job finally returned; its slot is free again. Its outcome is not used.
+    SlotFreed {
+        /// The job.
+        key: AttemptKey,
+        /// The executor index.
+        executor: usize,
+        /// The slot.
+        slot: u32,
+    },
+}

@@ -1,0 +1,114 @@
+//! Read models built from the manager's state: the board, a task's view, a page of shards.
+
+use super::ManagerState;
+use crate::graph::TaskIx;
+use crate::model::Trigger;
+use crate::runtime::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
+use crate::state::{ShardStatus, TaskStatus};
+
+impl ManagerState {
+    /// The board as of the last recorded seq (released once that seq is durable).
+    pub(crate) fn board(&self) -> Board {
+        let (seq, closed) = self
+            .journal
+            .as_ref()
+            .map_or((0, true), |j| (j.state().last_seq(), j.state().is_closed()));
+        let tasks = self.flow.graph().topo_order().iter().map(|&ix| self.task_view(ix)).collect();
+        let executors = self
+            .executors
+            .iter()
+            .map(|e| ExecutorView {
+                name: e.name.clone(),
+                slots: e
+                    .slots
+                    .iter()
+                    .map(|s| match (&s.job, s.abandoned) {
+                        (None, _) => SlotView::Idle,
+                        (Some(k), false) => SlotView::Busy(k.to_string()),
+                        (Some(k), true) => SlotView::Abandoned(k.to_string()),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Board { date: self.date, seq, durable_seq: self.gate.durable(), closed, tasks, executors }
+    }
+
+    pub(crate) fn task_view_by_id(&self, id: &str) -> Option<TaskView> {
+        self.flow.graph().index_of(id).map(|ix| self.task_view(ix))
+    }
+
+    fn task_view(&self, ix: TaskIx) -> TaskView {
+        let def = self.flow.task(ix);
+        let rt = &self.tasks[ix.get()];
+        let (status, counts, registered_ms, note) = match self.journal.as_ref() {
+            Some(j) => {
+                let s = j.state();
+                let status = s.task_status(ix);
+                let note = rt.problem.clone().or_else(|| {
+                    if !s.dependencies_done(ix) {
+                        let waiting: Vec<String> = s
+                            .waiting_for(ix)
+                            .iter()
+                            .map(|&p| format!("`{}`", s.graph().id(p)))
+                            .collect();
+                        return Some(format!("waits for {}", waiting.join(", ")));
+                    }
+                    let waits_for_execute = status == TaskStatus::Registered
+                        && def.trigger == Trigger::Manual
+                        && !self.opts.auto_execute_manual;
+                    waits_for_execute.then(|| "manual: waits for an operator's execute".to_owned())
+                });
+                (status, *s.counts(ix), s.registered_at_ms(ix), note)
+            }
+            None => (TaskStatus::Unregistered, Default::default(), None, None),
+        };
+        TaskView {
+            id: def.id.clone(),
+            name: def.name.clone(),
+            behavior: def.behavior.clone(),
+            trigger: def.trigger.to_string(),
+            depends_on: def.depends_on.clone(),
+            status,
+            counts,
+            attempts: rt.attempts,
+            registered_ms,
+            started_ms: rt.started_ms,
+            finished_ms: if status.is_done() { rt.finished_ms.or(registered_ms) } else { None },
+            not_applicable: status == TaskStatus::NotApplicable,
+            fires_at: rt.fires_at,
+            note,
+        }
+    }
+
+    pub(crate) fn shard_page(
+        &self,
+        id: &str,
+        status: Option<ShardStatus>,
+        offset: usize,
+        limit: usize,
+    ) -> Vec<ShardInfo> {
+        let (Some(ix), Some(j)) = (self.flow.graph().index_of(id), self.journal.as_ref()) else {
+            return Vec::new();
+        };
+        let s = j.state();
+        if !s.is_registered(ix) {
+            return Vec::new();
+        }
+        s.shards(ix, status, offset, limit)
+            .into_iter()
+            .map(|v| ShardInfo {
+                index: v.index,
+                key: v.key.to_owned(),
+                status: v.status,
+                attempt: v.attempt,
+                generation: v.generation,
+                executor: v.executor.map(str::to_owned),
+                steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
+                started_ms: v.started_ms,
+                finished_ms: v.finished_ms,
+                last_error: v.last_error.map(str::to_owned),
+                note: self.notes.get(&(ix, v.index)).cloned(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,308 @@
+//! A slot runner: one long-lived actor per executor slot, running one job at a time.
+//!
+//! ```text
+//! Manager ──► Executor(i) ──► SlotRunner(i, slot)
+//! ```
+//!
+//! The job runs on a blocking-pool thread (`spawn_blocking` + `block_on`), never inside the
+//! actor's handler, so the runner's mailbox stays free for a stop, and a behavior that blocks
+//! its thread starves neither the runtime's workers nor the manager. A stop cancels the job's
+//! token; if the job has not returned after the grace (plus a margin that lets the driver's own
+//! grace act first), the runner reports the attempt *abandoned*: the shard is settled with an
+//! explanation, but the slot stays occupied — Rust code stuck in a blocking call cannot be
+//! killed — until the job returns, which is reported too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::manager::ManagerMsg;
+use super::notifier::NotifierMsg;
+use super::{Assignment, AttemptKey, JobKind, Report};
+use crate::behavior::{
+    BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine, Progress,
+    RunOptions, ShardOutcome, ShardSink, ShardSpec, run_rollback, run_shard,
+};
+use crate::runtime::Notice;
+
+/// How many progress/log notices may wait in the notifier's mailbox before slots drop them.
+const MAX_INFLIGHT_NOTES: usize = 10_000;
+
+/// Messages of a slot runner.
+#[derive(Debug)]
+pub(crate) enum SlotMsg {
+    /// Run this job.
+    Run(Assignment),
+    /// Stop the job if it is this one.
+    Stop(AttemptKey),
+    /// The job returned (internal).
+    Done(AttemptKey, ShardOutcome),
+    /// The grace after a stop or timeout is over (internal).
+    GraceOver(AttemptKey, GraceCause),
+}
+
+impl ractor::Message for SlotMsg {}
+
+/// Why a watchdog was armed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GraceCause {
+    Stop,
+    Timeout(Duration),
+}
+
+pub(crate) struct SlotArgs {
+    pub(crate) executor: usize,
+    pub(crate) executor_name: String,
+    pub(crate) slot: u32,
+    pub(crate) registry: Arc<BehaviorRegistry>,
+    pub(crate) manager: ActorRef<ManagerMsg>,
+    pub(crate) notifier: ActorRef<NotifierMsg>,
+    pub(crate) inflight: Arc<AtomicUsize>,
+    pub(crate) stop_grace: Duration,
+}
+
+pub(crate) struct SlotRunner;
+
+pub(crate) struct SlotState {
+    args: SlotArgs,
+    current: Option<Current>,
+}
+
+struct Current {
+    key: AttemptKey,
+    cancel: CancelToken,
+    abandoned: bool,
+    watchdog: Option<JoinHandle<()>>,
+    timeout_watchdog: Option<JoinHandle<()>>,
+}
+
+impl SlotState {
+    /// The driver gets `stop_grace` to drop a cooperative step; this runner waits a little
+    /// longer before declaring the attempt abandoned, so the driver's verdict comes first.
+    fn hard_grace(&self) -> Duration {
+        self.args.stop_grace + self.args.stop_grace / 2 + Duration::from_millis(20)
+    }
+
+    fn report(&self, report: Report) {
+        let _ = self.args.manager.cast(ManagerMsg::Report(report));
+    }
+}
+
+impl Actor for SlotRunner {
+    type Msg = SlotMsg;
+    type State = SlotState;
+    type Arguments = SlotArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SlotMsg>,
+        args: SlotArgs,
+    ) -> Result<SlotState, ActorProcessingErr> {
+        Ok(SlotState { args, current: None })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SlotMsg>,
+        msg: SlotMsg,
+        state: &mut SlotState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SlotMsg::Run(a) => {
+                if let Some(cur) = &state.current {
+                    warn!(slot = a.slot, busy = %cur.key, job = %a.key, "slot busy; job refused");
+                    state.report(Report::Finished {
+                        key: a.key,
+                        executor: state.args.executor,
+                        slot: state.args.slot,
+                        outcome: ShardOutcome::Failed { reason: "slot busy".into() },
+                    });
+                    return Ok(());
+                }
+                let cancel = CancelToken::new();
+                let timeout_watchdog = a.timeout.map(|t| {
+                    let me = myself.clone();
+                    let key = a.key.clone();
+                    let after = t + state.hard_grace();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = me.cast(SlotMsg::GraceOver(key, GraceCause::Timeout(t)));
+                    })
+                });
+                state.current = Some(Current {
+                    key: a.key.clone(),
+                    cancel: cancel.clone(),
+                    abandoned: false,
+                    watchdog: None,
+                    timeout_watchdog,
+                });
+                start_job(&state.args, a, cancel, myself);
+            }
+            SlotMsg::Stop(key) => {
+                let grace = state.hard_grace();
+                if let Some(cur) = state.current.as_mut().filter(|c| c.key == key)
+                    && cur.watchdog.is_none()
+                {
+                    cur.cancel.cancel();
+                    let me = myself.clone();
+                    cur.watchdog = Some(tokio::spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        let _ = me.cast(SlotMsg::GraceOver(key, GraceCause::Stop));
+                    }));
+                }
+            }
+            SlotMsg::GraceOver(key, cause) => {
+                let grace = state.args.stop_grace;
+                let (executor, slot) = (state.args.executor, state.args.slot);
+                let Some(cur) = state.current.as_mut().filter(|c| c.key == key && !c.abandoned)
+                else {
+                    return Ok(());
+                };
+                cur.abandoned = true;
+                cur.cancel.cancel();
+                let reason = match cause {
+                    GraceCause::Stop => format!(
+                        "did not stop within {grace:?} of being asked: the attempt was abandoned \
+                         but is still running, and slot {slot} of executor {} stays occupied \
+                         until it returns",
+                        state.args.executor_name
+                    ),
+                    GraceCause::Timeout(t) => format!(
+                        "timed out after {t:?} and did not stop within {grace:?}: the attempt was \
+                         abandoned but is still running, and slot {slot} of executor {} stays \
+                         occupied until it returns",
+                        state.args.executor_name
+                    ),
+                };
+                warn!(job = %key, %reason, "shard attempt abandoned");
+                state.report(Report::Abandoned { key, executor, slot, reason });
+            }
+            SlotMsg::Done(key, outcome) => {
+                let (executor, slot) = (state.args.executor, state.args.slot);
+                let Some(cur) = state.current.take_if(|c| c.key == key) else {
+                    return Ok(());
+                };
+                for h in [cur.watchdog, cur.timeout_watchdog].into_iter().flatten() {
+                    h.abort();
+                }
+                if cur.abandoned {
+                    state.report(Report::SlotFreed { key, executor, slot });
+                } else {
+                    state.report(Report::Finished { key, executor, slot, outcome });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the job on a blocking-pool thread; its outcome comes back as [`SlotMsg::Done`].
+fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<SlotMsg>) {
+    let key = a.key.clone();
+    let lease = args.registry.acquire(&a.behavior);
+    let sink: Arc<dyn ShardSink> = Arc::new(Sink {
+        manager: args.manager.clone(),
+        notifier: args.notifier.clone(),
+        inflight: args.inflight.clone(),
+        key: key.clone(),
+    });
+    let spec = ShardSpec {
+        task: a.key.task.clone(),
+        date: a.date,
+        shard: a.shard_key,
+        scope: a.scope,
+        covered_dates: a.covered_dates,
+        params: a.params,
+        generation: a.key.generation,
+        attempt: a.key.attempt,
+        completed_steps: a.completed_steps,
+    };
+    let options = RunOptions { timeout: a.timeout, cancel_grace: args.stop_grace };
+    let runtime = tokio::runtime::Handle::current();
+    let job = tokio::task::spawn_blocking(move || {
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(e) => return ShardOutcome::Failed { reason: e.to_string() },
+        };
+        runtime.block_on(async {
+            match key.kind {
+                JobKind::Run => run_shard(&*lease, spec, cancel, sink, &options).await,
+                JobKind::Rollback => run_rollback(&*lease, spec, cancel, sink, &options).await,
+            }
+        })
+    });
+    let key = a.key;
+    tokio::spawn(async move {
+        let outcome = job.await.unwrap_or_else(|e| ShardOutcome::Failed {
+            reason: format!("the shard's thread ended abnormally: {e}"),
+        });
+        let _ = me.cast(SlotMsg::Done(key, outcome));
+    });
+}
+
+/// Where a running job's checkpoints (to the manager, awaited until durable), progress and
+/// log lines (to the notifier, dropped under pressure) go.
+struct Sink {
+    manager: ActorRef<ManagerMsg>,
+    notifier: ActorRef<NotifierMsg>,
+    inflight: Arc<AtomicUsize>,
+    key: AttemptKey,
+}
+
+impl Sink {
+    fn note(&self, notice: Notice) {
+        if self.inflight.fetch_add(1, Ordering::Relaxed) >= MAX_INFLIGHT_NOTES {
+            self.inflight.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if self.notifier.cast(NotifierMsg::ShardNote(notice)).is_err() {
+            self.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ShardSink for Sink {
+    fn checkpoint(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        Box::pin(async move {
+            let key = self.key.clone();
+            let call = self.manager.call(
+                |reply| ManagerMsg::Checkpoint {
+                    key,
+                    step: checkpoint.step as u32,
+                    name: checkpoint.name,
+                    reply,
+                },
+                None,
+            );
+            match call.await {
+                Ok(CallResult::Success(result)) => result.map_err(CheckpointError),
+                _ => Err(CheckpointError("the manager is not reachable".into())),
+            }
+        })
+    }
+
+    fn progress(&self, p: Progress) {
+        self.note(Notice::Progress {
+            task: self.key.task.clone(),
+            shard: self.key.shard,
+            attempt: self.key.attempt,
+            step: p.step as u32,
+            done: p.done,
+            total: p.total,
+        });
+    }
+
+    fn log(&self, line: LogLine) {
+        self.note(Notice::Log {
+            task: self.key.task.clone(),
+            shard: self.key.shard,
+            attempt: self.key.attempt,
+            line,
+        });
+    }
+}
