@@ -22,6 +22,7 @@ use taskflow_core::runtime::{
     today_in,
 };
 use taskflow_core::state::ShardStatus;
+use taskflow_examples::fund_clearing::{self, FundOptions};
 
 /// Flags of `taskflow standalone`.
 #[derive(Debug, clap::Args)]
@@ -54,30 +55,22 @@ pub(crate) struct StandaloneArgs {
     report: Option<PathBuf>,
 }
 
-/// The bundled example, embedded so that the binary runs without any file.
-mod embedded {
-    pub(super) const FLOW: &str = include_str!("../../../examples/fund-clearing/flow.toml");
-    pub(super) const PRODUCTS: &str = include_str!("../../../examples/fund-clearing/products.toml");
-    pub(super) const DISTRIBUTORS: &str =
-        include_str!("../../../examples/fund-clearing/distributors.toml");
-    pub(super) const CALENDAR: &str = include_str!("../../../examples/fund-clearing/calendar.toml");
-}
-
-/// The behaviors the binary hosts: the built-ins (`noop`, `command`).
-fn registry() -> BehaviorRegistry {
-    BehaviorRegistry::with_builtins()
+/// The behaviors the binary hosts: the built-ins (`noop`, `command`) and the bundled
+/// example's `fund.*` behaviors. `TASKFLOW_FUND_STEP_DELAY` (e.g. `800ms`) slows the simulated
+/// steps down for a demo; `TASKFLOW_INJECT_FAILURES` injects failures (see
+/// `taskflow_examples::fund_clearing::FailurePlan`).
+fn registry() -> anyhow::Result<BehaviorRegistry> {
+    let mut registry = BehaviorRegistry::with_builtins();
+    let options = FundOptions::default().with_env().context("fund behavior options")?;
+    fund_clearing::register_with(&mut registry, options)?;
+    Ok(registry)
 }
 
 pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let flow = match &args.flow {
         Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => Flow::from_strs(
-            embedded::FLOW,
-            embedded::PRODUCTS,
-            embedded::DISTRIBUTORS,
-            embedded::CALENDAR,
-        )
-        .map_err(|e| anyhow::anyhow!("the bundled example does not load: {e}"))?,
+        None => fund_clearing::flow()
+            .map_err(|e| anyhow::anyhow!("the bundled example does not load: {e}"))?,
     };
     let date = match &args.date {
         Some(d) => d
@@ -113,7 +106,7 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
     let data = opts.day_dir(date);
-    let (runtime, manager) = Runtime::start(flow.clone(), registry(), opts)
+    let (runtime, manager) = Runtime::start(flow.clone(), registry()?, opts)
         .await
         .with_context(|| format!("starting business date {date} in {}", data.display()))?;
     println!(
