@@ -62,8 +62,10 @@ use crate::flow::Flow;
 use crate::journal::{self, Journal, JournalOptions};
 use crate::model::{BusinessDate, TaskId};
 use crate::state::{
-    Command, CommandError, EventKind, ShardStatus, StatusCounts, TaskStatus, UnconfirmedPolicy,
+    AuditEntry, Command, CommandError, EventKind, ShardStatus, StatusCounts, TaskStatus,
+    UnconfirmedPolicy,
 };
+use crate::store::LogStats;
 
 /// Options of a [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,6 +348,16 @@ impl ManagerHandle {
         }
     }
 
+    /// The day's audit log (every durable operator action), oldest first.
+    pub async fn audit(&self) -> Result<Vec<AuditEntry>, Error> {
+        self.ask(ManagerMsg::Audit, CALL_TIMEOUT).await
+    }
+
+    /// Counters for metrics (the journal's log writer: fsyncs, events, bytes).
+    pub async fn stats(&self) -> Result<RuntimeStats, Error> {
+        self.ask(ManagerMsg::Stats, CALL_TIMEOUT).await
+    }
+
     /// Subscribes to notices on `topics` (empty: all).
     pub async fn subscribe(&self, topics: Vec<Topic>) -> Result<Subscription, Error> {
         self.ask(|reply| ManagerMsg::Subscribe { topics, reply }, CALL_TIMEOUT).await
@@ -357,6 +369,13 @@ impl ManagerHandle {
     pub async fn wait_until_done(&self, timeout: Duration) -> Result<DayOutcome, Error> {
         self.ask(ManagerMsg::WaitDone, timeout).await
     }
+}
+
+/// Counters of a running day, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// The journal's log writer: fsyncs, events made durable, bytes, batches since open.
+    pub log: LogStats,
 }
 
 /// A subscription to the notifier's notices. Dropping it unsubscribes.

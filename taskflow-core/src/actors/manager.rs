@@ -31,11 +31,11 @@ use crate::graph::TaskIx;
 use crate::journal::Journal;
 use crate::model::{BusinessDate, TaskId};
 use crate::runtime::{
-    ActionError, Board, DayOutcome, Notice, RuntimeOptions, ShardInfo, Subscription, TaskView,
-    Topic,
+    ActionError, Board, DayOutcome, Notice, RuntimeOptions, RuntimeStats, ShardInfo, Subscription,
+    TaskView, Topic,
 };
 use crate::schedule::DurabilityGate;
-use crate::state::{Command, ShardStatus};
+use crate::state::{AuditEntry, Command, ShardStatus};
 
 /// Messages of the manager.
 pub(crate) enum ManagerMsg {
@@ -118,6 +118,10 @@ pub(crate) enum ManagerMsg {
         /// The lines.
         reply: RpcReplyPort<Vec<LogLine>>,
     },
+    /// The day's audit log (durable operator actions), oldest first.
+    Audit(RpcReplyPort<Vec<AuditEntry>>),
+    /// Counters for metrics: the journal's log writer.
+    Stats(RpcReplyPort<RuntimeStats>),
     /// A new subscription (answered by the notifier).
     Subscribe {
         /// The topics.
@@ -377,6 +381,20 @@ impl Actor for Manager {
                 state.reply_when_durable(move |_| {
                     let _ = reply.send(page);
                 });
+            }
+            ManagerMsg::Audit(reply) => {
+                let log = state
+                    .journal
+                    .as_ref()
+                    .map(|j| j.state().audit_log().to_vec())
+                    .unwrap_or_default();
+                state.reply_when_durable(move |_| {
+                    let _ = reply.send(log);
+                });
+            }
+            ManagerMsg::Stats(reply) => {
+                let log = state.journal.as_ref().map(|j| j.log_stats()).unwrap_or_default();
+                let _ = reply.send(RuntimeStats { log });
             }
             ManagerMsg::Logs { task, shard, reply } => {
                 let _ = state.notifier.cast(NotifierMsg::Logs { task, shard, reply });
