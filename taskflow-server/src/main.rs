@@ -44,8 +44,9 @@ enum Command {
     /// With no --flow it runs the bundled fund-clearing example. With --until-done it runs the
     /// day headless (manual tasks executed automatically), prints a summary, optionally writes
     /// a JSON report, and exits 0 only if every task ended succeeded, skipped or not
-    /// applicable. Without it, it runs until Ctrl-C (graceful shutdown), printing progress as
-    /// task states change.
+    /// applicable. Without it, it serves the web console and HTTP API (default
+    /// http://127.0.0.1:8080, the URL with its token is printed) and runs until Ctrl-C or
+    /// SIGTERM (graceful shutdown); manual tasks wait for an operator's execute.
     Standalone(commands::standalone::StandaloneArgs),
 }
 

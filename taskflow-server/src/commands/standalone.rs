@@ -4,7 +4,7 @@
 //! automatically, prints a summary, writes the JSON report (`proto-docs/report.md`) and exits 0
 //! only if every task ended succeeded, skipped or not applicable. Without it, it runs the day
 //! and keeps running until Ctrl-C (graceful shutdown), printing the day's progress as states
-//! change; the HTTP console comes with the next issue.
+//! change, and serves the HTTP console (`taskflow_server::serve`) until then.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,36 +23,97 @@ use taskflow_core::runtime::{
 };
 use taskflow_core::state::ShardStatus;
 use taskflow_examples::fund_clearing::{self, FundOptions};
+use taskflow_server::{AppState, Auth, ConsoleOptions, generate_token};
 
-/// Flags of `taskflow standalone`.
+/// Flags of `taskflow standalone`. Every option but `--until-done` and `--report` can also be
+/// set from a `TASKFLOW_*` environment variable or the `--config` file (TOML, the flag names as
+/// keys: `http`, `token`, `principal`, `protect-viewing`, `date`, `executors`, `slots`, `data`,
+/// `flow`); a flag beats its variable, which beats the file, which beats the default.
 #[derive(Debug, clap::Args)]
 pub(crate) struct StandaloneArgs {
     /// Run the business day headless: execute manual tasks automatically, print a summary and
     /// exit 0 only if every task ended succeeded, skipped or not applicable (1 otherwise).
     /// Started again on a finished day, it reports and exits 0 without re-running anything.
+    /// No HTTP console is served.
     #[arg(long)]
     until_done: bool,
+    /// A TOML file with any of the options below (kebab-case keys, e.g. `protect-viewing =
+    /// true`).
+    #[arg(long, env = "TASKFLOW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The business date, YYYY-MM-DD. Default: the most recent open business day before today
     /// in the flow's time zone — all its `at` triggers have passed, so a fresh start completes
-    /// without waiting.
-    #[arg(long)]
+    /// without waiting (manual tasks still wait for an operator's execute in the console).
+    #[arg(long, env = "TASKFLOW_DATE")]
     date: Option<String>,
-    /// In-process executors.
-    #[arg(long, default_value_t = 1)]
-    executors: usize,
-    /// Slots per executor (shards running at once on each).
-    #[arg(long, default_value_t = 4)]
-    slots: u32,
-    /// The data directory (the day's journal lives in DIR/days/YYYY-MM-DD).
-    #[arg(long, default_value = "taskflow-data")]
-    data: PathBuf,
+    /// In-process executors [default: 1].
+    #[arg(long, env = "TASKFLOW_EXECUTORS")]
+    executors: Option<usize>,
+    /// Slots per executor (shards running at once on each) [default: 4].
+    #[arg(long, env = "TASKFLOW_SLOTS")]
+    slots: Option<u32>,
+    /// The data directory (the day's journal lives in DIR/days/YYYY-MM-DD)
+    /// [default: taskflow-data].
+    #[arg(long, env = "TASKFLOW_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
     /// The flow directory (flow.toml + products, distributors, calendar). Default: the
     /// bundled fund-clearing example.
-    #[arg(long)]
+    #[arg(long, env = "TASKFLOW_FLOW", value_name = "DIR")]
     flow: Option<PathBuf>,
-    /// Write the JSON report of the day here (see proto-docs/report.md).
+    /// Write the JSON report of the day here (with --until-done; see proto-docs/report.md).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Where the HTTP console listens [default: 127.0.0.1:8080]. Port 0 picks a free port
+    /// (the printed URL shows it).
+    #[arg(long, env = "TASKFLOW_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// The operator token actions need (`Authorization: Bearer <token>`). Without one, a
+    /// loopback bind generates a token and prints it in the console URL; any other bind
+    /// refuses to start.
+    #[arg(long, env = "TASKFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The name the audit log records for actions made with the token [default: operator].
+    #[arg(long, env = "TASKFLOW_PRINCIPAL")]
+    principal: Option<String>,
+    /// Require the token for viewing too (GET /api/*, /metrics, /ws), not only for actions.
+    #[arg(long, env = "TASKFLOW_PROTECT_VIEWING")]
+    protect_viewing: bool,
+}
+
+/// The `--config` file: the same options, kebab-case keys.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    date: Option<String>,
+    executors: Option<usize>,
+    slots: Option<u32>,
+    data: Option<PathBuf>,
+    flow: Option<PathBuf>,
+    http: Option<String>,
+    token: Option<String>,
+    principal: Option<String>,
+    protect_viewing: Option<bool>,
+}
+
+impl StandaloneArgs {
+    /// Fills what the flags and environment left unset from the config file.
+    fn merge_config(mut self) -> anyhow::Result<StandaloneArgs> {
+        let Some(path) = &self.config else { return Ok(self) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config file {}", path.display()))?;
+        let file: FileConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        self.date = self.date.or(file.date);
+        self.executors = self.executors.or(file.executors);
+        self.slots = self.slots.or(file.slots);
+        self.data = self.data.or(file.data);
+        self.flow = self.flow.or(file.flow);
+        self.http = self.http.or(file.http);
+        self.token = self.token.or(file.token);
+        self.principal = self.principal.or(file.principal);
+        self.protect_viewing = self.protect_viewing || file.protect_viewing.unwrap_or(false);
+        Ok(self)
+    }
 }
 
 /// The behaviors the binary hosts: the built-ins (`noop`, `command`) and the bundled
@@ -67,6 +128,7 @@ fn registry() -> anyhow::Result<BehaviorRegistry> {
 }
 
 pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    let args = args.merge_config()?;
     let flow = match &args.flow {
         Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => fund_clearing::flow()
@@ -83,10 +145,10 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");
     }
     let opts = RuntimeOptions {
-        data_dir: args.data.clone(),
+        data_dir: args.data.clone().unwrap_or_else(|| PathBuf::from("taskflow-data")),
         date: Some(date),
-        executors: args.executors.max(1),
-        slots_per_executor: args.slots.max(1),
+        executors: args.executors.unwrap_or(1).max(1),
+        slots_per_executor: args.slots.unwrap_or(4).max(1),
         auto_execute_manual: args.until_done,
         roll_over: false,
         ..RuntimeOptions::default()
@@ -106,7 +168,14 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
     let data = opts.day_dir(date);
-    let (runtime, manager) = Runtime::start(flow.clone(), registry()?, opts)
+    // The console's listener is bound before the day is opened: a taken port or a missing
+    // token fails the start without touching the journal.
+    let console = if args.until_done { None } else { Some(bind_console(&args).await?) };
+    let registry = registry()?;
+    let behaviors: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
+    let data_dir = opts.data_dir.clone();
+    let log_lines_per_shard = opts.log_lines_per_shard;
+    let (runtime, manager) = Runtime::start(flow.clone(), registry, opts)
         .await
         .with_context(|| format!("starting business date {date} in {}", data.display()))?;
     println!(
@@ -133,15 +202,57 @@ async fn serve(
         runtime.shutdown().await?;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
+    let (listener, auth, url) = console.expect("bound unless --until-done");
+    let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard };
+    let state = AppState::start(manager.clone(), flow.clone(), options).await?;
+    println!("console: {url}");
     println!("running; press Ctrl-C to stop (manual tasks wait for an operator's execute)");
-    shutdown_signal().await;
+    let served = taskflow_server::serve(listener, state, shutdown_signal()).await;
     println!("stopping: waiting for running shards, then closing the journal");
     progress.abort();
     runtime.shutdown().await?;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Graceful shutdown starts on Ctrl-C (SIGINT) or SIGTERM.
+/// Binds the console's listener and settles the token rules; returns the URL to print (with
+/// a generated token, as Jupyter does).
+async fn bind_console(
+    args: &StandaloneArgs,
+) -> anyhow::Result<(tokio::net::TcpListener, Auth, String)> {
+    let addr = args.http.clone().unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on --http {addr}"))?;
+    let local = listener.local_addr()?;
+    let configured = args.token.clone().filter(|t| !t.trim().is_empty());
+    let (token, generated) = match configured {
+        Some(t) => (t, false),
+        None if local.ip().is_loopback() => (generate_token()?, true),
+        None => anyhow::bail!(
+            "refusing to serve the console on {local} without a token: anyone who can reach \
+             it could act on the day. Set --token, TASKFLOW_TOKEN or `token` in the config \
+             file, or listen on a loopback address (127.0.0.1)"
+        ),
+    };
+    let host =
+        if local.ip().is_unspecified() { "localhost".to_owned() } else { local.ip().to_string() };
+    let host = if local.is_ipv6() && host != "localhost" { format!("[{host}]") } else { host };
+    let url = if generated {
+        format!("http://{host}:{}/?token={token}", local.port())
+    } else {
+        format!("http://{host}:{}/ (operator token as configured)", local.port())
+    };
+    let auth = Auth {
+        token,
+        principal: args.principal.clone().unwrap_or_else(|| "operator".to_owned()),
+        protect_viewing: args.protect_viewing,
+    };
+    Ok((listener, auth, url))
+}
+
+/// Graceful shutdown starts on Ctrl-C (SIGINT) or SIGTERM: the console stops accepting,
+/// WebSocket clients are closed, running shards get `shutdown_grace`, the journal is closed.
 async fn shutdown_signal() {
     #[cfg(unix)]
     {

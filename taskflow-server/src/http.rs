@@ -1,0 +1,151 @@
+//! The HTTP shell: the JSON API, the WebSocket and the embedded web console on one listener.
+//!
+//! Routes live in one module per area: [`api`] (JSON), [`ws`] (the WebSocket, fed by the
+//! [`hub`]), [`assets`] (the console), [`metrics`]. [`serve`] takes an already-bound listener
+//! and a shutdown future, so tests bind `127.0.0.1:0` and hand it in.
+//!
+//! **Invariant: core never speaks HTTP.** Everything JSON is a DTO in [`dto`], converted from
+//! the runtime's views here.
+
+mod api;
+mod assets;
+mod auth;
+mod dto;
+mod error;
+mod hub;
+mod metrics;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use taskflow_core::flow::Flow;
+use taskflow_core::model::BusinessDate;
+use taskflow_core::runtime::ManagerHandle;
+
+pub use auth::{Auth, generate_token};
+use hub::Hub;
+
+/// What the handlers share: the manager, the flow, the auth rules and the WebSocket hub.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    manager: ManagerHandle,
+    flow: Arc<Flow>,
+    auth: Auth,
+    hub: Arc<Hub>,
+    behaviors: Vec<String>,
+    date: BusinessDate,
+    data_dir: PathBuf,
+    log_lines_per_shard: usize,
+}
+
+/// How the console is served, besides the listener.
+#[derive(Debug, Clone)]
+pub struct ConsoleOptions {
+    /// The token rules.
+    pub auth: Auth,
+    /// The behaviors the in-process executors host (shown in the executors panel).
+    pub behaviors: Vec<String>,
+    /// The data directory (to tell a past day from an unknown one).
+    pub data_dir: PathBuf,
+    /// The runtime's per-shard log cap (a log this long was truncated).
+    pub log_lines_per_shard: usize,
+}
+
+impl AppState {
+    /// Takes the first board and starts the WebSocket hub following the day.
+    pub async fn start(
+        manager: ManagerHandle,
+        flow: Arc<Flow>,
+        opts: ConsoleOptions,
+    ) -> anyhow::Result<AppState> {
+        let date = manager.board().await?.date;
+        let hub = Hub::start(manager.clone(), flow.clone(), opts.behaviors.clone()).await?;
+        Ok(AppState {
+            inner: Arc::new(Shared {
+                manager,
+                flow,
+                auth: opts.auth,
+                hub,
+                behaviors: opts.behaviors,
+                date,
+                data_dir: opts.data_dir,
+                log_lines_per_shard: opts.log_lines_per_shard,
+            }),
+        })
+    }
+
+    pub(crate) fn manager(&self) -> &ManagerHandle {
+        &self.inner.manager
+    }
+    pub(crate) fn flow(&self) -> &Flow {
+        &self.inner.flow
+    }
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+    pub(crate) fn behaviors(&self) -> &[String] {
+        &self.inner.behaviors
+    }
+    pub(crate) fn date(&self) -> BusinessDate {
+        self.inner.date
+    }
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+    pub(crate) fn log_lines_per_shard(&self) -> usize {
+        self.inner.log_lines_per_shard
+    }
+}
+
+/// Every route.
+fn router(state: AppState) -> Router {
+    let day = "/api/days/{date}";
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{*path}", get(assets::asset))
+        .route("/api/health", get(api::health))
+        .route(day, get(api::day))
+        .route(&format!("{day}/tasks/{{task}}"), get(api::task))
+        .route(&format!("{day}/tasks/{{task}}/{{action}}"), post(api::task_action))
+        .route(&format!("{day}/tasks/{{task}}/shards/{{index}}/logs"), get(api::logs))
+        .route(
+            &format!("{day}/tasks/{{task}}/shards/{{index}}/{{action}}"),
+            post(api::shard_action),
+        )
+        .route("/api/executors", get(api::executors))
+        .route("/api/audit", get(api::audit))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ws", get(ws::upgrade))
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Serves the console on `listener` until `shutdown` completes; then WebSocket clients are
+/// closed and in-flight requests finish (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let hub = state.hub().clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            hub.close_all();
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! The JSON API under `/api`: health, the day board, one task's shards, shard logs, operator
+//! actions, executors and the audit log. Path parameters and queries are parsed here by hand so
+//! that every bad input gets a JSON error naming it (axum's extractors answer in plain text).
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use taskflow_core::model::{BusinessDate, TaskId};
+use taskflow_core::state::{Command, ShardStatus, Target};
+
+use super::AppState;
+use super::dto::{
+    AuditDto, LogLineDto, board_dto, executors_dto, parse_action, parse_shard_status, shard_dto,
+    task_deps_done, task_dto,
+};
+use super::error::ApiError;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Most shards in one page.
+const MAX_LIMIT: usize = 1000;
+
+/// `GET /api/health`.
+pub(crate) async fn health(State(app): State<AppState>) -> ApiResult {
+    let b = app.manager().board().await?;
+    Ok(Json(serde_json::json!({
+        "status": "ok",
+        "date": b.date.to_string(),
+        "seq": b.seq,
+        "durable_seq": b.durable_seq,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response())
+}
+
+/// `GET /api/days/{date}`.
+pub(crate) async fn day(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(date): Path<String>,
+) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    check_day(&app, &date)?;
+    let b = app.manager().board().await?;
+    Ok(Json(board_dto(app.flow(), &b)).into_response())
+}
+
+/// `GET /api/days/{date}/tasks/{task_id}?status=…&offset=…&limit=…`.
+pub(crate) async fn task(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((date, task)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    check_day(&app, &date)?;
+    let mut statuses: Vec<ShardStatus> = Vec::new();
+    let (mut offset, mut limit) = (0usize, 100usize);
+    for (k, v) in query_pairs(query.as_deref()) {
+        match k.as_str() {
+            "status" => statuses.push(parse_shard_status(&v).ok_or_else(|| {
+                ApiError::bad_request(format!("unknown shard status {v:?} in query `status`"))
+            })?),
+            "offset" => offset = number("offset", &v)?,
+            "limit" => {
+                limit = number("limit", &v)?;
+                if limit == 0 || limit > MAX_LIMIT {
+                    return Err(ApiError::bad_request(format!(
+                        "query `limit` must be between 1 and {MAX_LIMIT}, not {limit}"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let b = app.manager().board().await?;
+    let row = b.task(&task).ok_or_else(|| no_task(&task))?;
+    statuses.sort_unstable();
+    statuses.dedup();
+    let deps = task_deps_done(&b, &task);
+    // One status (or none): the runtime pages it. Several: page their concatenation.
+    let (total, page) = if statuses.len() <= 1 {
+        let s = statuses.first().copied();
+        let total = match s {
+            Some(s) => row.counts.get(s) as usize,
+            None => row.counts.total() as usize,
+        };
+        (total, app.manager().shards(&task, s, offset, limit).await?)
+    } else {
+        let total: usize = statuses.iter().map(|s| row.counts.get(*s) as usize).sum();
+        let mut page = Vec::new();
+        let (mut skip, mut want) = (offset, limit);
+        for s in &statuses {
+            let n = row.counts.get(*s) as usize;
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            let got = app.manager().shards(&task, Some(*s), skip, want).await?;
+            skip = 0;
+            want -= got.len().min(want);
+            page.extend(got);
+            if want == 0 {
+                break;
+            }
+        }
+        (total, page)
+    };
+    let shards: Vec<_> = page.iter().map(|s| shard_dto(s, deps, b.closed)).collect();
+    Ok(Json(serde_json::json!({
+        "seq": b.seq,
+        "task": task_dto(app.flow(), &b, row),
+        "total": total,
+        "offset": offset,
+        "shards": shards,
+    }))
+    .into_response())
+}
+
+/// `GET /api/days/{date}/tasks/{task_id}/shards/{index}/logs`.
+pub(crate) async fn logs(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((date, task, index)): Path<(String, String, String)>,
+) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    check_day(&app, &date)?;
+    let index = shard_index(&index)?;
+    let b = app.manager().board().await?;
+    let row = b.task(&task).ok_or_else(|| no_task(&task))?;
+    if index >= row.counts.total() {
+        return Err(ApiError::not_found(format!(
+            "task `{task}` has no shard {index} (it has {})",
+            row.counts.total()
+        )));
+    }
+    let lines = app.manager().shard_log(&task, index).await?;
+    let truncated = lines.len() >= app.log_lines_per_shard();
+    let lines: Vec<_> = lines.iter().map(|l| LogLineDto::of(l, None)).collect();
+    Ok(Json(serde_json::json!({"seq": b.seq, "lines": lines, "truncated": truncated}))
+        .into_response())
+}
+
+/// The optional body of an action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// `POST /api/days/{date}/tasks/{task_id}/{action}`.
+pub(crate) async fn task_action(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((date, task, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    act(&app, peer, &headers, &date, &task, None, &action, &body).await
+}
+
+/// `POST /api/days/{date}/tasks/{task_id}/shards/{index}/{action}`.
+pub(crate) async fn shard_action(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((date, task, index, action)): Path<(String, String, String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let index = shard_index(&index)?;
+    act(&app, peer, &headers, &date, &task, Some(index), &action, &body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    date: &str,
+    task: &str,
+    shard: Option<u32>,
+    action: &str,
+    body: &[u8],
+) -> ApiResult {
+    let actor = app.auth().operator(headers)?.to_owned();
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"reason\": \"…\", \"cascade\": false}}: {e}"
+            ))
+        })?
+    };
+    let action = parse_action(action, body.cascade).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown action `{action}`; expected one of execute, stop, skip, retry, rollback, \
+             confirm, mark_failed"
+        ))
+    })?;
+    check_day(app, date)?;
+    if !app.hub().has_task(task) {
+        return Err(no_task(task));
+    }
+    let cmd = Command {
+        actor,
+        from: peer.ip().to_string(),
+        reason: body.reason,
+        action,
+        target: Target { task: TaskId::new(task), shard },
+    };
+    let seq = app.manager().act(cmd).await?;
+    Ok(Json(serde_json::json!({"seq": seq})).into_response())
+}
+
+/// `GET /api/executors`.
+pub(crate) async fn executors(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    let b = app.manager().board().await?;
+    let executors = executors_dto(&b.executors, app.behaviors(), Utc::now());
+    Ok(Json(serde_json::json!({"seq": b.seq, "executors": executors})).into_response())
+}
+
+/// `GET /api/audit?since_seq=…&limit=…`.
+pub(crate) async fn audit(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    let (mut since, mut limit) = (None, 200usize);
+    for (k, v) in query_pairs(query.as_deref()) {
+        match k.as_str() {
+            "since_seq" => since = Some(number::<u64>("since_seq", &v)?),
+            "limit" => {
+                limit = number("limit", &v)?;
+                if limit == 0 || limit > MAX_LIMIT {
+                    return Err(ApiError::bad_request(format!(
+                        "query `limit` must be between 1 and {MAX_LIMIT}, not {limit}"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let log = app.manager().audit().await?;
+    let entries: Vec<_> = match since {
+        Some(s) => log.iter().filter(|e| e.seq > s).take(limit).map(AuditDto::of).collect(),
+        None => log[log.len().saturating_sub(limit)..].iter().map(AuditDto::of).collect(),
+    };
+    Ok(Json(serde_json::json!({"entries": entries})).into_response())
+}
+
+/// Any other path: a JSON 404.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// Only the day being run is served: `current` or its date. A valid other date is a 404
+/// that says why.
+fn check_day(app: &AppState, date: &str) -> Result<(), ApiError> {
+    if date == "current" {
+        return Ok(());
+    }
+    let d: BusinessDate = date.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{date}` is not a business date: use YYYY-MM-DD or `current`"
+        ))
+    })?;
+    if d == app.date() {
+        return Ok(());
+    }
+    let kept = app.data_dir().join("days").join(d.to_string()).is_dir();
+    Err(ApiError::not_found(if kept {
+        format!(
+            "business day {d} has a journal in this data directory, but this server serves only \
+             the day it runs ({}); past days are not served yet",
+            app.date()
+        )
+    } else {
+        format!("no business day {d} in this data directory (this server runs {})", app.date())
+    }))
+}
+
+fn no_task(task: &str) -> ApiError {
+    ApiError::not_found(format!("the flow has no task `{task}`"))
+}
+
+fn shard_index(s: &str) -> Result<u32, ApiError> {
+    s.parse().map_err(|_| {
+        ApiError::bad_request(format!("shard index must be a non-negative integer, not {s:?}"))
+    })
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ApiError> {
+    v.parse().map_err(|_| {
+        ApiError::bad_request(format!("query `{name}` must be a non-negative integer, not {v:?}"))
+    })
+}
+
+/// `a=1&b=x%20y` → `[("a", "1"), ("b", "x y")]`, repeated keys kept in order.
+pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                match (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode_and_keep_repeats() {
+        let q = query_pairs(Some("status=failed&status=running&x=a%20b+c&bad=%zz&e"));
+        assert_eq!(q[0], ("status".into(), "failed".into()));
+        assert_eq!(q[1], ("status".into(), "running".into()));
+        assert_eq!(q[2], ("x".into(), "a b c".into()));
+        assert_eq!(q[3], ("bad".into(), "%zz".into()));
+        assert_eq!(q[4], ("e".into(), "".into()));
+        assert!(query_pairs(None).is_empty());
+    }
+}

@@ -1,0 +1,378 @@
+//! The JSON shapes of the HTTP API and the WebSocket (`proto-docs/http-api.md`), owned by the
+//! server: core types are not `Serialize` for the wire, so each is converted here, once.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use taskflow_core::behavior::{LogLevel, LogLine};
+use taskflow_core::flow::Flow;
+use taskflow_core::runtime::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
+use taskflow_core::state::{
+    AuditEntry, OperatorAction, ShardStatus, TaskStatus, allowed_events, shard_event_for,
+    transition,
+};
+
+/// Every operator action, in the order the console shows its buttons.
+pub(crate) const ACTIONS: [&str; 7] =
+    ["execute", "stop", "skip", "retry", "rollback", "confirm", "mark_failed"];
+
+/// The action named in a URL (`cascade` only matters for `rollback`).
+pub(crate) fn parse_action(name: &str, cascade: bool) -> Option<OperatorAction> {
+    Some(match name {
+        "execute" => OperatorAction::Execute,
+        "stop" => OperatorAction::Stop,
+        "skip" => OperatorAction::Skip,
+        "retry" => OperatorAction::Retry,
+        "rollback" => OperatorAction::Rollback { cascade },
+        "confirm" => OperatorAction::Confirm,
+        "mark_failed" => OperatorAction::MarkFailed,
+        _ => return None,
+    })
+}
+
+pub(crate) fn action_name(action: OperatorAction) -> &'static str {
+    match action {
+        OperatorAction::Execute => "execute",
+        OperatorAction::Stop => "stop",
+        OperatorAction::Skip => "skip",
+        OperatorAction::Retry => "retry",
+        OperatorAction::Rollback { .. } => "rollback",
+        OperatorAction::Confirm => "confirm",
+        OperatorAction::MarkFailed => "mark_failed",
+    }
+}
+
+/// The wire name of a shard status (`rolling_back`).
+pub(crate) fn shard_status_name(s: ShardStatus) -> &'static str {
+    match s {
+        ShardStatus::Registered => "registered",
+        ShardStatus::Pending => "pending",
+        ShardStatus::Running => "running",
+        ShardStatus::Succeeded => "succeeded",
+        ShardStatus::Failed => "failed",
+        ShardStatus::Skipped => "skipped",
+        ShardStatus::Stopping => "stopping",
+        ShardStatus::Stopped => "stopped",
+        ShardStatus::RollingBack => "rolling_back",
+        ShardStatus::RolledBack => "rolled_back",
+        ShardStatus::RollbackFailed => "rollback_failed",
+        ShardStatus::Unconfirmed => "unconfirmed",
+    }
+}
+
+/// The shard status with this wire name.
+pub(crate) fn parse_shard_status(name: &str) -> Option<ShardStatus> {
+    ShardStatus::ALL.into_iter().find(|s| shard_status_name(*s) == name)
+}
+
+/// The wire name of a task status (`not_applicable`).
+pub(crate) fn task_status_name(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Unregistered => "unregistered",
+        TaskStatus::NotApplicable => "not_applicable",
+        TaskStatus::Registered => "registered",
+        TaskStatus::Pending => "pending",
+        TaskStatus::Running => "running",
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Skipped => "skipped",
+        TaskStatus::Stopping => "stopping",
+        TaskStatus::Stopped => "stopped",
+        TaskStatus::RollingBack => "rolling_back",
+        TaskStatus::RolledBack => "rolled_back",
+        TaskStatus::Unconfirmed => "unconfirmed",
+    }
+}
+
+/// Statuses a task rests in until something happens: a WebSocket client is always shown
+/// these, even when the task left them again within one coalesced batch.
+pub(crate) fn is_resting(s: TaskStatus) -> bool {
+    matches!(
+        s,
+        TaskStatus::Succeeded
+            | TaskStatus::Failed
+            | TaskStatus::Skipped
+            | TaskStatus::NotApplicable
+            | TaskStatus::Stopped
+            | TaskStatus::RolledBack
+            | TaskStatus::Unconfirmed
+    )
+}
+
+/// RFC 3339 in UTC with milliseconds, from ms since the epoch.
+pub(crate) fn time_ms(ms: Option<i64>) -> Option<String> {
+    ms.and_then(DateTime::<Utc>::from_timestamp_millis).map(time)
+}
+
+pub(crate) fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `GET /api/days/{date}` and the `board` of a `snapshot` frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct BoardDto {
+    pub(crate) date: String,
+    pub(crate) flow: String,
+    pub(crate) seq: u64,
+    pub(crate) closed: bool,
+    pub(crate) tasks: Vec<TaskDto>,
+}
+
+/// One board row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct TaskDto {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) level: String,
+    pub(crate) behavior: String,
+    pub(crate) trigger: String,
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) status: &'static str,
+    pub(crate) not_applicable: bool,
+    pub(crate) shards: serde_json::Map<String, serde_json::Value>,
+    pub(crate) attempts: u64,
+    pub(crate) registered_at: Option<String>,
+    pub(crate) started_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
+    pub(crate) fires_at: Option<String>,
+    pub(crate) note: Option<String>,
+    pub(crate) allowed_actions: Vec<&'static str>,
+}
+
+/// One shard row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ShardDto {
+    pub(crate) index: u32,
+    pub(crate) key: String,
+    pub(crate) status: &'static str,
+    pub(crate) attempt: u32,
+    pub(crate) generation: u32,
+    pub(crate) executor: Option<String>,
+    pub(crate) step: u32,
+    pub(crate) step_name: Option<String>,
+    pub(crate) steps: Option<u32>,
+    pub(crate) error: Option<String>,
+    pub(crate) note: Option<String>,
+    pub(crate) started_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
+    pub(crate) allowed_actions: Vec<&'static str>,
+}
+
+/// One executor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ExecutorDto {
+    pub(crate) name: String,
+    pub(crate) slots: usize,
+    pub(crate) busy: usize,
+    pub(crate) abandoned: usize,
+    pub(crate) state: &'static str,
+    pub(crate) heartbeat_at: String,
+    pub(crate) heartbeat_age_ms: u64,
+    pub(crate) jobs: Vec<String>,
+    pub(crate) behaviors: Vec<String>,
+}
+
+impl ExecutorDto {
+    /// Equal apart from the heartbeat (which changes with every report).
+    pub(crate) fn same_as(&self, o: &ExecutorDto) -> bool {
+        self.name == o.name
+            && self.slots == o.slots
+            && self.busy == o.busy
+            && self.abandoned == o.abandoned
+            && self.state == o.state
+            && self.jobs == o.jobs
+    }
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct AuditDto {
+    pub(crate) seq: u64,
+    pub(crate) at: Option<String>,
+    pub(crate) actor: String,
+    pub(crate) action: &'static str,
+    pub(crate) cascade: bool,
+    pub(crate) task: String,
+    pub(crate) shard: Option<u32>,
+    pub(crate) reason: String,
+    pub(crate) from: String,
+}
+
+impl AuditDto {
+    pub(crate) fn of(e: &AuditEntry) -> AuditDto {
+        let r = &e.record;
+        AuditDto {
+            seq: e.seq,
+            at: time_ms(Some(e.at_ms)),
+            actor: r.actor.clone(),
+            action: action_name(r.action),
+            cascade: matches!(r.action, OperatorAction::Rollback { cascade: true }),
+            task: r.target.task.to_string(),
+            shard: r.target.shard,
+            reason: r.reason.clone(),
+            from: r.from.clone(),
+        }
+    }
+}
+
+/// One captured log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct LogLineDto {
+    pub(crate) at: String,
+    pub(crate) level: &'static str,
+    /// Known on live `log` frames; the kept log does not record it (`null`).
+    pub(crate) attempt: Option<u32>,
+    pub(crate) step: Option<usize>,
+    pub(crate) line: String,
+}
+
+impl LogLineDto {
+    pub(crate) fn of(l: &LogLine, attempt: Option<u32>) -> LogLineDto {
+        LogLineDto {
+            at: time(l.at),
+            level: match l.level {
+                LogLevel::Debug => "debug",
+                LogLevel::Info => "info",
+                LogLevel::Warn => "warn",
+                LogLevel::Error => "error",
+            },
+            attempt,
+            step: l.step,
+            line: l.message.clone(),
+        }
+    }
+}
+
+/// Converts the runtime's board to its DTO.
+pub(crate) fn board_dto(flow: &Flow, b: &Board) -> BoardDto {
+    BoardDto {
+        date: b.date.to_string(),
+        flow: flow.settings().name.clone(),
+        seq: b.seq,
+        closed: b.closed,
+        tasks: b.tasks.iter().map(|t| task_dto(flow, b, t)).collect(),
+    }
+}
+
+/// Whether every dependency of `t` is done on the board (execute and retry need it).
+fn deps_done(b: &Board, t: &TaskView) -> bool {
+    t.depends_on.iter().all(|d| b.task(d.as_str()).is_some_and(|v| v.status.is_done()))
+}
+
+pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
+    let mut shards = serde_json::Map::new();
+    shards.insert("total".into(), t.counts.total().into());
+    for s in ShardStatus::ALL {
+        shards.insert(shard_status_name(s).into(), t.counts.get(s).into());
+    }
+    let deps = deps_done(b, t);
+    let allowed = if b.closed || t.status == TaskStatus::Unregistered {
+        Vec::new()
+    } else {
+        ACTIONS
+            .into_iter()
+            .filter(|a| {
+                let action = parse_action(a, false).expect("every listed action parses");
+                let kind = shard_event_for(action).kind();
+                let any = t.counts.non_zero().any(|(s, _)| transition(s, kind).is_ok());
+                any && (deps || !needs_dependencies(action))
+            })
+            .collect()
+    };
+    TaskDto {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        level: flow.task_by_id(t.id.as_str()).map(|d| d.level.to_string()).unwrap_or_default(),
+        behavior: t.behavior.clone(),
+        trigger: t.trigger.clone(),
+        depends_on: t.depends_on.iter().map(|d| d.to_string()).collect(),
+        status: task_status_name(t.status),
+        not_applicable: t.not_applicable,
+        shards,
+        attempts: t.attempts,
+        registered_at: time_ms(t.registered_ms),
+        started_at: time_ms(t.started_ms),
+        finished_at: time_ms(t.finished_ms),
+        fires_at: t.fires_at.map(time),
+        note: t.note.clone(),
+        allowed_actions: allowed,
+    }
+}
+
+fn needs_dependencies(a: OperatorAction) -> bool {
+    matches!(a, OperatorAction::Execute | OperatorAction::Retry)
+}
+
+/// A shard row; `deps_done` and `closed` gate its actions as [`task_dto`] does.
+pub(crate) fn shard_dto(s: &ShardInfo, deps_done: bool, closed: bool) -> ShardDto {
+    let allowed = if closed {
+        Vec::new()
+    } else {
+        let events = allowed_events(s.status);
+        ACTIONS
+            .into_iter()
+            .filter(|a| {
+                let action = parse_action(a, false).expect("every listed action parses");
+                events.contains(&shard_event_for(action).kind())
+                    && (deps_done || !needs_dependencies(action))
+            })
+            .collect()
+    };
+    ShardDto {
+        index: s.index,
+        key: s.key.clone(),
+        status: shard_status_name(s.status),
+        attempt: s.attempt,
+        generation: s.generation,
+        executor: s.executor.clone(),
+        step: s.steps_done,
+        step_name: None,
+        steps: None,
+        error: s.last_error.clone(),
+        note: s.note.clone(),
+        started_at: time_ms(s.started_ms),
+        finished_at: time_ms(s.finished_ms),
+        allowed_actions: allowed,
+    }
+}
+
+/// Whether the task's dependencies are done, for its shards' actions.
+pub(crate) fn task_deps_done(b: &Board, id: &str) -> bool {
+    b.task(id).is_some_and(|t| deps_done(b, t))
+}
+
+/// The executors as of `now`. In-process executors live as long as the manager answers, so
+/// their heartbeat is the board's time.
+pub(crate) fn executors_dto(
+    execs: &[ExecutorView],
+    behaviors: &[String],
+    now: DateTime<Utc>,
+) -> Vec<ExecutorDto> {
+    execs
+        .iter()
+        .map(|e| {
+            let mut jobs = Vec::new();
+            let mut abandoned = 0;
+            for s in &e.slots {
+                match s {
+                    SlotView::Idle => {}
+                    SlotView::Busy(j) => jobs.push(j.clone()),
+                    SlotView::Abandoned(j) => {
+                        abandoned += 1;
+                        jobs.push(format!("{j} (abandoned)"));
+                    }
+                }
+            }
+            ExecutorDto {
+                name: e.name.clone(),
+                slots: e.slots.len(),
+                busy: jobs.len(),
+                abandoned,
+                state: "up",
+                heartbeat_at: time(now),
+                heartbeat_age_ms: 0,
+                jobs,
+                behaviors: behaviors.to_vec(),
+            }
+        })
+        .collect()
+}
