@@ -1,7 +1,7 @@
 //! The runtime's public API: start a business day in one process and operate it.
 //!
 //! ```no_run
-//! # async fn demo(flow: std::sync::Arc<taskflow_core::flow::Flow>) -> anyhow::Result<()> {
+//! # async fn demo(flow: std::sync::Arc<taskflow_core::flow::Flow>) -> Result<(), Box<dyn std::error::Error>> {
 //! use taskflow_core::behavior::BehaviorRegistry;
 //! use taskflow_core::runtime::{Runtime, RuntimeOptions};
 //!
