@@ -1,0 +1,166 @@
+//! The JSON API over real HTTP against the real server and runtime: the board, actions (401
+//! without a token, 409 with the state machine's reason, 200 when legal), bad input as JSON
+//! 4xx, logs, audit, metrics and token-protected viewing.
+
+mod common;
+
+use common::{DATE, TOKEN, start, wait_task};
+use taskflow_core::state::TaskStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn board_actions_and_errors_over_http() {
+    let s = start(false, "").await;
+
+    // The board: 17 tasks, day_init manual and waiting for the operator.
+    let (code, board) = s.get("/api/days/current").await;
+    assert_eq!(code, 200, "{board}");
+    assert_eq!(board["date"], DATE);
+    assert_eq!(board["flow"], "fund-clearing");
+    assert_eq!(board["tasks"].as_array().unwrap().len(), 17);
+    let init = &board["tasks"][0];
+    assert_eq!(init["id"], "day_init");
+    assert_eq!(init["status"], "registered");
+    assert_eq!(init["trigger"], "manual");
+    assert_eq!(init["level"], "system");
+    assert_eq!(init["shards"]["total"], 1);
+    assert_eq!(init["shards"]["registered"], 1);
+    assert_eq!(init["allowed_actions"], serde_json::json!(["execute", "stop", "skip"]));
+    let (code, same) = s.get(&format!("/api/days/{DATE}")).await;
+    assert_eq!((code, &same["date"]), (200, &board["date"]));
+
+    // Actions need the token.
+    let execute = "/api/days/current/tasks/day_init/execute";
+    let (code, err) = s.post(execute, None, "").await;
+    assert_eq!((code, err["error"].as_str()), (401, Some("unauthorized")), "{err}");
+    let (code, err) = s.post(execute, Some("wrong"), "").await;
+    assert_eq!((code, err["error"].as_str()), (401, Some("unauthorized")), "{err}");
+
+    // A legal action: 200 with the durable seq; the task runs and succeeds.
+    let (code, ok) = s.post(execute, Some(TOKEN), r#"{"reason": "open the day"}"#).await;
+    assert_eq!(code, 200, "{ok}");
+    let seq = ok["seq"].as_u64().unwrap();
+    assert!(seq > board["seq"].as_u64().unwrap());
+    wait_task(&s.manager, "day_init", TaskStatus::Succeeded).await;
+
+    // Illegal actions: 409 with the state machine's reason.
+    let (code, err) = s.post("/api/days/current/tasks/day_init/retry", Some(TOKEN), "").await;
+    assert_eq!((code, err["error"].as_str()), (409, Some("nothing_eligible")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("succeeded"), "{err}");
+    let (code, err) =
+        s.post("/api/days/current/tasks/day_init/shards/0/retry", Some(TOKEN), "").await;
+    assert_eq!((code, err["error"].as_str()), (409, Some("illegal_transition")), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("cannot retry a shard that is succeeded"),
+        "{err}"
+    );
+
+    // The task's shards, filtered and paged.
+    let (code, page) = s.get("/api/days/current/tasks/day_init?status=succeeded&limit=10").await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["shards"][0]["status"], "succeeded");
+    assert_eq!(page["shards"][0]["allowed_actions"], serde_json::json!(["rollback"]));
+    assert_eq!(page["task"]["status"], "succeeded");
+    let (_, none) = s.get("/api/days/current/tasks/day_init?status=failed").await;
+    assert_eq!((none["total"].as_u64(), none["shards"].as_array().unwrap().len()), (Some(0), 0));
+
+    // Logs of a shard.
+    let (code, logs) = s.get("/api/days/current/tasks/day_init/shards/0/logs").await;
+    assert_eq!(code, 200, "{logs}");
+    assert!(logs["lines"].is_array() && logs["truncated"] == false, "{logs}");
+
+    // Bad input: JSON 4xx naming the problem, never a panic.
+    for (method, path, body, want, needle) in [
+        ("GET", "/api/days/2026-13-40", "", 400, "2026-13-40"),
+        ("GET", "/api/days/yesterday", "", 400, "yesterday"),
+        ("GET", "/api/days/2026-09-29", "", 404, "2026-09-29"),
+        ("GET", "/api/days/current/tasks/nope", "", 404, "nope"),
+        ("GET", "/api/days/current/tasks/day_init?status=bogus", "", 400, "bogus"),
+        ("GET", "/api/days/current/tasks/day_init?limit=0", "", 400, "limit"),
+        ("GET", "/api/days/current/tasks/day_init?offset=-1", "", 400, "offset"),
+        ("GET", "/api/days/current/tasks/day_init/shards/x/logs", "", 400, "\"x\""),
+        ("GET", "/api/days/current/tasks/day_init/shards/7/logs", "", 404, "no shard 7"),
+        ("GET", "/api/audit?since_seq=abc", "", 400, "since_seq"),
+        ("GET", "/api/nothing/here", "", 404, "/api/nothing/here"),
+        ("POST", "/api/days/current/tasks/day_init/frobnicate", "", 400, "frobnicate"),
+        ("POST", "/api/days/current/tasks/day_init/shards/abc/retry", "", 400, "abc"),
+        ("POST", "/api/days/current/tasks/day_init/shards/9/retry", "", 404, "no shard 9"),
+        ("POST", "/api/days/current/tasks/nope/retry", "", 404, "nope"),
+        ("POST", "/api/days/current/tasks/day_init/retry", "{not json", 400, "JSON"),
+        ("POST", "/api/days/current/tasks/day_init/retry", r#"{"why": 1}"#, 400, "why"),
+        ("POST", "/api/days/1999-01-01/tasks/day_init/retry", "", 404, "1999-01-01"),
+    ] {
+        let (code, err) = common::request(s.addr, method, path, Some(TOKEN), body).await;
+        assert_eq!(code, want, "{method} {path}: {err}");
+        assert!(err["error"].is_string(), "{method} {path}: {err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{method} {path}: {message:?} lacks {needle:?}");
+    }
+
+    // The audit log: who, what, from where, why.
+    let (code, audit) = s.get("/api/audit").await;
+    assert_eq!(code, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let first = entries.iter().find(|e| e["seq"] == seq).expect("the execute is audited");
+    assert_eq!(first["actor"], "alice");
+    assert_eq!(first["action"], "execute");
+    assert_eq!(first["task"], "day_init");
+    assert_eq!(first["from"], "127.0.0.1");
+    assert_eq!(first["reason"], "open the day");
+    let (_, later) = s.get(&format!("/api/audit?since_seq={seq}")).await;
+    assert!(later["entries"].as_array().unwrap().iter().all(|e| e["seq"].as_u64() > Some(seq)));
+
+    // Executors and health.
+    let (code, ex) = s.get("/api/executors").await;
+    assert_eq!(code, 200, "{ex}");
+    assert_eq!(ex["executors"][0]["state"], "up");
+    assert_eq!(ex["executors"][0]["slots"], 2);
+    let (code, health) = s.get("/api/health").await;
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+
+    // Metrics: Prometheus text with every family.
+    let (code, text) = s.get_text("/metrics").await;
+    assert_eq!(code, 200);
+    for family in [
+        "taskflow_tasks{status=\"succeeded\"}",
+        "taskflow_shards{status=\"running\"}",
+        "taskflow_executors{state=\"up\"} 1",
+        "taskflow_executor_slots{state=\"busy\"}",
+        "taskflow_store_fsyncs_total ",
+        "taskflow_store_events_total ",
+        "taskflow_websocket_clients 0",
+        "# TYPE taskflow_tasks gauge",
+    ] {
+        assert!(text.contains(family), "/metrics lacks {family}:\n{text}");
+    }
+
+    // The console and its assets are embedded.
+    let (_, head, page) = common::raw(s.addr, "GET", "/", None, "").await;
+    assert!(head.contains("text/html") && page.contains("/assets/console.js"));
+    let (code, head, _) = common::raw(s.addr, "GET", "/assets/vendor/dagre.min.js", None, "").await;
+    assert!(code == 200 && head.contains("text/javascript"), "{head}");
+    let (code, _, _) = common::raw(s.addr, "GET", "/assets/nope.js", None, "").await;
+    assert_eq!(code, 404);
+
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_viewing_needs_the_token() {
+    let s = start(true, "").await;
+    let (code, err) = s.get("/api/days/current").await;
+    assert_eq!((code, err["error"].as_str()), (401, Some("unauthorized")), "{err}");
+    let (code, _) = s.get_with("/api/days/current", Some(TOKEN)).await;
+    assert_eq!(code, 200);
+    let (code, _) = s.get_text("/metrics").await;
+    assert_eq!(code, 401);
+    // The page itself loads (it asks for the token); the WebSocket needs `?token=`.
+    let (code, _, _) = common::raw(s.addr, "GET", "/", None, "").await;
+    assert_eq!(code, 200);
+    let refused = tokio_tungstenite::connect_async(s.ws_url("")).await;
+    assert!(refused.is_err(), "an unauthenticated WebSocket was accepted");
+    let mut ws = common::ws_connect(&s.ws_url(&format!("?token={TOKEN}"))).await;
+    assert_eq!(common::ws_next(&mut ws).await["type"], "snapshot");
+    drop(ws);
+    s.stop().await;
+}
