@@ -313,35 +313,32 @@ impl Hub {
                 }
                 // Frames go out in seq order: the ones above carry earlier seqs.
                 global.sort_by_key(|f| f.seq);
-                if old.closed != dto.closed {
-                    global.push(Frame::new(
-                        Some(seq),
-                        None,
-                        &DayFrame { r#type: "day", seq, date: &dto.date, closed: dto.closed },
-                    ));
-                }
+                // The rows of the batch carry no `seq` on the wire except the last frame: a
+                // client's watermark then only moves once it has applied the whole batch, so
+                // "after a frame with seq N the view equals the state at N" holds. (The hub
+                // keeps the seq on every frame for its own filtering and replay.)
+                let mut batch: Vec<serde_json::Value> = Vec::new();
                 for row in &dto.tasks {
                     if old.tasks.iter().find(|t| t.id == row.id) != Some(row) {
-                        global.push(task_frame(seq, row));
+                        batch.push(serde_json::json!({"type": "task", "task": row}));
                     }
                 }
                 let same = executors.len() == old_executors.len()
                     && executors.iter().zip(&old_executors).all(|(a, b)| a.same_as(b));
                 if !same {
-                    global.push(Frame::new(
-                        Some(seq),
-                        None,
-                        &ExecutorsFrame { r#type: "executors", seq, executors: &executors },
+                    batch.push(serde_json::json!({"type": "executors", "executors": executors}));
+                }
+                // The watermark moves even when nothing shown changed (e.g. a checkpoint); a
+                // closing day is announced last, once its rows are in.
+                if old.closed != dto.closed || (seq > old.seq && batch.is_empty()) {
+                    batch.push(serde_json::json!(
+                        {"type": "day", "date": dto.date, "closed": dto.closed}
                     ));
                 }
-                // The watermark moves even when nothing shown changed (e.g. a checkpoint).
-                if seq > old.seq && !global.iter().any(|f| f.seq == Some(seq)) {
-                    global.push(Frame::new(
-                        Some(seq),
-                        None,
-                        &DayFrame { r#type: "day", seq, date: &dto.date, closed: dto.closed },
-                    ));
+                if let Some(last) = batch.last_mut() {
+                    last["seq"] = seq.into();
                 }
+                global.extend(batch.iter().map(|v| Frame::new(Some(seq), None, v)));
                 for (task, want) in &shard_rows {
                     frames.extend(self.shard_frames(manager, &board, seq, task, want).await);
                 }
@@ -451,7 +448,7 @@ fn snapshot(st: &HubState) -> Frame {
 }
 
 fn task_frame(seq: u64, row: &super::dto::TaskDto) -> Frame {
-    Frame::new(Some(seq), None, &TaskFrame { r#type: "task", seq, task: row })
+    Frame::new(Some(seq), None, &serde_json::json!({"type": "task", "seq": seq, "task": row}))
 }
 
 #[derive(Serialize)]
@@ -463,25 +460,11 @@ struct SnapshotFrame<'a> {
 }
 
 #[derive(Serialize)]
-struct TaskFrame<'a> {
-    r#type: &'static str,
-    seq: u64,
-    task: &'a super::dto::TaskDto,
-}
-
-#[derive(Serialize)]
 struct ShardFrame<'a> {
     r#type: &'static str,
     seq: u64,
     task_id: &'a str,
     shard: &'a ShardDto,
-}
-
-#[derive(Serialize)]
-struct ExecutorsFrame<'a> {
-    r#type: &'static str,
-    seq: u64,
-    executors: &'a [ExecutorDto],
 }
 
 #[derive(Serialize)]
