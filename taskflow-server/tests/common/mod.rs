@@ -153,10 +153,10 @@ pub async fn wait_task(manager: &ManagerHandle, task: &str, status: TaskStatus) 
         while let Some(n) = sub.next().await {
             match n {
                 Notice::TaskStatus { status: s, .. } if s == status => return,
-                Notice::Lagged { .. } => {
-                    if manager.board().await.unwrap().task(task).unwrap().status == status {
-                        return;
-                    }
+                Notice::Lagged { .. }
+                    if manager.board().await.unwrap().task(task).unwrap().status == status =>
+                {
+                    return;
                 }
                 _ => {}
             }
