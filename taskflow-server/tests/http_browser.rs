@@ -20,6 +20,12 @@ fn console_in_headless_chromium_drives_the_day() {
         std::env::var("TASKFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() || !browser_dir.join("node_modules/playwright-core").exists()
     {
+        // In CI (`.ci/run` sets CI=true and installs both) a missing prerequisite is a failure.
+        assert!(
+            std::env::var("CI").is_err(),
+            "the browser test needs {chromium} and `npm ci` in {}",
+            browser_dir.display()
+        );
         println!(
             "NOTICE: skipping the browser test: needs {chromium} and `npm ci` in {} (.ci/run \
              installs both)",
