@@ -14,6 +14,7 @@ mod dto;
 mod error;
 mod hub;
 mod metrics;
+mod past;
 mod ws;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ use taskflow_core::runtime::ManagerHandle;
 
 pub use auth::{Auth, generate_token};
 use hub::Hub;
+use past::PastDays;
 
 /// What the handlers share: the manager, the flow, the auth rules and the WebSocket hub.
 #[derive(Clone)]
@@ -45,6 +47,7 @@ struct Shared {
     date: BusinessDate,
     data_dir: PathBuf,
     log_lines_per_shard: usize,
+    past: PastDays,
 }
 
 /// How the console is served, besides the listener.
@@ -79,6 +82,7 @@ impl AppState {
                 date,
                 data_dir: opts.data_dir,
                 log_lines_per_shard: opts.log_lines_per_shard,
+                past: PastDays::default(),
             }),
         })
     }
@@ -88,6 +92,12 @@ impl AppState {
     }
     pub(crate) fn flow(&self) -> &Flow {
         &self.inner.flow
+    }
+    pub(crate) fn flow_arc(&self) -> &Arc<Flow> {
+        &self.inner.flow
+    }
+    pub(crate) fn past(&self) -> &PastDays {
+        &self.inner.past
     }
     pub(crate) fn auth(&self) -> &Auth {
         &self.inner.auth

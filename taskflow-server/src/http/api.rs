@@ -3,23 +3,26 @@
 //! that every bad input gets a JSON error naming it (axum's extractors answer in plain text).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use taskflow_core::model::{BusinessDate, TaskId};
+use taskflow_core::runtime::{Board, ShardInfo};
 use taskflow_core::state::{Command, ShardStatus, Target};
 
 use super::AppState;
 use super::dto::{
-    AuditDto, LogLineDto, board_dto, executors_dto, parse_action, parse_shard_status, shard_dto,
-    task_deps_done, task_dto,
+    AuditDto, BoardDto, LogLineDto, board_dto, executors_dto, parse_action, parse_shard_status,
+    shard_dto, task_deps_done, task_dto,
 };
 use super::error::ApiError;
+use super::past::PastDay;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -39,16 +42,16 @@ pub(crate) async fn health(State(app): State<AppState>) -> ApiResult {
     .into_response())
 }
 
-/// `GET /api/days/{date}`.
+/// `GET /api/days/{date}`: the running day's board, or a past day's from its journal.
 pub(crate) async fn day(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(date): Path<String>,
 ) -> ApiResult {
     app.auth().viewer(&headers, None)?;
-    check_day(&app, &date)?;
-    let b = app.manager().board().await?;
-    Ok(Json(board_dto(app.flow(), &b)).into_response())
+    let day = resolve_day(&app, &date).await?;
+    let b = day.board(&app).await?;
+    Ok(Json(day.board_dto(&app, &b)).into_response())
 }
 
 /// `GET /api/days/{date}/tasks/{task_id}?status=…&offset=…&limit=…`.
@@ -59,7 +62,6 @@ pub(crate) async fn task(
     RawQuery(query): RawQuery,
 ) -> ApiResult {
     app.auth().viewer(&headers, None)?;
-    check_day(&app, &date)?;
     let mut statuses: Vec<ShardStatus> = Vec::new();
     let (mut offset, mut limit) = (0usize, 100usize);
     for (k, v) in query_pairs(query.as_deref()) {
@@ -79,7 +81,8 @@ pub(crate) async fn task(
             _ => {}
         }
     }
-    let b = app.manager().board().await?;
+    let day = resolve_day(&app, &date).await?;
+    let b = day.board(&app).await?;
     let row = b.task(&task).ok_or_else(|| no_task(&task))?;
     statuses.sort_unstable();
     statuses.dedup();
@@ -91,7 +94,7 @@ pub(crate) async fn task(
             Some(s) => row.counts.get(s) as usize,
             None => row.counts.total() as usize,
         };
-        (total, app.manager().shards(&task, s, offset, limit).await?)
+        (total, day.shards(&app, &task, s, offset, limit).await?)
     } else {
         let total: usize = statuses.iter().map(|s| row.counts.get(*s) as usize).sum();
         let mut page = Vec::new();
@@ -102,7 +105,7 @@ pub(crate) async fn task(
                 skip -= n;
                 continue;
             }
-            let got = app.manager().shards(&task, Some(*s), skip, want).await?;
+            let got = day.shards(&app, &task, Some(*s), skip, want).await?;
             skip = 0;
             want -= got.len().min(want);
             page.extend(got);
@@ -112,10 +115,24 @@ pub(crate) async fn task(
         }
         (total, page)
     };
-    let shards: Vec<_> = page.iter().map(|s| shard_dto(s, deps, b.closed)).collect();
+    let read_only = matches!(day, Day::Past(_));
+    let shards: Vec<_> = page
+        .iter()
+        .map(|(s, step_name)| {
+            let mut dto = shard_dto(s, deps, b.closed || read_only);
+            if step_name.is_some() {
+                dto.step_name.clone_from(step_name);
+            }
+            dto
+        })
+        .collect();
+    let mut row = task_dto(app.flow(), &b, row);
+    if read_only {
+        row.allowed_actions.clear();
+    }
     Ok(Json(serde_json::json!({
         "seq": b.seq,
-        "task": task_dto(app.flow(), &b, row),
+        "task": row,
         "total": total,
         "offset": offset,
         "shards": shards,
@@ -130,15 +147,30 @@ pub(crate) async fn logs(
     Path((date, task, index)): Path<(String, String, String)>,
 ) -> ApiResult {
     app.auth().viewer(&headers, None)?;
-    check_day(&app, &date)?;
     let index = shard_index(&index)?;
-    let b = app.manager().board().await?;
+    let day = resolve_day(&app, &date).await?;
+    let b = day.board(&app).await?;
     let row = b.task(&task).ok_or_else(|| no_task(&task))?;
     if index >= row.counts.total() {
         return Err(ApiError::not_found(format!(
             "task `{task}` has no shard {index} (it has {})",
             row.counts.total()
         )));
+    }
+    if let Day::Past(_) = day {
+        // Shard logs live in the memory of the server that ran the day; journals keep none.
+        return Ok(Json(serde_json::json!({
+            "seq": b.seq,
+            "lines": [],
+            "truncated": false,
+            "note": format!(
+                "shard logs are kept in memory by the server that runs a day; none are kept for \
+                 business day {} (this server runs {})",
+                b.date,
+                app.date()
+            ),
+        }))
+        .into_response());
     }
     let lines = app.manager().shard_log(&task, index).await?;
     let truncated = lines.len() >= app.log_lines_per_shard();
@@ -207,7 +239,7 @@ async fn act(
              confirm, mark_failed"
         ))
     })?;
-    check_day(app, date)?;
+    check_action_day(app, date)?;
     if !app.hub().has_task(task) {
         return Err(no_task(task));
     }
@@ -265,30 +297,103 @@ pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
-/// Only the day being run is served: `current` or its date. A valid other date is a 404
-/// that says why.
-fn check_day(app: &AppState, date: &str) -> Result<(), ApiError> {
-    if date == "current" {
-        return Ok(());
+/// The day a request is about.
+pub(crate) enum Day {
+    /// The day this server runs (`current` or its date).
+    Running,
+    /// Another day, read from its journal.
+    Past(Arc<PastDay>),
+}
+
+impl Day {
+    async fn board(&self, app: &AppState) -> Result<Board, ApiError> {
+        Ok(match self {
+            Day::Running => app.manager().board().await?,
+            Day::Past(p) => p.board.clone(),
+        })
     }
-    let d: BusinessDate = date.parse().map_err(|_| {
+
+    /// The board's DTO; nothing on a past day can be acted on.
+    fn board_dto(&self, app: &AppState, b: &Board) -> BoardDto {
+        let mut dto = board_dto(app.flow(), b);
+        if let Day::Past(_) = self {
+            for t in &mut dto.tasks {
+                t.allowed_actions.clear();
+            }
+        }
+        dto
+    }
+
+    /// A page of shards, each with its last step's name when the journal recorded it.
+    async fn shards(
+        &self,
+        app: &AppState,
+        task: &str,
+        status: Option<ShardStatus>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(ShardInfo, Option<String>)>, ApiError> {
+        Ok(match self {
+            Day::Running => app
+                .manager()
+                .shards(task, status, offset, limit)
+                .await?
+                .into_iter()
+                .map(|s| (s, None))
+                .collect(),
+            Day::Past(p) => p.shards(task, status, offset, limit),
+        })
+    }
+}
+
+fn parse_date(date: &str) -> Result<BusinessDate, ApiError> {
+    date.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "`{date}` is not a business date: use YYYY-MM-DD or `current`"
         ))
-    })?;
+    })
+}
+
+/// `current` or the running day's date is the running day; any other date is read from its
+/// journal (404 without one, 500 when it cannot be read).
+pub(crate) async fn resolve_day(app: &AppState, date: &str) -> Result<Day, ApiError> {
+    if date == "current" {
+        return Ok(Day::Running);
+    }
+    let d = parse_date(date)?;
+    if d == app.date() {
+        return Ok(Day::Running);
+    }
+    let past = app.past().get(app.flow_arc(), app.data_dir(), d, app.date()).await?;
+    Ok(Day::Past(past))
+}
+
+/// Actions only act on the running day: another day with a journal is a 409 (it is closed, or
+/// at least not this server's to run), a date without one a 404.
+fn check_action_day(app: &AppState, date: &str) -> Result<(), ApiError> {
+    if date == "current" {
+        return Ok(());
+    }
+    let d = parse_date(date)?;
     if d == app.date() {
         return Ok(());
     }
-    let kept = app.data_dir().join("days").join(d.to_string()).is_dir();
-    Err(ApiError::not_found(if kept {
-        format!(
-            "business day {d} has a journal in this data directory, but this server serves only \
-             the day it runs ({}); past days are not served yet",
-            app.date()
-        )
-    } else {
-        format!("no business day {d} in this data directory (this server runs {})", app.date())
-    }))
+    if app.data_dir().join("days").join(d.to_string()).is_dir() {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "not_running_day",
+            message: format!(
+                "business day {d} is not the running day ({}): the day is closed or not this \
+                 server's to run, so it is read-only here",
+                app.date()
+            ),
+        });
+    }
+    Err(ApiError::not_found(format!(
+        "no business day {d} in the data directory {} (this server runs {})",
+        app.data_dir().display(),
+        app.date()
+    )))
 }
 
 fn no_task(task: &str) -> ApiError {

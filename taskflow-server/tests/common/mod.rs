@@ -34,16 +34,31 @@ pub struct Server {
 /// Starts a runtime on the bundled example (fast behaviors, `failures` injected) and the
 /// console on `127.0.0.1:0`.
 pub async fn start(protect_viewing: bool, failures: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = Arc::new(fund_clearing::flow().unwrap());
+    start_in(tempfile::tempdir().unwrap(), DATE, protect_viewing, failures).await
+}
+
+/// The bundled example's behaviors (fast, `failures` injected) in a registry.
+pub fn registry(failures: &str) -> BehaviorRegistry {
     let mut registry = BehaviorRegistry::with_builtins();
     let mut fund = FundOptions::for_test();
     if !failures.is_empty() {
         fund.failures = failures.parse().unwrap();
     }
     fund_clearing::register_with(&mut registry, fund).unwrap();
+    registry
+}
+
+/// As [`start`], running business date `date` in the data directory `dir`.
+pub async fn start_in(
+    dir: tempfile::TempDir,
+    date: &str,
+    protect_viewing: bool,
+    failures: &str,
+) -> Server {
+    let flow = Arc::new(fund_clearing::flow().unwrap());
+    let registry = registry(failures);
     let behaviors = registry.names().into_iter().map(str::to_owned).collect();
-    let date: BusinessDate = DATE.parse().unwrap();
+    let date: BusinessDate = date.parse().unwrap();
     let opts = RuntimeOptions::for_test(dir.path(), date);
     let log_lines_per_shard = opts.log_lines_per_shard;
     let (runtime, manager) = Runtime::start(flow.clone(), registry, opts).await.unwrap();

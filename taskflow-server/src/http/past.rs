@@ -1,0 +1,198 @@
+//! Past business days, read-only: a date other than the running day is served from its
+//! journal in `<data>/days/<date>/`.
+//!
+//! The journal is opened briefly ([`Journal::open`] takes the store's lock — the running day is
+//! another directory, so this never contends with the manager), its recovered [`DayState`] is
+//! kept and the journal closed at once. A closed day never changes again, so its state is
+//! cached; a day that was never closed (a run abandoned before the day ended) is read again on
+//! each request, as another process might still be running it. The board is built from the
+//! state the way the manager builds its own (`actors/manager/views.rs`) and converted with the
+//! same DTO code; nothing on a past day can be acted on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use taskflow_core::flow::Flow;
+use taskflow_core::graph::TaskIx;
+use taskflow_core::journal::{self, Journal, JournalOptions};
+use taskflow_core::model::BusinessDate;
+use taskflow_core::runtime::{Board, ShardInfo, TaskView};
+use taskflow_core::state::{DayState, ShardStatus, ShardView, TaskStatus};
+use taskflow_core::store;
+use tokio::sync::Mutex;
+
+use super::error::ApiError;
+
+/// One past day's recovered state.
+pub(crate) struct PastDay {
+    pub(crate) state: DayState,
+    pub(crate) board: Board,
+}
+
+/// The past days read so far (closed days only).
+#[derive(Default)]
+pub(crate) struct PastDays {
+    /// Held while a day is loaded, so two requests never open one journal at once.
+    cache: Mutex<HashMap<BusinessDate, Arc<PastDay>>>,
+}
+
+impl PastDays {
+    /// The day `date` from `data_dir`: 404 without a journal, 500 when it cannot be read.
+    pub(crate) async fn get(
+        &self,
+        flow: &Arc<Flow>,
+        data_dir: &std::path::Path,
+        date: BusinessDate,
+        running: BusinessDate,
+    ) -> Result<Arc<PastDay>, ApiError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(day) = cache.get(&date) {
+            return Ok(day.clone());
+        }
+        let dir = data_dir.join("days").join(date.to_string());
+        if !dir.is_dir() {
+            return Err(ApiError::not_found(format!(
+                "no business day {date} in the data directory {} (no journal in {}; this server \
+                 runs {running})",
+                data_dir.display(),
+                dir.display()
+            )));
+        }
+        let graph = Arc::new(flow.graph().clone());
+        let open_dir = dir.clone();
+        let state = tokio::task::spawn_blocking(move || read_state(open_dir, date, graph))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading {}: {e}", dir.display())))?
+            .map_err(|e| unreadable(&dir, e))?;
+        let board = board_of(flow, &state);
+        let day = Arc::new(PastDay { state, board });
+        if day.state.is_closed() {
+            cache.insert(date, day.clone());
+        }
+        Ok(day)
+    }
+}
+
+/// Opens the journal, keeps its state and closes it again (releasing the store's lock).
+fn read_state(
+    dir: PathBuf,
+    date: BusinessDate,
+    graph: Arc<taskflow_core::graph::TaskGraph>,
+) -> Result<DayState, journal::Error> {
+    let (journal, _recovery) = Journal::open(&dir, date, graph, JournalOptions::default())?;
+    let state = journal.state().clone();
+    journal.close(Duration::from_secs(10))?;
+    Ok(state)
+}
+
+fn unreadable(dir: &std::path::Path, e: journal::Error) -> ApiError {
+    if let journal::Error::Store(store::Error::Locked { .. }) = &e {
+        return ApiError {
+            status: StatusCode::CONFLICT,
+            code: "day_locked",
+            message: format!(
+                "the journal in {} is in use by another taskflow process: {e}",
+                dir.display()
+            ),
+        };
+    }
+    ApiError::internal(format!(
+        "the journal in {} cannot be read: {e}. Run `taskflow store inspect {}` to see what is \
+         wrong with it",
+        dir.display(),
+        dir.display()
+    ))
+}
+
+/// The board of a recovered day, as the manager would show it (no executors, no timers).
+fn board_of(flow: &Flow, s: &DayState) -> Board {
+    let tasks = flow.graph().topo_order().iter().map(|&ix| task_view(flow, s, ix)).collect();
+    Board {
+        date: s.date(),
+        seq: s.last_seq(),
+        durable_seq: s.last_seq(),
+        closed: s.is_closed(),
+        tasks,
+        executors: Vec::new(),
+    }
+}
+
+fn task_view(flow: &Flow, s: &DayState, ix: TaskIx) -> TaskView {
+    let def = flow.task(ix);
+    let status = s.task_status(ix);
+    // Attempts and timings from the shards, as the manager rebuilds them on recovery.
+    let (mut attempts, mut started, mut finished) = (0u64, None::<i64>, None::<i64>);
+    if s.is_registered(ix) {
+        for v in s.shards(ix, None, 0, usize::MAX) {
+            attempts += u64::from(v.attempt);
+            if let Some(st) = v.started_ms {
+                started = Some(started.map_or(st, |m| m.min(st)));
+            }
+            if let Some(f) = v.finished_ms {
+                finished = Some(finished.map_or(f, |m| m.max(f)));
+            }
+        }
+    }
+    let registered_ms = s.registered_at_ms(ix);
+    let note = (!s.is_closed() && !s.dependencies_done(ix)).then(|| {
+        let waiting: Vec<String> =
+            s.waiting_for(ix).iter().map(|&p| format!("`{}`", s.graph().id(p))).collect();
+        format!("waits for {}", waiting.join(", "))
+    });
+    TaskView {
+        id: def.id.clone(),
+        name: def.name.clone(),
+        behavior: def.behavior.clone(),
+        trigger: def.trigger.to_string(),
+        depends_on: def.depends_on.clone(),
+        status,
+        counts: *s.counts(ix),
+        attempts,
+        registered_ms,
+        started_ms: started,
+        finished_ms: if status.is_done() { finished.or(registered_ms) } else { None },
+        not_applicable: status == TaskStatus::NotApplicable,
+        fires_at: None,
+        note,
+    }
+}
+
+impl PastDay {
+    /// A page of a task's shards (empty for an unknown or unregistered task).
+    pub(crate) fn shards(
+        &self,
+        task: &str,
+        status: Option<ShardStatus>,
+        offset: usize,
+        limit: usize,
+    ) -> Vec<(ShardInfo, Option<String>)> {
+        let s = &self.state;
+        let Some(ix) = s.graph().index_of(task) else { return Vec::new() };
+        if !s.is_registered(ix) {
+            return Vec::new();
+        }
+        s.shards(ix, status, offset, limit).into_iter().map(|v| shard_info(&v)).collect()
+    }
+}
+
+/// A shard row and the name of its last completed step (from its checkpoint).
+fn shard_info(v: &ShardView<'_>) -> (ShardInfo, Option<String>) {
+    let info = ShardInfo {
+        index: v.index,
+        key: v.key.to_owned(),
+        status: v.status,
+        attempt: v.attempt,
+        generation: v.generation,
+        executor: v.executor.map(str::to_owned),
+        steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
+        started_ms: v.started_ms,
+        finished_ms: v.finished_ms,
+        last_error: v.last_error.map(str::to_owned),
+        note: None,
+    };
+    let step = v.checkpoint.map(|c| c.last_step.to_owned()).filter(|n| !n.is_empty());
+    (info, step)
+}
