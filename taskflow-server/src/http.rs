@@ -17,6 +17,7 @@ mod metrics;
 mod past;
 mod ws;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use taskflow_core::behavior::BehaviorRegistry;
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
 use taskflow_core::runtime::ManagerHandle;
@@ -47,6 +49,7 @@ struct Shared {
     date: BusinessDate,
     data_dir: PathBuf,
     log_lines_per_shard: usize,
+    steps: Arc<dto::Steps>,
     past: PastDays,
 }
 
@@ -61,6 +64,22 @@ pub struct ConsoleOptions {
     pub data_dir: PathBuf,
     /// The runtime's per-shard log cap (a log this long was truncated).
     pub log_lines_per_shard: usize,
+    /// Step names by behavior (shard rows show `step_name` and `steps`); see
+    /// [`behavior_steps`]. Empty: shard rows say `null`.
+    pub steps: BTreeMap<String, Vec<String>>,
+}
+
+/// Each registered behavior's step names, for [`ConsoleOptions::steps`] (builds each behavior
+/// once, then releases it).
+pub fn behavior_steps(registry: &BehaviorRegistry) -> BTreeMap<String, Vec<String>> {
+    registry
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let lease = registry.acquire(name).ok()?;
+            Some((name.to_owned(), lease.steps().iter().map(|s| (*s).to_owned()).collect()))
+        })
+        .collect()
 }
 
 impl AppState {
@@ -71,7 +90,9 @@ impl AppState {
         opts: ConsoleOptions,
     ) -> anyhow::Result<AppState> {
         let date = manager.board().await?.date;
-        let hub = Hub::start(manager.clone(), flow.clone(), opts.behaviors.clone()).await?;
+        let steps = Arc::new(opts.steps);
+        let hub = Hub::start(manager.clone(), flow.clone(), opts.behaviors.clone(), steps.clone())
+            .await?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 manager,
@@ -82,6 +103,7 @@ impl AppState {
                 date,
                 data_dir: opts.data_dir,
                 log_lines_per_shard: opts.log_lines_per_shard,
+                steps,
                 past: PastDays::default(),
             }),
         })
@@ -95,6 +117,9 @@ impl AppState {
     }
     pub(crate) fn flow_arc(&self) -> &Arc<Flow> {
         &self.inner.flow
+    }
+    pub(crate) fn steps(&self, task: &str) -> Option<&[String]> {
+        dto::task_steps(&self.inner.flow, &self.inner.steps, task)
     }
     pub(crate) fn past(&self) -> &PastDays {
         &self.inner.past

@@ -60,6 +60,11 @@ async fn board_actions_and_errors_over_http() {
     assert_eq!(page["total"], 1);
     assert_eq!(page["shards"][0]["status"], "succeeded");
     assert_eq!(page["shards"][0]["allowed_actions"], serde_json::json!(["rollback"]));
+    // Step names come from the behavior's `steps()`: a succeeded shard did every step.
+    let shard = &page["shards"][0];
+    assert!(shard["steps"].as_u64().is_some_and(|n| n > 0), "{shard}");
+    assert_eq!(shard["step"], shard["steps"], "{shard}");
+    assert!(shard["step_name"].is_string(), "{shard}");
     assert_eq!(page["task"]["status"], "succeeded");
     let (_, none) = s.get("/api/days/current/tasks/day_init?status=failed").await;
     assert_eq!((none["total"].as_u64(), none["shards"].as_array().unwrap().len()), (Some(0), 0));

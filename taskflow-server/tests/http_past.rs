@@ -112,6 +112,7 @@ async fn a_past_day_is_served_read_only_from_its_journal() {
         assert_eq!(sh["allowed_actions"], serde_json::json!([]), "{sh}");
         assert!(sh["step"].as_u64().unwrap() > 0, "{sh}");
         assert!(sh["step_name"].is_string(), "{sh}");
+        assert_eq!(sh["steps"], sh["step"], "a succeeded shard did every step: {sh}");
     }
     let (code, page) = s.get(&format!("/api/days/{PAST}/tasks/confirm_trades?status=failed")).await;
     assert_eq!((code, page["total"].as_u64()), (200, Some(0)), "{page}");

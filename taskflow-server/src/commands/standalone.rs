@@ -173,6 +173,7 @@ async fn serve(
     let console = if args.until_done { None } else { Some(bind_console(&args).await?) };
     let registry = registry()?;
     let behaviors: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
+    let steps = taskflow_server::behavior_steps(&registry);
     let data_dir = opts.data_dir.clone();
     let log_lines_per_shard = opts.log_lines_per_shard;
     let (runtime, manager) = Runtime::start(flow.clone(), registry, opts)
@@ -203,7 +204,7 @@ async fn serve(
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     let (listener, auth, url) = console.expect("bound unless --until-done");
-    let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard };
+    let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps };
     let state = AppState::start(manager.clone(), flow.clone(), options).await?;
     println!("console: {url}");
     println!("running; press Ctrl-C to stop (manual tasks wait for an operator's execute)");

@@ -119,7 +119,7 @@ pub(crate) async fn task(
     let shards: Vec<_> = page
         .iter()
         .map(|(s, step_name)| {
-            let mut dto = shard_dto(s, deps, b.closed || read_only);
+            let mut dto = shard_dto(s, deps, b.closed || read_only, app.steps(&task));
             if step_name.is_some() {
                 dto.step_name.clone_from(step_name);
             }

@@ -1,6 +1,8 @@
 //! The JSON shapes of the HTTP API and the WebSocket (`proto-docs/http-api.md`), owned by the
 //! server: core types are not `Serialize` for the wire, so each is converted here, once.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use taskflow_core::behavior::{LogLevel, LogLine};
@@ -302,8 +304,23 @@ fn needs_dependencies(a: OperatorAction) -> bool {
     matches!(a, OperatorAction::Execute | OperatorAction::Retry)
 }
 
-/// A shard row; `deps_done` and `closed` gate its actions as [`task_dto`] does.
-pub(crate) fn shard_dto(s: &ShardInfo, deps_done: bool, closed: bool) -> ShardDto {
+/// Step names by behavior name (each behavior's `steps()`, read once from the registry).
+pub(crate) type Steps = BTreeMap<String, Vec<String>>;
+
+/// The step names of `task`'s behavior, if this server hosts it.
+pub(crate) fn task_steps<'a>(flow: &Flow, steps: &'a Steps, task: &str) -> Option<&'a [String]> {
+    flow.task_by_id(task).and_then(|d| steps.get(&d.behavior)).map(Vec::as_slice)
+}
+
+/// A shard row; `deps_done` and `closed` gate its actions as [`task_dto`] does. `steps` are
+/// the step names of its task's behavior: `steps` is their count and `step_name` the name of
+/// the last step completed (`null` before the first).
+pub(crate) fn shard_dto(
+    s: &ShardInfo,
+    deps_done: bool,
+    closed: bool,
+    steps: Option<&[String]>,
+) -> ShardDto {
     let allowed = if closed {
         Vec::new()
     } else {
@@ -325,8 +342,10 @@ pub(crate) fn shard_dto(s: &ShardInfo, deps_done: bool, closed: bool) -> ShardDt
         generation: s.generation,
         executor: s.executor.clone(),
         step: s.steps_done,
-        step_name: None,
-        steps: None,
+        step_name: (s.steps_done > 0)
+            .then(|| steps.and_then(|n| n.get(s.steps_done as usize - 1)).cloned())
+            .flatten(),
+        steps: steps.map(|n| n.len() as u32),
         error: s.last_error.clone(),
         note: s.note.clone(),
         started_at: time_ms(s.started_ms),

@@ -29,8 +29,8 @@ use taskflow_core::state::{EventKind, TaskStatus};
 use tokio::sync::{broadcast, watch};
 
 use super::dto::{
-    AuditDto, BoardDto, ExecutorDto, LogLineDto, ShardDto, board_dto, executors_dto, is_resting,
-    shard_dto, task_deps_done, task_status_name,
+    AuditDto, BoardDto, ExecutorDto, LogLineDto, ShardDto, Steps, board_dto, executors_dto,
+    is_resting, shard_dto, task_deps_done, task_status_name, task_steps,
 };
 
 /// Frames a client may fall behind by before it is resynchronised with a snapshot.
@@ -64,6 +64,7 @@ impl Frame {
 pub(crate) struct Hub {
     flow: Arc<Flow>,
     behaviors: Vec<String>,
+    steps: Arc<Steps>,
     state: Mutex<HubState>,
     tx: broadcast::Sender<Arc<Frame>>,
     /// Tasks some client subscribed to, with how many clients did.
@@ -97,6 +98,7 @@ impl Hub {
         manager: ManagerHandle,
         flow: Arc<Flow>,
         behaviors: Vec<String>,
+        steps: Arc<Steps>,
     ) -> anyhow::Result<Arc<Hub>> {
         // Subscribe before the board: a notice after the board's seq is then never missed.
         let sub = manager.subscribe(Vec::new()).await?;
@@ -107,6 +109,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             flow,
             behaviors,
+            steps,
             state: Mutex::new(HubState {
                 ring_base: board.seq,
                 board,
@@ -385,6 +388,7 @@ impl Hub {
         want: &ShardWant,
     ) -> Vec<Frame> {
         let deps = task_deps_done(board, task.as_str());
+        let steps = task_steps(&self.flow, &self.steps, task.as_str());
         let mut rows = Vec::new();
         if want.all {
             let mut offset = 0;
@@ -406,7 +410,7 @@ impl Hub {
         }
         rows.iter()
             .map(|s| {
-                let shard = shard_dto(s, deps, board.closed);
+                let shard = shard_dto(s, deps, board.closed, steps);
                 Frame::new(
                     Some(seq),
                     Some(task.clone()),

@@ -58,13 +58,14 @@ pub async fn start_in(
     let flow = Arc::new(fund_clearing::flow().unwrap());
     let registry = registry(failures);
     let behaviors = registry.names().into_iter().map(str::to_owned).collect();
+    let steps = taskflow_server::behavior_steps(&registry);
     let date: BusinessDate = date.parse().unwrap();
     let opts = RuntimeOptions::for_test(dir.path(), date);
     let log_lines_per_shard = opts.log_lines_per_shard;
     let (runtime, manager) = Runtime::start(flow.clone(), registry, opts).await.unwrap();
     let auth = Auth { token: TOKEN.into(), principal: "alice".into(), protect_viewing };
-    let options =
-        ConsoleOptions { auth, behaviors, data_dir: dir.path().to_owned(), log_lines_per_shard };
+    let data_dir = dir.path().to_owned();
+    let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps };
     let state = AppState::start(manager.clone(), flow, options).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
