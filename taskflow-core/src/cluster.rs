@@ -1,0 +1,18 @@
+//! Distributed executors over ractor_cluster: the only module that knows ractor_cluster.
+//!
+//! ```text
+//! manager process                               executor process
+//!  Manager ─ RemoteExecutor(proxy) ──Wire::Cast(Assign|Stop)──►  Agent ─ Executor ─ SlotRunner×N
+//!     ▲                                                              │
+//!     └──── Inbox ◄──Wire::Call(Join|Heartbeat|Checkpoint) / Wire::Cast(Report)──┘
+//! ```
+//!
+//! Every message is one envelope ([`codec`]): `[u16 version][rmp named body]`, decoded in the
+//! handler into a `Result`. See `proto-docs/cluster.md`.
+
+pub mod codec;
+pub mod messages;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
