@@ -11,8 +11,14 @@
 //! handler into a `Result`. See `proto-docs/cluster.md`.
 
 pub mod codec;
+pub(crate) mod executor;
+pub(crate) mod manager;
 pub mod messages;
+mod node;
 pub mod wire;
+
+pub use executor::{ExecutorConfig, ExecutorError, run_executor};
+pub use manager::ClusterListen;
 
 #[cfg(test)]
 mod tests;

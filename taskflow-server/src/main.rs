@@ -47,6 +47,16 @@ enum Command {
     /// applicable. Without it, it runs until Ctrl-C (graceful shutdown), printing progress as
     /// task states change.
     Standalone(commands::standalone::StandaloneArgs),
+    /// Run a business day's manager that executor processes join over the network.
+    ///
+    /// Binds only the --cluster address; the cookie comes from TASKFLOW_COOKIE or
+    /// --cookie-file. --until-done and --report work as in `standalone`.
+    Manager(commands::cluster::ManagerArgs),
+    /// Run an executor process that joins a manager and runs the shards it is assigned.
+    ///
+    /// Hosts the built-in and fund-clearing behaviors; reconnects after any disconnect.
+    /// Exits non-zero with a clear message on a wrong cookie or a rejected join.
+    Executor(commands::cluster::ExecutorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +97,8 @@ fn main() -> ExitCode {
         Command::Plan { path, date } => commands::validate::plan(&path, &date),
         Command::Store(StoreCommand::Inspect { data }) => commands::store::inspect(&data),
         Command::Standalone(args) => commands::standalone::run(args),
+        Command::Manager(args) => commands::cluster::manager(args),
+        Command::Executor(args) => commands::cluster::executor(args),
         Command::Store(StoreCommand::Backup { data, file }) => {
             commands::store::backup(&data, &file)
         }

@@ -137,3 +137,14 @@ impl RejectLog {
         self.seen.get(&(peer.to_owned(), reason)).copied().unwrap_or(0)
     }
 }
+
+/// Encodes with an explicit protocol version in the header (a test hook for version skew).
+pub fn encode_version<T: Serialize>(
+    version: u16,
+    what: &'static str,
+    msg: &T,
+) -> Result<Vec<u8>, WireError> {
+    let mut out = encode(what, msg)?;
+    out[..2].copy_from_slice(&version.to_be_bytes());
+    Ok(out)
+}

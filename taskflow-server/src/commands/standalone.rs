@@ -59,7 +59,7 @@ pub(crate) struct StandaloneArgs {
 /// example's `fund.*` behaviors. `TASKFLOW_FUND_STEP_DELAY` (e.g. `800ms`) slows the simulated
 /// steps down for a demo; `TASKFLOW_INJECT_FAILURES` injects failures (see
 /// `taskflow_examples::fund_clearing::FailurePlan`).
-fn registry() -> anyhow::Result<BehaviorRegistry> {
+pub(crate) fn registry() -> anyhow::Result<BehaviorRegistry> {
     let mut registry = BehaviorRegistry::with_builtins();
     let options = FundOptions::default().with_env().context("fund behavior options")?;
     fund_clearing::register_with(&mut registry, options)?;
@@ -92,17 +92,26 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         ..RuntimeOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(serve(Arc::new(flow), opts, args));
+    let outcome = rt.block_on(serve(
+        Arc::new(flow),
+        opts,
+        args.until_done,
+        args.report.as_deref(),
+        "standalone",
+    ));
     // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
     // process alive once the journal is closed.
     rt.shutdown_timeout(Duration::from_millis(500));
     outcome
 }
 
-async fn serve(
+/// Runs the day until done (`until_done`) or until Ctrl-C; shared with `taskflow manager`.
+pub(crate) async fn serve(
     flow: Arc<Flow>,
     opts: RuntimeOptions,
-    args: StandaloneArgs,
+    until_done: bool,
+    report: Option<&std::path::Path>,
+    label: &str,
 ) -> anyhow::Result<ExitCode> {
     let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
     let data = opts.day_dir(date);
@@ -110,12 +119,12 @@ async fn serve(
         .await
         .with_context(|| format!("starting business date {date} in {}", data.display()))?;
     println!(
-        "taskflow standalone: flow `{}`, business date {date}, data {}",
+        "taskflow {label}: flow `{}`, business date {date}, data {}",
         flow.settings().name,
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
-    if args.until_done {
+    if until_done {
         let outcome = manager.wait_until_done(Duration::from_secs(30 * 24 * 3600)).await?;
         progress.abort();
         let (board, completed) = match &outcome {
@@ -123,7 +132,7 @@ async fn serve(
             DayOutcome::Stalled(b) => (b, false),
         };
         print_summary(board, completed);
-        if let Some(path) = &args.report {
+        if let Some(path) = report {
             let report = Report::of(&flow.settings().name, board, completed);
             let json = serde_json::to_string_pretty(&report)?;
             std::fs::write(path, json + "\n")
@@ -142,7 +151,7 @@ async fn serve(
 }
 
 /// Graceful shutdown starts on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
