@@ -36,8 +36,85 @@ pub(crate) mod notifier;
 pub(crate) mod slot;
 pub(crate) mod task;
 
-use crate::behavior::{Params, ShardOutcome};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+
+use crate::behavior::{BoxFuture, Params, ShardOutcome};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
+use crate::runtime::Notice;
+use manager::ManagerMsg;
+use notifier::NotifierMsg;
+
+/// How many progress/log notices may wait in the notifier's mailbox before slots drop them.
+const MAX_INFLIGHT_NOTES: usize = 10_000;
+
+/// Where an executor's slots send what they have to say: to the manager in this process
+/// ([`LocalUpstream`]), or over the network (`crate::cluster`).
+pub(crate) trait Upstream: Send + Sync + 'static {
+    /// A report about a job (finished, abandoned, slot freed).
+    fn report(&self, report: Report);
+    /// A step checkpoint; resolves once it is durable, or with why it was refused.
+    fn checkpoint(
+        &self,
+        key: AttemptKey,
+        step: u32,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), String>>;
+    /// A progress or log notice (dropped under pressure).
+    fn note(&self, notice: Notice);
+}
+
+/// The manager and notifier of this process.
+pub(crate) struct LocalUpstream {
+    pub(crate) manager: ActorRef<ManagerMsg>,
+    pub(crate) notifier: ActorRef<NotifierMsg>,
+    pub(crate) inflight: Arc<AtomicUsize>,
+}
+
+impl Upstream for LocalUpstream {
+    fn report(&self, report: Report) {
+        let _ = self.manager.cast(ManagerMsg::Report(report));
+    }
+
+    fn checkpoint(
+        &self,
+        key: AttemptKey,
+        step: u32,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let manager = self.manager.clone();
+        Box::pin(async move {
+            let call = manager.call(
+                |reply| ManagerMsg::Checkpoint {
+                    key,
+                    step,
+                    name,
+                    reply: Box::new(move |r| {
+                        let _ = reply.send(r);
+                    }),
+                },
+                None,
+            );
+            match call.await {
+                Ok(CallResult::Success(result)) => result,
+                _ => Err("the manager is not reachable".into()),
+            }
+        })
+    }
+
+    fn note(&self, notice: Notice) {
+        if self.inflight.fetch_add(1, Ordering::Relaxed) >= MAX_INFLIGHT_NOTES {
+            self.inflight.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if self.notifier.cast(NotifierMsg::ShardNote(notice)).is_err() {
+            self.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// What a slot runs: a shard's work, or its rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

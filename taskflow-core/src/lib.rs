@@ -6,6 +6,7 @@
 
 mod actors;
 pub mod behavior;
+pub mod cluster;
 pub mod flow;
 pub mod graph;
 pub mod journal;

@@ -101,6 +101,10 @@ pub struct RuntimeOptions {
     pub log_lines_per_shard: usize,
     /// Shard log lines kept in all. Default 100,000.
     pub log_lines_total: usize,
+    /// Accept executor processes over the network (`taskflow manager --cluster`). The
+    /// in-process executors (`executors`, may be 0) run besides them.
+    #[serde(skip)]
+    pub cluster: Option<crate::cluster::ClusterListen>,
 }
 
 impl Default for RuntimeOptions {
@@ -119,6 +123,7 @@ impl Default for RuntimeOptions {
             subscriber_buffer: 4096,
             log_lines_per_shard: 200,
             log_lines_total: 100_000,
+            cluster: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod cluster;
 pub(crate) mod standalone;
 pub(crate) mod store;
 pub(crate) mod validate;

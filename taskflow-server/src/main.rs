@@ -48,6 +48,16 @@ enum Command {
     /// http://127.0.0.1:8080, the URL with its token is printed) and runs until Ctrl-C or
     /// SIGTERM (graceful shutdown); manual tasks wait for an operator's execute.
     Standalone(commands::standalone::StandaloneArgs),
+    /// Run a business day's manager that executor processes join over the network.
+    ///
+    /// Binds only the --cluster address; the cookie comes from TASKFLOW_COOKIE or
+    /// --cookie-file. --until-done and --report work as in `standalone`.
+    Manager(commands::cluster::ManagerArgs),
+    /// Run an executor process that joins a manager and runs the shards it is assigned.
+    ///
+    /// Hosts the built-in and fund-clearing behaviors; reconnects after any disconnect.
+    /// Exits non-zero with a clear message on a wrong cookie or a rejected join.
+    Executor(commands::cluster::ExecutorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +98,8 @@ fn main() -> ExitCode {
         Command::Plan { path, date } => commands::validate::plan(&path, &date),
         Command::Store(StoreCommand::Inspect { data }) => commands::store::inspect(&data),
         Command::Standalone(args) => commands::standalone::run(args),
+        Command::Manager(args) => commands::cluster::manager(args),
+        Command::Executor(args) => commands::cluster::executor(args),
         Command::Store(StoreCommand::Backup { data, file }) => {
             commands::store::backup(&data, &file)
         }

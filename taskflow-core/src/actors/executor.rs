@@ -10,16 +10,13 @@
 //! executor can speak the same protocol over ractor_cluster later.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::error;
 
-use super::manager::ManagerMsg;
-use super::notifier::NotifierMsg;
 use super::slot::{SlotArgs, SlotMsg, SlotRunner};
-use super::{Assignment, AttemptKey};
+use super::{Assignment, AttemptKey, Upstream};
 use crate::behavior::BehaviorRegistry;
 
 /// Messages of an executor.
@@ -44,9 +41,7 @@ pub(crate) struct ExecutorArgs {
     pub(crate) name: String,
     pub(crate) slots: u32,
     pub(crate) registry: Arc<BehaviorRegistry>,
-    pub(crate) manager: ActorRef<ManagerMsg>,
-    pub(crate) notifier: ActorRef<NotifierMsg>,
-    pub(crate) inflight: Arc<AtomicUsize>,
+    pub(crate) up: Arc<dyn Upstream>,
     pub(crate) stop_grace: Duration,
 }
 
@@ -74,9 +69,7 @@ impl Actor for Executor {
                 executor_name: args.name.clone(),
                 slot,
                 registry: args.registry.clone(),
-                manager: args.manager.clone(),
-                notifier: args.notifier.clone(),
-                inflight: args.inflight.clone(),
+                up: args.up.clone(),
                 stop_grace: args.stop_grace,
             };
             let (r, _) =

@@ -10,6 +10,7 @@
 //! See [`crate::actors`] for the whole loop and [`crate::runtime`] for the guarantees.
 
 mod day;
+mod members;
 mod views;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -24,8 +25,11 @@ use super::clock::{Clock, ClockMsg};
 use super::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use super::notifier::{Notifier, NotifierArgs, NotifierMsg};
 use super::task::{Prepared, TaskMsg};
-use super::{Assignment, AttemptKey, Report};
+use super::{Assignment, AttemptKey, LocalUpstream, Report};
 use crate::behavior::{BehaviorRegistry, LogLine};
+use crate::cluster::ClusterListen;
+use crate::cluster::manager::{ClusterIn, RemoteExecutor};
+use crate::cluster::wire::Wire;
 use crate::flow::Flow;
 use crate::graph::TaskIx;
 use crate::journal::Journal;
@@ -77,9 +81,13 @@ pub(crate) enum ManagerMsg {
         step: u32,
         /// The step name.
         name: String,
-        /// `Ok` once durable, or why it was not recorded.
-        reply: RpcReplyPort<Result<(), String>>,
+        /// Called with `Ok` once durable, or why it was not recorded.
+        reply: CheckpointReply,
     },
+    /// A decoded message from an executor process, or a session event.
+    Cluster(ClusterIn),
+    /// Time to look for executors whose lease ran out (internal timer).
+    Sweep,
     /// An operator action.
     Act {
         /// The command.
@@ -139,6 +147,43 @@ pub(crate) enum ManagerMsg {
 
 impl ractor::Message for ManagerMsg {}
 
+/// The answer to a checkpoint, local or remote.
+pub(crate) type CheckpointReply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// How the manager reaches an executor: in this process, or through its network proxy.
+pub(crate) enum ExecLink {
+    Local(ActorRef<ExecutorMsg>),
+    Remote(RemoteExecutor),
+}
+
+impl ExecLink {
+    pub(crate) fn send(&self, msg: ExecutorMsg) {
+        match self {
+            ExecLink::Local(a) => {
+                let _ = a.cast(msg);
+            }
+            ExecLink::Remote(r) => r.send(msg),
+        }
+    }
+}
+
+/// The manager's view of an executor process.
+pub(crate) struct RemoteRt {
+    pub(crate) instance: u64,
+    pub(crate) last_seen: std::time::Instant,
+    pub(crate) lost: bool,
+}
+
+/// The manager's cluster bookkeeping.
+pub(crate) struct ClusterRt {
+    pub(crate) listen: ClusterListen,
+    pub(crate) epoch: u64,
+    pub(crate) by_name: HashMap<String, usize>,
+    pub(crate) late_logged: HashSet<(String, String)>,
+    pub(crate) _inbox: ActorRef<Wire>,
+    pub(crate) _node: ActorRef<ractor_cluster::NodeServerMessage>,
+}
+
 /// Arguments of the manager.
 pub(crate) struct ManagerArgs {
     pub(crate) flow: Arc<Flow>,
@@ -161,7 +206,8 @@ pub(crate) enum Effect {
 /// The manager's view of one executor.
 pub(crate) struct ExecRt {
     pub(crate) name: String,
-    pub(crate) actor: ActorRef<ExecutorMsg>,
+    pub(crate) actor: ExecLink,
+    pub(crate) remote: Option<RemoteRt>,
     pub(crate) free: Vec<u32>,
     pub(crate) slots: Vec<SlotRt>,
 }
@@ -220,6 +266,8 @@ pub(crate) struct ManagerState {
     pub(crate) draining: Option<RpcReplyPort<Result<(), String>>>,
     pub(crate) snapshot_after_flush: bool,
     pub(crate) flow_digest: String,
+    pub(crate) local_up: Arc<LocalUpstream>,
+    pub(crate) cluster: Option<ClusterRt>,
 }
 
 impl Actor for Manager {
@@ -247,7 +295,13 @@ impl Actor for Manager {
             Actor::spawn_linked(None, Clock, (myself.clone(), Utc::now as fn() -> _), cell.clone())
                 .await?;
         let mut executors = Vec::new();
-        for index in 0..opts.executors.max(1) {
+        let local_up = Arc::new(LocalUpstream {
+            manager: myself.clone(),
+            notifier: notifier.clone(),
+            inflight: inflight.clone(),
+        });
+        let local = if opts.cluster.is_some() { opts.executors } else { opts.executors.max(1) };
+        for index in 0..local {
             let name = format!("local-{}", index + 1);
             let slots = opts.slots_per_executor.max(1);
             let exec_args = ExecutorArgs {
@@ -255,20 +309,38 @@ impl Actor for Manager {
                 name: name.clone(),
                 slots,
                 registry: args.registry.clone(),
-                manager: myself.clone(),
-                notifier: notifier.clone(),
-                inflight: inflight.clone(),
+                up: local_up.clone(),
                 stop_grace: opts.stop_grace,
             };
             let (actor, _) = Actor::spawn_linked(None, Executor, exec_args, cell.clone()).await?;
             executors.push(ExecRt {
                 name,
-                actor,
+                actor: ExecLink::Local(actor),
+                remote: None,
                 free: (0..slots).rev().collect(),
                 slots: (0..slots).map(|_| SlotRt::default()).collect(),
             });
         }
         let journal = args.journal;
+        let cluster = match &opts.cluster {
+            None => None,
+            Some(listen) => {
+                // A new epoch for every manager start, durable before any executor joins.
+                let epoch = journal.bump_epoch()?;
+                let (inbox, node) = crate::cluster::manager::start(listen, myself.clone()).await?;
+                let every = (listen.heartbeat / 2).max(std::time::Duration::from_millis(10));
+                myself.send_interval(every, || ManagerMsg::Sweep);
+                tracing::info!(addr = %listen.addr, epoch, "accepting executors");
+                Some(ClusterRt {
+                    listen: listen.clone(),
+                    epoch,
+                    by_name: HashMap::new(),
+                    late_logged: HashSet::new(),
+                    _inbox: inbox,
+                    _node: node,
+                })
+            }
+        };
         // Forward the journal's durable watermark into the mailbox; the watch coalesces, so a
         // burst of group commits becomes one message.
         let mut durable = journal.durable();
@@ -318,6 +390,8 @@ impl Actor for Manager {
             draining: None,
             snapshot_after_flush: false,
             flow_digest,
+            local_up,
+            cluster,
         })
     }
 
@@ -358,6 +432,8 @@ impl Actor for Manager {
                 state.on_retry_due(task, shard, attempt)
             }
             ManagerMsg::Report(report) => state.on_report(report),
+            ManagerMsg::Cluster(input) => state.on_cluster(input),
+            ManagerMsg::Sweep => state.sweep(),
             ManagerMsg::Checkpoint { key, step, name, reply } => {
                 state.on_checkpoint(key, step, name, reply)
             }

@@ -13,25 +13,18 @@
 //! killed — until the job returns, which is reported too.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::manager::ManagerMsg;
-use super::notifier::NotifierMsg;
-use super::{Assignment, AttemptKey, JobKind, Report};
+use super::{Assignment, AttemptKey, JobKind, Report, Upstream};
 use crate::behavior::{
     BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine, Progress,
     RunOptions, ShardOutcome, ShardSink, ShardSpec, run_rollback, run_shard,
 };
 use crate::runtime::Notice;
-
-/// How many progress/log notices may wait in the notifier's mailbox before slots drop them.
-const MAX_INFLIGHT_NOTES: usize = 10_000;
 
 /// Messages of a slot runner.
 #[derive(Debug)]
@@ -60,9 +53,7 @@ pub(crate) struct SlotArgs {
     pub(crate) executor_name: String,
     pub(crate) slot: u32,
     pub(crate) registry: Arc<BehaviorRegistry>,
-    pub(crate) manager: ActorRef<ManagerMsg>,
-    pub(crate) notifier: ActorRef<NotifierMsg>,
-    pub(crate) inflight: Arc<AtomicUsize>,
+    pub(crate) up: Arc<dyn Upstream>,
     pub(crate) stop_grace: Duration,
 }
 
@@ -89,7 +80,7 @@ impl SlotState {
     }
 
     fn report(&self, report: Report) {
-        let _ = self.args.manager.cast(ManagerMsg::Report(report));
+        self.args.up.report(report);
     }
 }
 
@@ -205,12 +196,7 @@ impl Actor for SlotRunner {
 fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<SlotMsg>) {
     let key = a.key.clone();
     let lease = args.registry.acquire(&a.behavior);
-    let sink: Arc<dyn ShardSink> = Arc::new(Sink {
-        manager: args.manager.clone(),
-        notifier: args.notifier.clone(),
-        inflight: args.inflight.clone(),
-        key: key.clone(),
-    });
+    let sink: Arc<dyn ShardSink> = Arc::new(Sink { up: args.up.clone(), key: key.clone() });
     let spec = ShardSpec {
         task: a.key.task.clone(),
         date: a.date,
@@ -245,49 +231,21 @@ fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<S
     });
 }
 
-/// Where a running job's checkpoints (to the manager, awaited until durable), progress and
-/// log lines (to the notifier, dropped under pressure) go.
+/// Where a running job's checkpoints (awaited until durable), progress and log lines (dropped
+/// under pressure) go.
 struct Sink {
-    manager: ActorRef<ManagerMsg>,
-    notifier: ActorRef<NotifierMsg>,
-    inflight: Arc<AtomicUsize>,
+    up: Arc<dyn Upstream>,
     key: AttemptKey,
-}
-
-impl Sink {
-    fn note(&self, notice: Notice) {
-        if self.inflight.fetch_add(1, Ordering::Relaxed) >= MAX_INFLIGHT_NOTES {
-            self.inflight.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        if self.notifier.cast(NotifierMsg::ShardNote(notice)).is_err() {
-            self.inflight.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
 }
 
 impl ShardSink for Sink {
     fn checkpoint(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<(), CheckpointError>> {
-        Box::pin(async move {
-            let key = self.key.clone();
-            let call = self.manager.call(
-                |reply| ManagerMsg::Checkpoint {
-                    key,
-                    step: checkpoint.step as u32,
-                    name: checkpoint.name,
-                    reply,
-                },
-                None,
-            );
-            match call.await {
-                Ok(CallResult::Success(result)) => result.map_err(CheckpointError),
-                _ => Err(CheckpointError("the manager is not reachable".into())),
-            }
-        })
+        let call = self.up.checkpoint(self.key.clone(), checkpoint.step as u32, checkpoint.name);
+        Box::pin(async move { call.await.map_err(CheckpointError) })
     }
 
     fn progress(&self, p: Progress) {
-        self.note(Notice::Progress {
+        self.up.note(Notice::Progress {
             task: self.key.task.clone(),
             shard: self.key.shard,
             attempt: self.key.attempt,
@@ -298,7 +256,7 @@ impl ShardSink for Sink {
     }
 
     fn log(&self, line: LogLine) {
-        self.note(Notice::Log {
+        self.up.note(Notice::Log {
             task: self.key.task.clone(),
             shard: self.key.shard,
             attempt: self.key.attempt,

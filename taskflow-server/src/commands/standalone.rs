@@ -63,21 +63,29 @@ pub(crate) struct StandaloneArgs {
     /// Write the JSON report of the day here (with --until-done; see proto-docs/report.md).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// The HTTP console.
+    #[command(flatten)]
+    console: ConsoleArgs,
+}
+
+/// The HTTP console's flags, shared by `taskflow standalone` and `taskflow manager`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ConsoleArgs {
     /// Where the HTTP console listens [default: 127.0.0.1:8080]. Port 0 picks a free port
     /// (the printed URL shows it).
     #[arg(long, env = "TASKFLOW_HTTP", value_name = "ADDR")]
-    http: Option<String>,
+    pub(crate) http: Option<String>,
     /// The operator token actions need (`Authorization: Bearer <token>`). Without one, a
     /// loopback bind generates a token and prints it in the console URL; any other bind
     /// refuses to start.
     #[arg(long, env = "TASKFLOW_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// The name the audit log records for actions made with the token [default: operator].
     #[arg(long, env = "TASKFLOW_PRINCIPAL")]
-    principal: Option<String>,
+    pub(crate) principal: Option<String>,
     /// Require the token for viewing too (GET /api/*, /metrics, /ws), not only for actions.
     #[arg(long, env = "TASKFLOW_PROTECT_VIEWING")]
-    protect_viewing: bool,
+    pub(crate) protect_viewing: bool,
 }
 
 /// The `--config` file: the same options, kebab-case keys.
@@ -108,10 +116,11 @@ impl StandaloneArgs {
         self.slots = self.slots.or(file.slots);
         self.data = self.data.or(file.data);
         self.flow = self.flow.or(file.flow);
-        self.http = self.http.or(file.http);
-        self.token = self.token.or(file.token);
-        self.principal = self.principal.or(file.principal);
-        self.protect_viewing = self.protect_viewing || file.protect_viewing.unwrap_or(false);
+        self.console.http = self.console.http.or(file.http);
+        self.console.token = self.console.token.or(file.token);
+        self.console.principal = self.console.principal.or(file.principal);
+        self.console.protect_viewing =
+            self.console.protect_viewing || file.protect_viewing.unwrap_or(false);
         Ok(self)
     }
 }
@@ -120,7 +129,7 @@ impl StandaloneArgs {
 /// example's `fund.*` behaviors. `TASKFLOW_FUND_STEP_DELAY` (e.g. `800ms`) slows the simulated
 /// steps down for a demo; `TASKFLOW_INJECT_FAILURES` injects failures (see
 /// `taskflow_examples::fund_clearing::FailurePlan`).
-fn registry() -> anyhow::Result<BehaviorRegistry> {
+pub(crate) fn registry() -> anyhow::Result<BehaviorRegistry> {
     let mut registry = BehaviorRegistry::with_builtins();
     let options = FundOptions::default().with_env().context("fund behavior options")?;
     fund_clearing::register_with(&mut registry, options)?;
@@ -154,23 +163,34 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         ..RuntimeOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(serve(Arc::new(flow), opts, args));
+    let outcome = rt.block_on(serve(
+        Arc::new(flow),
+        opts,
+        args.until_done,
+        args.report.as_deref(),
+        "standalone",
+        &args.console,
+    ));
     // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
     // process alive once the journal is closed.
     rt.shutdown_timeout(Duration::from_millis(500));
     outcome
 }
 
-async fn serve(
+/// Runs the day until done (`until_done`) or until Ctrl-C; shared with `taskflow manager`.
+pub(crate) async fn serve(
     flow: Arc<Flow>,
     opts: RuntimeOptions,
-    args: StandaloneArgs,
+    until_done: bool,
+    report: Option<&std::path::Path>,
+    label: &str,
+    console: &ConsoleArgs,
 ) -> anyhow::Result<ExitCode> {
     let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
     let data = opts.day_dir(date);
     // The console's listener is bound before the day is opened: a taken port or a missing
     // token fails the start without touching the journal.
-    let console = if args.until_done { None } else { Some(bind_console(&args).await?) };
+    let console = if until_done { None } else { Some(bind_console(console).await?) };
     let registry = registry()?;
     let behaviors: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
     let steps = taskflow_server::behavior_steps(&registry);
@@ -180,12 +200,12 @@ async fn serve(
         .await
         .with_context(|| format!("starting business date {date} in {}", data.display()))?;
     println!(
-        "taskflow standalone: flow `{}`, business date {date}, data {}",
+        "taskflow {label}: flow `{}`, business date {date}, data {}",
         flow.settings().name,
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
-    if args.until_done {
+    if until_done {
         let outcome = manager.wait_until_done(Duration::from_secs(30 * 24 * 3600)).await?;
         progress.abort();
         let (board, completed) = match &outcome {
@@ -193,7 +213,7 @@ async fn serve(
             DayOutcome::Stalled(b) => (b, false),
         };
         print_summary(board, completed);
-        if let Some(path) = &args.report {
+        if let Some(path) = report {
             let report = Report::of(&flow.settings().name, board, completed);
             let json = serde_json::to_string_pretty(&report)?;
             std::fs::write(path, json + "\n")
@@ -219,7 +239,7 @@ async fn serve(
 /// Binds the console's listener and settles the token rules; returns the URL to print (with
 /// a generated token, as Jupyter does).
 async fn bind_console(
-    args: &StandaloneArgs,
+    args: &ConsoleArgs,
 ) -> anyhow::Result<(tokio::net::TcpListener, Auth, String)> {
     let addr = args.http.clone().unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -254,7 +274,7 @@ async fn bind_console(
 
 /// Graceful shutdown starts on Ctrl-C (SIGINT) or SIGTERM: the console stops accepting,
 /// WebSocket clients are closed, running shards get `shutdown_grace`, the journal is closed.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -39,7 +39,7 @@ fn now_ms() -> i64 {
 type Moved = (u32, ShardStatus, ShardStatus, i64);
 
 impl ManagerState {
-    fn journal_state(&self) -> &crate::state::DayState {
+    pub(super) fn journal_state(&self) -> &crate::state::DayState {
         // The journal is only taken at close, after which no handler runs.
         self.journal.as_ref().map(|j| j.state()).expect("journal open while handling")
     }
@@ -633,7 +633,7 @@ impl ManagerState {
         }
     }
 
-    fn free_slot(&mut self, executor: usize, slot: u32, key: &AttemptKey) {
+    pub(super) fn free_slot(&mut self, executor: usize, slot: u32, key: &AttemptKey) {
         let Some(e) = self.executors.get_mut(executor) else { return };
         let Some(s) = e.slots.get_mut(slot as usize) else { return };
         if s.job.as_ref() != Some(key) {
@@ -712,10 +712,10 @@ impl ManagerState {
         key: AttemptKey,
         step: u32,
         name: String,
-        reply: RpcReplyPort<Result<(), String>>,
+        reply: super::CheckpointReply,
     ) {
         let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else {
-            let _ = reply.send(Err(format!("unknown task `{}`", key.task)));
+            reply(Err(format!("unknown task `{}`", key.task)));
             return;
         };
         let current = self.journal_state().shard(ix, key.shard).is_some_and(|v| {
@@ -724,7 +724,7 @@ impl ManagerState {
                 && key.kind == JobKind::Run
         });
         if !current {
-            let _ = reply.send(Err(format!("{key} is not the shard's current attempt")));
+            reply(Err(format!("{key} is not the shard's current attempt")));
             return;
         }
         let kind = EventKind::StepCheckpoint {
@@ -735,15 +735,10 @@ impl ManagerState {
             name,
         };
         match self.record(kind) {
-            Some((seq, _)) => self.push_effect(
-                seq,
-                Effect::Reply(Box::new(move |_| {
-                    let _ = reply.send(Ok(()));
-                })),
-            ),
-            None => {
-                let _ = reply.send(Err("the checkpoint does not apply".into()));
+            Some((seq, _)) => {
+                self.push_effect(seq, Effect::Reply(Box::new(move |_| reply(Ok(())))))
             }
+            None => reply(Err("the checkpoint does not apply".into())),
         }
     }
 
@@ -922,10 +917,16 @@ impl ManagerState {
         for e in effects {
             match e {
                 Effect::Assign { executor, assignment } => {
-                    let _ = self.executors[executor].actor.cast(ExecutorMsg::Assign(assignment));
+                    // The executor may have been lost (and its slots reset) since.
+                    let e = &self.executors[executor];
+                    if e.slots.get(assignment.slot as usize).and_then(|s| s.job.as_ref())
+                        == Some(&assignment.key)
+                    {
+                        e.actor.send(ExecutorMsg::Assign(assignment));
+                    }
                 }
                 Effect::Stop { executor, slot, key } => {
-                    let _ = self.executors[executor].actor.cast(ExecutorMsg::Stop { slot, key });
+                    self.executors[executor].actor.send(ExecutorMsg::Stop { slot, key });
                 }
                 Effect::Publish(n) => notices.push(n),
                 Effect::Reply(f) => f(durable),

@@ -1,0 +1,348 @@
+//! Executor processes joining, heartbeating, reporting and getting lost — and the fencing of
+//! their results.
+//!
+//! # Fencing rule
+//!
+//! A report or checkpoint from an executor process is accepted iff
+//! 1. its `epoch` is this manager's epoch (bumped durably at every start),
+//! 2. it comes from the executor's current registration (`name` + `instance`, not lost), and
+//! 3. its attempt is the job the manager recorded on that executor's slot — the assignment
+//!    persisted (`Dispatch {attempt, executor}`) before it was sent — and the shard's current
+//!    attempt (checked again in `settle`).
+//!
+//! Anything else is a late result: rejected and logged once per executor and attempt.
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::{ClusterIn, ExecLink, ExecRt, ManagerState, RemoteExecutor, RemoteRt, SlotRt};
+use crate::actors::{AttemptKey, JobKind, Report};
+use crate::cluster::codec::PROTOCOL_VERSION;
+use crate::cluster::manager::send_reply;
+use crate::cluster::messages::{CheckpointMsg, Join, Reply, ReportBody, ReportMsg};
+use crate::runtime::Notice;
+use crate::state::{EventKind, ShardEvent, ShardStatus};
+
+impl ManagerState {
+    pub(super) fn on_cluster(&mut self, input: ClusterIn) {
+        match input {
+            ClusterIn::Join { join, reply } => {
+                let answer = self.on_join(join);
+                send_reply(reply, &answer);
+            }
+            ClusterIn::Heartbeat { hb, reply } => {
+                let ok = match self.current_remote(&hb.executor, hb.instance) {
+                    Some(ix) => {
+                        if let Some(r) = self.executors[ix].remote.as_mut() {
+                            r.last_seen = Instant::now();
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                send_reply(reply, &Reply::HeartbeatAck { seq: hb.seq, ok });
+            }
+            ClusterIn::Checkpoint { cp, reply } => self.on_remote_checkpoint(cp, reply),
+            ClusterIn::Report(r) => self.on_remote_report(r),
+            ClusterIn::SessionClosed { node_id } => {
+                let lost: Vec<usize> = (0..self.executors.len())
+                    .filter(|&i| {
+                        let e = &self.executors[i];
+                        matches!(&e.actor, ExecLink::Remote(r) if r.node_id() == node_id)
+                            && e.remote.as_ref().is_some_and(|r| !r.lost)
+                    })
+                    .collect();
+                for i in lost {
+                    self.lose_executor(i, "its session closed");
+                }
+            }
+        }
+    }
+
+    /// The index of a registered, not lost executor process with this name and instance.
+    fn current_remote(&self, name: &str, instance: u64) -> Option<usize> {
+        let ix = *self.cluster.as_ref()?.by_name.get(name)?;
+        let r = self.executors[ix].remote.as_ref()?;
+        (r.instance == instance && !r.lost).then_some(ix)
+    }
+
+    fn on_join(&mut self, join: Join) -> Reply {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Reply::JoinRejected { reason: "this manager accepts no executors".into() };
+        };
+        let (epoch, lease, heartbeat) =
+            (cluster.epoch, cluster.listen.lease, cluster.listen.heartbeat);
+        let reject = |reason: String| {
+            warn!(executor = %join.executor, %reason, "join rejected");
+            Reply::JoinRejected { reason }
+        };
+        if join.protocol_version != PROTOCOL_VERSION {
+            return reject(format!(
+                "protocol version mismatch: the executor speaks {}, the manager speaks {}",
+                join.protocol_version, PROTOCOL_VERSION
+            ));
+        }
+        if join.executor.is_empty() || join.slots == 0 {
+            return reject("an executor needs a non-empty name and at least one slot".into());
+        }
+        let mut missing: Vec<&str> = self
+            .flow
+            .tasks()
+            .iter()
+            .map(|t| t.behavior.as_str())
+            .filter(|b| !join.behaviors.iter().any(|h| h == b))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            return reject(format!(
+                "unknown behavior: the flow uses {} which this executor does not host",
+                missing.join(", ")
+            ));
+        }
+        let existing = cluster.by_name.get(&join.executor).copied();
+        if let Some(ix) = existing
+            && let Some(r) = &self.executors[ix].remote
+            && !r.lost
+        {
+            if r.instance != join.instance {
+                return reject(format!(
+                    "duplicate name: an executor named `{}` is already connected; give each \
+                     executor a unique --name",
+                    join.executor
+                ));
+            }
+            // The same process joins again (it fenced itself): its old jobs are gone.
+            self.lose_executor(ix, "it joined again");
+        }
+        if existing.is_some_and(|ix| self.executors[ix].remote.is_none()) {
+            return reject(format!(
+                "duplicate name: `{}` is an in-process executor of the manager",
+                join.executor
+            ));
+        }
+        let Some(proxy) = RemoteExecutor::find(&join, epoch) else {
+            return reject("the executor's agent was not advertised on its session".into());
+        };
+        let slots = join.slots.min(4096);
+        let rt = ExecRt {
+            name: join.executor.clone(),
+            actor: ExecLink::Remote(proxy),
+            remote: Some(RemoteRt {
+                instance: join.instance,
+                last_seen: Instant::now(),
+                lost: false,
+            }),
+            free: (0..slots).rev().collect(),
+            slots: (0..slots).map(|_| SlotRt::default()).collect(),
+        };
+        let ix = match existing {
+            Some(ix) => {
+                self.executors[ix] = rt;
+                ix
+            }
+            None => {
+                self.executors.push(rt);
+                self.executors.len() - 1
+            }
+        };
+        if let Some(c) = self.cluster.as_mut() {
+            c.by_name.insert(join.executor.clone(), ix);
+        }
+        info!(executor = %join.executor, slots, epoch, "executor joined");
+        Reply::JoinAccepted {
+            epoch,
+            lease_ms: lease.as_millis() as u64,
+            heartbeat_ms: heartbeat.as_millis() as u64,
+        }
+    }
+
+    /// Checks a report's or checkpoint's origin (fencing rules 1–3); logs a late one once.
+    fn fenced_origin(
+        &mut self,
+        what: &str,
+        executor: &str,
+        instance: u64,
+        epoch: u64,
+        slot: u32,
+        key: &AttemptKey,
+    ) -> Option<usize> {
+        let current_epoch = self.cluster.as_ref().map_or(0, |c| c.epoch);
+        let ok = self.current_remote(executor, instance).filter(|&ix| {
+            epoch == current_epoch
+                && self.executors[ix].slots.get(slot as usize).and_then(|s| s.job.as_ref())
+                    == Some(key)
+        });
+        if ok.is_none()
+            && let Some(c) = self.cluster.as_mut()
+            && c.late_logged.len() < 100_000
+            && c.late_logged.insert((executor.to_owned(), format!("{what} {key}")))
+        {
+            warn!(
+                %executor, job = %key, epoch, current_epoch, what,
+                "late result rejected: not the shard's current assignment (fenced)"
+            );
+        }
+        ok
+    }
+
+    fn on_remote_report(&mut self, r: ReportMsg) {
+        let key = AttemptKey::from(&r.key);
+        let body = r.body;
+        if let ReportBody::Progress { .. } | ReportBody::Log { .. } = body {
+            // Notes are best-effort: shown only for a current registration.
+            if self.current_remote(&r.executor, r.instance).is_none() {
+                return;
+            }
+            let notice = match body {
+                ReportBody::Progress { step, done, total } => Notice::Progress {
+                    task: key.task,
+                    shard: key.shard,
+                    attempt: key.attempt,
+                    step,
+                    done,
+                    total,
+                },
+                ReportBody::Log { at_ms, level, step, message } => Notice::Log {
+                    task: key.task,
+                    shard: key.shard,
+                    attempt: key.attempt,
+                    line: crate::behavior::LogLine {
+                        at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default(),
+                        level: match level.as_str() {
+                            "debug" => crate::behavior::LogLevel::Debug,
+                            "warn" => crate::behavior::LogLevel::Warn,
+                            "error" => crate::behavior::LogLevel::Error,
+                            _ => crate::behavior::LogLevel::Info,
+                        },
+                        step: step.map(|s| s as usize),
+                        message,
+                    },
+                },
+                _ => return,
+            };
+            crate::actors::Upstream::note(&*self.local_up, notice);
+            return;
+        }
+        let Some(executor) =
+            self.fenced_origin("report", &r.executor, r.instance, r.epoch, r.slot, &key)
+        else {
+            return;
+        };
+        let slot = r.slot;
+        let report = match body {
+            ReportBody::Finished { outcome } => {
+                Report::Finished { key, executor, slot, outcome: outcome.into() }
+            }
+            ReportBody::Abandoned { reason } => Report::Abandoned { key, executor, slot, reason },
+            ReportBody::SlotFreed => Report::SlotFreed { key, executor, slot },
+            ReportBody::Progress { .. } | ReportBody::Log { .. } => return,
+        };
+        self.on_report(report);
+    }
+
+    fn on_remote_checkpoint(&mut self, cp: CheckpointMsg, reply: ractor::RpcReplyPort<Vec<u8>>) {
+        let key = AttemptKey::from(&cp.key);
+        let slot = self.executors_slot_of(&cp.executor, &key);
+        let origin = slot.and_then(|slot| {
+            self.fenced_origin("checkpoint", &cp.executor, cp.instance, cp.epoch, slot, &key)
+        });
+        if origin.is_none() {
+            if slot.is_none() {
+                self.fenced_origin(
+                    "checkpoint",
+                    &cp.executor,
+                    cp.instance,
+                    cp.epoch,
+                    u32::MAX,
+                    &key,
+                );
+            }
+            let error = Some(format!("{key} is not this executor's current assignment (fenced)"));
+            send_reply(reply, &Reply::CheckpointAck { error });
+            return;
+        }
+        self.on_checkpoint(
+            key,
+            cp.step,
+            cp.name,
+            Box::new(move |r| send_reply(reply, &Reply::CheckpointAck { error: r.err() })),
+        );
+    }
+
+    fn executors_slot_of(&self, executor: &str, key: &AttemptKey) -> Option<u32> {
+        let ix = *self.cluster.as_ref()?.by_name.get(executor)?;
+        self.executors[ix].slots.iter().position(|s| s.job.as_ref() == Some(key)).map(|p| p as u32)
+    }
+
+    /// Declares executor processes whose lease (plus margin) ran out lost.
+    pub(super) fn sweep(&mut self) {
+        let Some(c) = self.cluster.as_ref() else { return };
+        let limit = c.listen.lease + c.listen.margin();
+        let expired: Vec<usize> = (0..self.executors.len())
+            .filter(|&i| {
+                self.executors[i]
+                    .remote
+                    .as_ref()
+                    .is_some_and(|r| !r.lost && r.last_seen.elapsed() > limit)
+            })
+            .collect();
+        for i in expired {
+            let why = format!("no heartbeat for more than {limit:?}");
+            self.lose_executor(i, &why);
+        }
+    }
+
+    /// Marks an executor process lost and requeues its jobs (durably, before they are sent
+    /// anywhere else): runs go back to pending and resume at their last checkpoint; rollbacks
+    /// are queued again.
+    pub(super) fn lose_executor(&mut self, executor: usize, why: &str) {
+        let e = &mut self.executors[executor];
+        let Some(r) = e.remote.as_mut() else { return };
+        if r.lost {
+            return;
+        }
+        r.lost = true;
+        e.free.clear();
+        let jobs: Vec<(u32, AttemptKey)> = e
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| std::mem::take(s).job.map(|k| (i as u32, k)))
+            .collect();
+        let name = e.name.clone();
+        let mut requeued = 0;
+        for (slot, key) in jobs {
+            let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { continue };
+            if self.running.get(&(ix, key.shard)) == Some(&(executor, slot)) {
+                self.running.remove(&(ix, key.shard));
+            }
+            let Some(v) = self.journal_state().shard(ix, key.shard) else { continue };
+            let (status, attempt, generation) = (v.status, v.attempt, v.generation);
+            match key.kind {
+                JobKind::Run
+                    if matches!(status, ShardStatus::Running | ShardStatus::Stopping)
+                        && attempt == key.attempt =>
+                {
+                    let task = key.task.clone();
+                    self.record(EventKind::Shard {
+                        task,
+                        shard: key.shard,
+                        event: ShardEvent::Requeue,
+                    });
+                    requeued += 1;
+                }
+                JobKind::Rollback
+                    if status == ShardStatus::RollingBack && generation == key.generation =>
+                {
+                    self.tasks[ix.get()].rbq.push_front(key.shard);
+                    self.rollback_tasks.insert((std::cmp::Reverse(self.topo_pos[ix.get()]), ix));
+                    requeued += 1;
+                }
+                _ => {}
+            }
+        }
+        warn!(executor = %name, reason = why, requeued, "executor lost; its shards are reassigned");
+    }
+}

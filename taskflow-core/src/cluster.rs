@@ -1,0 +1,24 @@
+//! Distributed executors over ractor_cluster: the only module that knows ractor_cluster.
+//!
+//! ```text
+//! manager process                               executor process
+//!  Manager ─ RemoteExecutor(proxy) ──Wire::Cast(Assign|Stop)──►  Agent ─ Executor ─ SlotRunner×N
+//!     ▲                                                              │
+//!     └──── Inbox ◄──Wire::Call(Join|Heartbeat|Checkpoint) / Wire::Cast(Report)──┘
+//! ```
+//!
+//! Every message is one envelope ([`codec`]): `[u16 version][rmp named body]`, decoded in the
+//! handler into a `Result`. See `proto-docs/cluster.md`.
+
+pub mod codec;
+pub(crate) mod executor;
+pub(crate) mod manager;
+pub mod messages;
+mod node;
+pub mod wire;
+
+pub use executor::{ExecutorConfig, ExecutorError, run_executor};
+pub use manager::ClusterListen;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,557 @@
+//! An executor process: joins a manager over ractor_cluster, runs the shards it is assigned on
+//! its slots, heartbeats, fences itself when the manager is out of reach, and reconnects with
+//! backoff after any disconnect.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::codec::{self, RejectLog};
+use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
+use super::messages::{
+    CheckpointMsg, Heartbeat, Join, Reply, ReportBody, ReportMsg, ToExecutor, ToManager,
+    WireAttempt,
+};
+use super::node::{self, NodeEvent};
+use super::wire::Wire;
+use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
+use crate::actors::{AttemptKey, Report, Upstream};
+use crate::behavior::{BehaviorRegistry, BoxFuture, LogLevel};
+use crate::runtime::Notice;
+
+/// How an executor process joins its manager.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// The manager's cluster address, HOST:PORT.
+    pub manager: String,
+    /// The executor's unique name.
+    pub name: String,
+    /// Shards run at once.
+    pub slots: u32,
+    /// The shared secret of the handshake.
+    pub cookie: String,
+    /// How long a stopped shard may take before it is abandoned.
+    pub stop_grace: Duration,
+    /// The local address of this node's own listener (port 0: any). Default 127.0.0.1:0.
+    pub listen: SocketAddr,
+    /// The protocol version to announce (a test hook; normally [`codec::PROTOCOL_VERSION`]).
+    pub protocol_version: u16,
+}
+
+impl ExecutorConfig {
+    /// A config with defaults for everything but the manager address, name and cookie.
+    pub fn new(manager: impl Into<String>, name: impl Into<String>, cookie: String) -> Self {
+        ExecutorConfig {
+            manager: manager.into(),
+            name: name.into(),
+            slots: 4,
+            cookie,
+            stop_grace: Duration::from_secs(10),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            protocol_version: codec::PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// Why an executor process gave up (it never gives up on a reachable manager).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The handshake failed: almost always a wrong cookie.
+    #[error(
+        "the manager at {0} closed the connection during the cluster handshake: the cookie \
+         (TASKFLOW_COOKIE or --cookie-file) does not match the manager's"
+    )]
+    AuthFailed(String),
+    /// The manager refused the join.
+    #[error("the manager at {manager} rejected this executor: {reason}")]
+    Rejected {
+        /// The address.
+        manager: String,
+        /// The manager's reason.
+        reason: String,
+    },
+    /// The local node could not start.
+    #[error("{0}")]
+    Startup(String),
+}
+
+struct Link {
+    name: String,
+    instance: u64,
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    manager: Option<ActorRef<Wire>>,
+    epoch: u64,
+    /// Jobs of the current registration, by slot.
+    running: HashMap<u32, AttemptKey>,
+    /// Slots whose job has not returned yet (including fenced ones).
+    busy: HashSet<u32>,
+    notes_window: Option<(Instant, u32)>,
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, manager: &ActorRef<Wire>, msg: &ToManager) {
+        match codec::encode("executor message", msg) {
+            Ok(b) => {
+                let _ = manager.cast(Wire::Cast(b));
+            }
+            Err(e) => warn!(error = %e, "message to the manager refused"),
+        }
+    }
+}
+
+/// The executor's upstream over the network. Reports of any job are sent while a session is
+/// up — the manager judges them against the current assignment (fencing) and logs the stale
+/// ones.
+struct RemoteUpstream(Arc<Link>);
+
+impl Upstream for RemoteUpstream {
+    fn report(&self, report: Report) {
+        let (key, slot, body) = match report {
+            Report::Finished { key, slot, outcome, .. } => {
+                (key, slot, ReportBody::Finished { outcome: (&outcome).into() })
+            }
+            Report::Abandoned { key, slot, reason, .. } => {
+                (key, slot, ReportBody::Abandoned { reason })
+            }
+            Report::SlotFreed { key, slot, .. } => (key, slot, ReportBody::SlotFreed),
+        };
+        let (manager, epoch) = {
+            let mut st = self.0.lock();
+            if !matches!(body, ReportBody::Abandoned { .. }) {
+                st.busy.remove(&slot);
+                if st.running.get(&slot) == Some(&key) {
+                    st.running.remove(&slot);
+                }
+            }
+            (st.manager.clone(), st.epoch)
+        };
+        let Some(manager) = manager else {
+            info!(job = %key, "no manager session; the report is dropped (the shard is requeued)");
+            return;
+        };
+        let msg = ToManager::Report(ReportMsg {
+            epoch,
+            executor: self.0.name.clone(),
+            instance: self.0.instance,
+            key: WireAttempt::from(&key),
+            slot,
+            body,
+        });
+        self.0.send(&manager, &msg);
+    }
+
+    fn checkpoint(
+        &self,
+        key: AttemptKey,
+        step: u32,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let link = self.0.clone();
+        Box::pin(async move {
+            let (manager, epoch) = {
+                let st = link.lock();
+                (st.manager.clone(), st.epoch)
+            };
+            let manager = manager.ok_or("no session with the manager")?;
+            let msg = ToManager::Checkpoint(CheckpointMsg {
+                epoch,
+                executor: link.name.clone(),
+                instance: link.instance,
+                key: WireAttempt::from(&key),
+                step,
+                name,
+            });
+            let bytes = codec::encode("checkpoint", &msg).map_err(|e| e.to_string())?;
+            match manager.call(|r| Wire::Call(bytes, r), Some(Duration::from_secs(30))).await {
+                Ok(CallResult::Success(b)) => match codec::decode::<Reply>("reply", &b) {
+                    Ok(Reply::CheckpointAck { error: None }) => Ok(()),
+                    Ok(Reply::CheckpointAck { error: Some(e) }) => Err(e),
+                    Ok(other) => Err(format!("unexpected answer to a checkpoint: {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                },
+                _ => Err("the manager did not confirm the checkpoint".into()),
+            }
+        })
+    }
+
+    fn note(&self, notice: Notice) {
+        let (manager, epoch) = {
+            let mut st = self.0.lock();
+            // At most 2,000 notes a second leave this process; the rest are dropped.
+            let now = Instant::now();
+            let w = st.notes_window.get_or_insert((now, 0));
+            if now.duration_since(w.0) > Duration::from_secs(1) {
+                *w = (now, 0);
+            }
+            w.1 += 1;
+            if w.1 > 2000 {
+                return;
+            }
+            (st.manager.clone(), st.epoch)
+        };
+        let Some(manager) = manager else { return };
+        let (task, shard, attempt, body) = match notice {
+            Notice::Progress { task, shard, attempt, step, done, total } => {
+                (task, shard, attempt, ReportBody::Progress { step, done, total })
+            }
+            Notice::Log { task, shard, attempt, line } => (
+                task,
+                shard,
+                attempt,
+                ReportBody::Log {
+                    at_ms: line.at.timestamp_millis(),
+                    level: match line.level {
+                        LogLevel::Debug => "debug",
+                        LogLevel::Info => "info",
+                        LogLevel::Warn => "warn",
+                        LogLevel::Error => "error",
+                    }
+                    .into(),
+                    step: line.step.map(|s| s as u32),
+                    message: line.message,
+                },
+            ),
+            _ => return,
+        };
+        let key = WireAttempt {
+            task: task.to_string(),
+            shard,
+            attempt,
+            generation: 0,
+            kind: super::messages::WireJobKind::Run,
+        };
+        let msg = ToManager::Report(ReportMsg {
+            epoch,
+            executor: self.0.name.clone(),
+            instance: self.0.instance,
+            key,
+            slot: u32::MAX,
+            body,
+        });
+        self.0.send(&manager, &msg);
+    }
+}
+
+/// The executor's agent: receives the manager's envelopes and routes jobs to the slots.
+struct Agent;
+
+struct AgentState {
+    link: Arc<Link>,
+    executor: ActorRef<ExecutorMsg>,
+    rejects: RejectLog,
+}
+
+impl Actor for Agent {
+    type Msg = Wire;
+    type State = AgentState;
+    type Arguments = (Arc<Link>, ActorRef<ExecutorMsg>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Wire>,
+        (link, executor): (Arc<Link>, ActorRef<ExecutorMsg>),
+    ) -> Result<AgentState, ActorProcessingErr> {
+        ractor::pg::join(EXECUTOR_GROUP.to_owned(), vec![myself.get_cell()]);
+        Ok(AgentState { link, executor, rejects: RejectLog::default() })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Wire>,
+        msg: Wire,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        let bytes = match msg {
+            Wire::Cast(b) => b,
+            Wire::Call(_, reply) => {
+                super::manager::send_reply(
+                    reply,
+                    &Reply::Rejected { reason: "an executor answers no calls".into() },
+                );
+                return Ok(());
+            }
+        };
+        match codec::decode::<ToExecutor>("manager message", &bytes) {
+            Err(e) => {
+                state.rejects.reject("manager", &e);
+            }
+            Ok(ToExecutor::Assign(a)) => {
+                let assignment = match a.to_assignment() {
+                    Ok(x) => x,
+                    Err(detail) => {
+                        let err = codec::WireError::Body { what: "assignment", detail };
+                        state.rejects.reject("manager", &err);
+                        return Ok(());
+                    }
+                };
+                {
+                    let mut st = state.link.lock();
+                    if st.manager.is_none() || st.epoch != a.epoch {
+                        warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of another epoch or registration refused");
+                        return Ok(());
+                    }
+                    st.running.insert(a.slot, assignment.key.clone());
+                    st.busy.insert(a.slot);
+                }
+                let _ = state.executor.cast(ExecutorMsg::Assign(assignment));
+            }
+            Ok(ToExecutor::Stop(s)) => {
+                let key = AttemptKey::from(&s.key);
+                let _ = state.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn random_instance() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Runs an executor process until it is rejected, the handshake fails, or the future is
+/// dropped. Reconnects with backoff after any disconnect.
+pub async fn run_executor(
+    cfg: ExecutorConfig,
+    registry: BehaviorRegistry,
+) -> Result<(), ExecutorError> {
+    let behaviors: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
+    let instance = random_instance();
+    let link = Arc::new(Link {
+        name: cfg.name.clone(),
+        instance,
+        state: Mutex::new(LinkState::default()),
+    });
+    let up: Arc<dyn Upstream> = Arc::new(RemoteUpstream(link.clone()));
+    let exec_args = ExecutorArgs {
+        index: 0,
+        name: cfg.name.clone(),
+        slots: cfg.slots.max(1),
+        registry: Arc::new(registry),
+        up,
+        stop_grace: cfg.stop_grace,
+    };
+    let (executor, _) = Actor::spawn(None, Executor, exec_args)
+        .await
+        .map_err(|e| ExecutorError::Startup(format!("cannot start the slots: {e}")))?;
+    let (agent, _) = Actor::spawn(
+        Some(agent_name(&cfg.name, instance)),
+        Agent,
+        (link.clone(), executor.clone()),
+    )
+    .await
+    .map_err(|e| ExecutorError::Startup(format!("cannot start the agent: {e}")))?;
+    let result = connection_loop(&cfg, &behaviors, &link, &executor).await;
+    agent.stop(None);
+    executor.stop(None);
+    result
+}
+
+enum SessionEnd {
+    Retry(String),
+}
+
+async fn connection_loop(
+    cfg: &ExecutorConfig,
+    behaviors: &[String],
+    link: &Arc<Link>,
+    executor: &ActorRef<ExecutorMsg>,
+) -> Result<(), ExecutorError> {
+    let mut backoff = Duration::from_millis(100);
+    let mut handshake_failures = 0;
+    for conn in 1u64.. {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let node_name = format!("taskflow-executor:{}:{:016x}:{conn}", cfg.name, link.instance);
+        let node = node::start(node_name, cfg.cookie.clone(), cfg.listen, move |e| {
+            let _ = tx.send(e);
+        })
+        .await
+        .map_err(ExecutorError::Startup)?;
+        let end = session(cfg, behaviors, link, executor, &node, &mut rx).await;
+        fence(link, executor, "the session ended");
+        link.lock().manager = None;
+        node.stop(None);
+        match end {
+            Err(SessionFail::Handshake) => {
+                handshake_failures += 1;
+                if handshake_failures >= 2 {
+                    return Err(ExecutorError::AuthFailed(cfg.manager.clone()));
+                }
+            }
+            Err(SessionFail::Rejected(reason)) => {
+                return Err(ExecutorError::Rejected { manager: cfg.manager.clone(), reason });
+            }
+            Ok(SessionEnd::Retry(why)) => {
+                handshake_failures = 0;
+                if why != "connect" {
+                    warn!(manager = %cfg.manager, reason = %why, "session with the manager ended; reconnecting");
+                    backoff = Duration::from_millis(100);
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    Ok(())
+}
+
+enum SessionFail {
+    Handshake,
+    Rejected(String),
+}
+
+/// Cancels every job of the current registration; their late reports are judged (and
+/// rejected) by the manager.
+fn fence(link: &Link, executor: &ActorRef<ExecutorMsg>, why: &str) {
+    let jobs: Vec<(u32, AttemptKey)> = link.lock().running.drain().collect();
+    if !jobs.is_empty() {
+        warn!(jobs = jobs.len(), reason = why, "fencing: cancelling this executor's jobs");
+    }
+    for (slot, key) in jobs {
+        let _ = executor.cast(ExecutorMsg::Stop { slot, key });
+    }
+}
+
+async fn session(
+    cfg: &ExecutorConfig,
+    behaviors: &[String],
+    link: &Arc<Link>,
+    executor: &ActorRef<ExecutorMsg>,
+    node: &ActorRef<ractor_cluster::NodeServerMessage>,
+    rx: &mut mpsc::UnboundedReceiver<NodeEvent>,
+) -> Result<SessionEnd, SessionFail> {
+    if let Err(e) = node::connect(node, &cfg.manager).await {
+        info!(error = %e, "manager not reachable yet");
+        return Ok(SessionEnd::Retry("connect".into()));
+    }
+    // client_connect returns before the handshake: wait until the session is ready.
+    let mut authed = false;
+    let node_id = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(NodeEvent::Authenticated)) => authed = true,
+            Ok(Some(NodeEvent::Ready { node_id })) => break node_id,
+            Ok(Some(NodeEvent::Disconnected { .. })) if !authed => {
+                return Err(SessionFail::Handshake);
+            }
+            Ok(Some(NodeEvent::Disconnected { .. })) => {
+                return Ok(SessionEnd::Retry("closed before ready".into()));
+            }
+            Ok(None) | Err(_) => return Ok(SessionEnd::Retry("handshake timed out".into())),
+        }
+    };
+    let Some(inbox) = node::remote_members(MANAGER_GROUP, Some(MANAGER_INBOX))
+        .into_iter()
+        .find(|c| c.get_id().node() == node_id)
+        .map(ActorRef::<Wire>::from)
+    else {
+        return Ok(SessionEnd::Retry("the peer has no taskflow manager inbox".into()));
+    };
+    let mut seq = 0u64;
+    loop {
+        // Wait for fenced jobs to return before offering the slots again (bounded).
+        let deadline = Instant::now() + cfg.stop_grace * 2 + Duration::from_secs(1);
+        while !link.lock().busy.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let join = ToManager::Join(Join {
+            executor: cfg.name.clone(),
+            instance: link.instance,
+            protocol_version: cfg.protocol_version,
+            slots: cfg.slots.max(1),
+            behaviors: behaviors.to_vec(),
+            held_outcomes: Vec::new(),
+        });
+        let bytes = codec::encode_version(cfg.protocol_version, "join", &join)
+            .map_err(|e| SessionFail::Rejected(e.to_string()))?;
+        let sent = Instant::now();
+        let answer = inbox.call(|r| Wire::Call(bytes, r), Some(Duration::from_secs(10))).await;
+        let (epoch, lease, every) = match answer {
+            Ok(CallResult::Success(b)) => match codec::decode::<Reply>("join reply", &b) {
+                Ok(Reply::JoinAccepted { epoch, lease_ms, heartbeat_ms }) => (
+                    epoch,
+                    Duration::from_millis(lease_ms),
+                    Duration::from_millis(heartbeat_ms.max(10)),
+                ),
+                Ok(Reply::JoinRejected { reason } | Reply::Rejected { reason }) => {
+                    return Err(SessionFail::Rejected(reason));
+                }
+                Ok(other) => return Err(SessionFail::Rejected(format!("unexpected {other:?}"))),
+                Err(e) => return Err(SessionFail::Rejected(e.to_string())),
+            },
+            _ => return Ok(SessionEnd::Retry("no answer to join".into())),
+        };
+        {
+            let mut st = link.lock();
+            st.manager = Some(inbox.clone());
+            st.epoch = epoch;
+        }
+        println!(
+            "executor {}: joined the manager at {} (epoch {epoch}, {} slots, lease {lease:?})",
+            cfg.name,
+            cfg.manager,
+            cfg.slots.max(1)
+        );
+        let fence_at = lease.saturating_sub(lease / 5);
+        let mut last_acked_sent = sent;
+        let why = loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                ev = rx.recv() => match ev {
+                    Some(NodeEvent::Disconnected { node_id: n, .. }) if n == node_id => {
+                        return Ok(SessionEnd::Retry("the session closed".into()));
+                    }
+                    None => return Ok(SessionEnd::Retry("node stopped".into())),
+                    _ => continue,
+                },
+            }
+            if last_acked_sent.elapsed() > fence_at {
+                break format!("no heartbeat acknowledged for {:?}", last_acked_sent.elapsed());
+            }
+            seq += 1;
+            let running = link.lock().running.values().map(WireAttempt::from).collect();
+            let hb = ToManager::Heartbeat(Heartbeat {
+                executor: cfg.name.clone(),
+                instance: link.instance,
+                seq,
+                running,
+            });
+            let Ok(bytes) = codec::encode("heartbeat", &hb) else { continue };
+            let sent = Instant::now();
+            let answer = inbox
+                .call(|r| Wire::Call(bytes, r), Some(every.max(Duration::from_millis(50))))
+                .await;
+            if let Ok(CallResult::Success(b)) = answer {
+                match codec::decode::<Reply>("heartbeat reply", &b) {
+                    Ok(Reply::HeartbeatAck { ok: true, .. }) => last_acked_sent = sent,
+                    Ok(Reply::HeartbeatAck { ok: false, .. }) => {
+                        break "the manager declared this executor lost".to_owned();
+                    }
+                    _ => {}
+                }
+            }
+        };
+        fence(link, executor, &why);
+        warn!(reason = %why, "fenced; joining again");
+    }
+}

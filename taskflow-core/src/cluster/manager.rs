@@ -1,0 +1,228 @@
+//! The manager's side of the cluster: the inbox actor every executor talks to, the
+//! [`RemoteExecutor`] proxy the manager sends assignments through, and the node server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{info, warn};
+
+use super::codec::{self, RejectLog};
+use super::messages::{
+    AssignMsg, CheckpointMsg, Heartbeat, Join, Reply, ReportMsg, StopMsg, ToExecutor, ToManager,
+    WireAttempt,
+};
+use super::node::{self, NodeEvent};
+use super::wire::Wire;
+use crate::actors::executor::ExecutorMsg;
+use crate::actors::manager::ManagerMsg;
+
+/// The process group of the manager's inbox.
+pub(crate) const MANAGER_GROUP: &str = "taskflow.manager.v1";
+/// The actor name of the manager's inbox.
+pub(crate) const MANAGER_INBOX: &str = "taskflow.manager";
+/// The process group of executor agents.
+pub(crate) const EXECUTOR_GROUP: &str = "taskflow.executor.v1";
+
+/// The actor name of an executor process's agent.
+pub(crate) fn agent_name(executor: &str, instance: u64) -> String {
+    format!("taskflow.executor.{executor}.{instance:016x}")
+}
+
+/// How the manager listens for executors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterListen {
+    /// The address to bind (only this one).
+    pub addr: SocketAddr,
+    /// The shared secret of the handshake.
+    pub cookie: String,
+    /// An executor not heard from for lease + margin is lost; its shards are reassigned.
+    pub lease: Duration,
+    /// How often executors send heartbeats.
+    pub heartbeat: Duration,
+}
+
+impl ClusterListen {
+    /// The margin around the lease: the manager waits lease + margin, executors fence
+    /// themselves at lease − margin.
+    pub fn margin(&self) -> Duration {
+        self.lease / 5
+    }
+}
+
+/// What the inbox hands the manager, decoded.
+pub(crate) enum ClusterIn {
+    Join { join: Join, reply: RpcReplyPort<Vec<u8>> },
+    Heartbeat { hb: Heartbeat, reply: RpcReplyPort<Vec<u8>> },
+    Checkpoint { cp: CheckpointMsg, reply: RpcReplyPort<Vec<u8>> },
+    Report(ReportMsg),
+    SessionClosed { node_id: u64 },
+}
+
+/// Sends a reply envelope (an encoding failure is logged; the caller times out).
+pub(crate) fn send_reply(reply: RpcReplyPort<Vec<u8>>, msg: &Reply) {
+    match codec::encode("reply", msg) {
+        Ok(bytes) => {
+            let _ = reply.send(bytes);
+        }
+        Err(e) => warn!(error = %e, "cannot encode a cluster reply"),
+    }
+}
+
+/// The manager's proxy of a joined executor: looks like a local executor to the manager.
+#[derive(Clone)]
+pub(crate) struct RemoteExecutor {
+    pub(crate) agent: ActorRef<Wire>,
+    pub(crate) epoch: u64,
+    pub(crate) name: String,
+}
+
+impl RemoteExecutor {
+    /// The ractor_cluster session (node id) the agent is reached through.
+    pub(crate) fn node_id(&self) -> u64 {
+        self.agent.get_id().node()
+    }
+
+    pub(crate) fn send(&self, msg: ExecutorMsg) {
+        let wire = match &msg {
+            ExecutorMsg::Assign(a) => ToExecutor::Assign(AssignMsg::from_assignment(self.epoch, a)),
+            ExecutorMsg::Stop { slot, key } => ToExecutor::Stop(StopMsg {
+                epoch: self.epoch,
+                slot: *slot,
+                key: WireAttempt::from(key),
+            }),
+        };
+        match codec::encode("executor message", &wire) {
+            Ok(bytes) => {
+                if self.agent.cast(Wire::Cast(bytes)).is_err() {
+                    info!(executor = %self.name, "executor unreachable; message dropped");
+                }
+            }
+            Err(e) => warn!(executor = %self.name, error = %e, "message to executor refused"),
+        }
+    }
+
+    /// Finds a joined executor's agent among the remote members of its group.
+    pub(crate) fn find(join: &Join, epoch: u64) -> Option<RemoteExecutor> {
+        let name = agent_name(&join.executor, join.instance);
+        let cell = node::remote_members(EXECUTOR_GROUP, Some(&name)).into_iter().next()?;
+        Some(RemoteExecutor { agent: ActorRef::from(cell), epoch, name: join.executor.clone() })
+    }
+}
+
+/// The manager's inbox: decodes every envelope into a `Result` and hands the manager what it
+/// understood; rejects the rest (logged once per peer and reason, answered if it was a call).
+pub(crate) struct Inbox;
+
+pub(crate) struct InboxState {
+    manager: ActorRef<ManagerMsg>,
+    rejects: RejectLog,
+}
+
+impl Actor for Inbox {
+    type Msg = Wire;
+    type State = InboxState;
+    type Arguments = ActorRef<ManagerMsg>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Wire>,
+        manager: ActorRef<ManagerMsg>,
+    ) -> Result<InboxState, ActorProcessingErr> {
+        ractor::pg::join(MANAGER_GROUP.to_owned(), vec![myself.get_cell()]);
+        Ok(InboxState { manager, rejects: RejectLog::default() })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Wire>,
+        msg: Wire,
+        state: &mut InboxState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (bytes, reply) = match msg {
+            Wire::Cast(b) => (b, None),
+            Wire::Call(b, r) => (b, Some(r)),
+        };
+        let decoded = codec::decode::<ToManager>("executor message", &bytes);
+        let input = match (decoded, reply) {
+            (Ok(ToManager::Join(join)), Some(reply)) => ClusterIn::Join { join, reply },
+            (Ok(ToManager::Heartbeat(hb)), Some(reply)) => ClusterIn::Heartbeat { hb, reply },
+            (Ok(ToManager::Checkpoint(cp)), Some(reply)) => ClusterIn::Checkpoint { cp, reply },
+            (Ok(ToManager::Report(r)), None) => ClusterIn::Report(r),
+            (Ok(other), reply) => {
+                let what = if reply.is_some() { "a call" } else { "a cast" };
+                let err = codec::WireError::Body {
+                    what: "executor message",
+                    detail: format!("{} arrived as {what}", variant_name(&other)),
+                };
+                state.rejects.reject(peer_of(&other), &err);
+                if let Some(reply) = reply {
+                    send_reply(reply, &Reply::Rejected { reason: err.to_string() });
+                }
+                return Ok(());
+            }
+            (Err(err), reply) => {
+                state.rejects.reject("unknown executor", &err);
+                if let Some(reply) = reply {
+                    let reason = match err {
+                        codec::WireError::Version { found } => format!(
+                            "protocol version mismatch: the executor speaks {found}, the manager \
+                             speaks {}..={}",
+                            codec::MIN_PROTOCOL_VERSION,
+                            codec::PROTOCOL_VERSION
+                        ),
+                        other => other.to_string(),
+                    };
+                    send_reply(reply, &Reply::JoinRejected { reason });
+                }
+                return Ok(());
+            }
+        };
+        let _ = state.manager.cast(ManagerMsg::Cluster(input));
+        Ok(())
+    }
+}
+
+fn variant_name(m: &ToManager) -> &'static str {
+    match m {
+        ToManager::Join(_) => "join",
+        ToManager::Heartbeat(_) => "heartbeat",
+        ToManager::Checkpoint(_) => "checkpoint",
+        ToManager::Report(_) => "report",
+    }
+}
+
+fn peer_of(m: &ToManager) -> &str {
+    match m {
+        ToManager::Join(j) => &j.executor,
+        ToManager::Heartbeat(h) => &h.executor,
+        ToManager::Checkpoint(c) => &c.executor,
+        ToManager::Report(r) => &r.executor,
+    }
+}
+
+/// Starts the inbox (advertised to executors) and the node server bound to `listen.addr`;
+/// session closes are forwarded to the manager.
+pub(crate) async fn start(
+    listen: &ClusterListen,
+    manager: ActorRef<ManagerMsg>,
+) -> Result<(ActorRef<Wire>, ActorRef<ractor_cluster::NodeServerMessage>), String> {
+    let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), Inbox, manager.clone())
+        .await
+        .map_err(|e| format!("cannot start the cluster inbox: {e}"))?;
+    let node = node::start("taskflow-manager".into(), listen.cookie.clone(), listen.addr, {
+        move |e| {
+            if let NodeEvent::Disconnected { node_id, .. } = e {
+                let _ = manager.cast(ManagerMsg::Cluster(ClusterIn::SessionClosed { node_id }));
+            }
+        }
+    })
+    .await;
+    match node {
+        Ok(node) => Ok((inbox, node)),
+        Err(e) => {
+            inbox.stop(None);
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The cluster's application messages: plain serde structs, encoded with
+//! [`super::codec::encode`] (field names included, so adding a field with `#[serde(default)]`
+//! is compatible both ways). Enums are tagged by variant name: never rename a variant or a
+//! field (use `#[serde(alias)]`); a new variant needs a protocol version bump.
+//!
+//! See `proto-docs/cluster.md` for directions, timing, fencing and idempotency.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::{Assignment, AttemptKey, JobKind};
+use crate::behavior::{Params, ShardOutcome};
+use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
+
+/// Executor → manager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToManager {
+    /// A call: register (first message of every session). Answered by [`Reply::JoinAccepted`]
+    /// or [`Reply::JoinRejected`].
+    Join(Join),
+    /// A call: "I am alive and these jobs run". Answered by [`Reply::HeartbeatAck`].
+    Heartbeat(Heartbeat),
+    /// A call: a running job completed a step. Answered by [`Reply::CheckpointAck`] once the
+    /// checkpoint is durable (or refused).
+    Checkpoint(CheckpointMsg),
+    /// A cast: a job ended, was abandoned, freed its slot, or logged / made progress.
+    Report(ReportMsg),
+}
+
+/// Manager → executor (casts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToExecutor {
+    /// Run a job on a slot.
+    Assign(AssignMsg),
+    /// Stop a job (cooperative, forced after the grace).
+    Stop(StopMsg),
+}
+
+/// The answer to every call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The executor is registered for this epoch.
+    JoinAccepted {
+        /// The manager's epoch (bumped durably at each manager start).
+        epoch: u64,
+        /// The lease: an executor not heard from for longer is lost.
+        lease_ms: u64,
+        /// How often the executor sends a heartbeat.
+        heartbeat_ms: u64,
+    },
+    /// The executor is not registered; the reason is printed by the executor.
+    JoinRejected {
+        /// Clear text: version mismatch, unknown behavior, duplicate name.
+        reason: String,
+    },
+    /// A heartbeat was received.
+    HeartbeatAck {
+        /// The heartbeat's seq.
+        seq: u64,
+        /// False when the manager no longer knows this executor (declared lost): the
+        /// executor must fence its jobs and join again.
+        ok: bool,
+    },
+    /// A checkpoint was recorded durably (`error` none) or refused.
+    CheckpointAck {
+        /// Why it was refused.
+        error: Option<String>,
+    },
+    /// The call was rejected before it was understood (undecodable, newer version).
+    Rejected {
+        /// Clear text.
+        reason: String,
+    },
+}
+
+/// Registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    /// The executor's name (unique in the cluster; default hostname-pid).
+    pub executor: String,
+    /// A random id of the executor process: tells a re-join of the same process apart from a
+    /// second process using the same name.
+    pub instance: u64,
+    /// The protocol version the executor speaks.
+    pub protocol_version: u16,
+    /// Shards it runs at once (its credits).
+    pub slots: u32,
+    /// The behaviors it hosts.
+    pub behaviors: Vec<String>,
+    /// Outcomes it still holds, unconfirmed (two-phase confirmation; empty for now).
+    #[serde(default)]
+    pub held_outcomes: Vec<HeldOutcome>,
+}
+
+/// An outcome an executor keeps until the manager confirms it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOutcome {
+    /// The epoch it was assigned in.
+    pub epoch: u64,
+    /// The job.
+    pub key: WireAttempt,
+    /// How it ended.
+    pub outcome: WireOutcome,
+}
+
+/// Liveness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The executor's name.
+    pub executor: String,
+    /// Its process id ([`Join::instance`]).
+    pub instance: u64,
+    /// Increasing per executor process.
+    pub seq: u64,
+    /// The jobs running now.
+    pub running: Vec<WireAttempt>,
+}
+
+/// A step checkpoint of a running job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMsg {
+    /// The epoch of the assignment.
+    pub epoch: u64,
+    /// The executor's name.
+    pub executor: String,
+    /// Its process id.
+    pub instance: u64,
+    /// The job.
+    pub key: WireAttempt,
+    /// The step index.
+    pub step: u32,
+    /// The step name.
+    pub name: String,
+}
+
+/// A report about a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportMsg {
+    /// The epoch of the assignment.
+    pub epoch: u64,
+    /// The executor's name.
+    pub executor: String,
+    /// Its process id.
+    pub instance: u64,
+    /// The job.
+    pub key: WireAttempt,
+    /// The slot.
+    pub slot: u32,
+    /// What happened.
+    pub body: ReportBody,
+}
+
+/// What a [`ReportMsg`] says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReportBody {
+    /// The job ended; its slot is free.
+    Finished {
+        /// How.
+        outcome: WireOutcome,
+    },
+    /// A stop or timeout was forced; the slot stays occupied until `SlotFreed`.
+    Abandoned {
+        /// The explanation.
+        reason: String,
+    },
+    /// An abandoned job returned.
+    SlotFreed,
+    /// Progress of a step (dropped under pressure).
+    Progress {
+        /// The step.
+        step: u32,
+        /// Done so far.
+        done: u64,
+        /// Total.
+        total: u64,
+    },
+    /// A log line (dropped under pressure).
+    Log {
+        /// When (ms since the Unix epoch).
+        at_ms: i64,
+        /// `debug`, `info`, `warn` or `error`.
+        level: String,
+        /// The step, if any.
+        step: Option<u32>,
+        /// The text.
+        message: String,
+    },
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireOutcome {
+    /// Every step completed.
+    Succeeded,
+    /// A step failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Cancelled by a stop.
+    Cancelled,
+}
+
+/// A job to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignMsg {
+    /// The manager's epoch: reports and checkpoints carry it back.
+    pub epoch: u64,
+    /// The job.
+    pub key: WireAttempt,
+    /// The slot.
+    pub slot: u32,
+    /// The behavior.
+    pub behavior: String,
+    /// The business date, YYYY-MM-DD.
+    pub date: String,
+    /// The shard key.
+    pub shard_key: String,
+    /// The shard's scope items (references: product and distributor codes).
+    pub scope: Vec<ScopeItem>,
+    /// The dates the registration covers.
+    pub covered_dates: Vec<String>,
+    /// The task's parameters.
+    pub params: BTreeMap<String, String>,
+    /// Steps already checkpointed (the job resumes after them).
+    pub completed_steps: u32,
+    /// The timeout per attempt.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Stop a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopMsg {
+    /// The manager's epoch.
+    pub epoch: u64,
+    /// The slot.
+    pub slot: u32,
+    /// The job.
+    pub key: WireAttempt,
+}
+
+/// One attempt of one shard (see [`crate::actors::AttemptKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WireAttempt {
+    /// The task id.
+    pub task: String,
+    /// The shard index.
+    pub shard: u32,
+    /// The attempt.
+    pub attempt: u32,
+    /// The shard's generation.
+    pub generation: u32,
+    /// `run` or `rollback`.
+    pub kind: WireJobKind,
+}
+
+/// Run or rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireJobKind {
+    /// The steps.
+    Run,
+    /// The rollback.
+    Rollback,
+}
+
+impl From<&AttemptKey> for WireAttempt {
+    fn from(k: &AttemptKey) -> Self {
+        WireAttempt {
+            task: k.task.to_string(),
+            shard: k.shard,
+            attempt: k.attempt,
+            generation: k.generation,
+            kind: match k.kind {
+                JobKind::Run => WireJobKind::Run,
+                JobKind::Rollback => WireJobKind::Rollback,
+            },
+        }
+    }
+}
+
+impl From<&WireAttempt> for AttemptKey {
+    fn from(k: &WireAttempt) -> Self {
+        AttemptKey {
+            task: TaskId::new(&k.task),
+            shard: k.shard,
+            attempt: k.attempt,
+            generation: k.generation,
+            kind: match k.kind {
+                WireJobKind::Run => JobKind::Run,
+                WireJobKind::Rollback => JobKind::Rollback,
+            },
+        }
+    }
+}
+
+impl From<&ShardOutcome> for WireOutcome {
+    fn from(o: &ShardOutcome) -> Self {
+        match o {
+            ShardOutcome::Succeeded => WireOutcome::Succeeded,
+            ShardOutcome::Failed { reason } => WireOutcome::Failed { reason: reason.clone() },
+            ShardOutcome::Cancelled => WireOutcome::Cancelled,
+        }
+    }
+}
+
+impl From<WireOutcome> for ShardOutcome {
+    fn from(o: WireOutcome) -> Self {
+        match o {
+            WireOutcome::Succeeded => ShardOutcome::Succeeded,
+            WireOutcome::Failed { reason } => ShardOutcome::Failed { reason },
+            WireOutcome::Cancelled => ShardOutcome::Cancelled,
+        }
+    }
+}
+
+#[allow(dead_code)] // used by the manager and executor sides (next step)
+impl AssignMsg {
+    /// The wire form of an assignment.
+    pub(crate) fn from_assignment(epoch: u64, a: &Assignment) -> Self {
+        AssignMsg {
+            epoch,
+            key: WireAttempt::from(&a.key),
+            slot: a.slot,
+            behavior: a.behavior.clone(),
+            date: a.date.to_string(),
+            shard_key: a.shard_key.as_str().to_owned(),
+            scope: a.scope.clone(),
+            covered_dates: a.covered_dates.iter().map(ToString::to_string).collect(),
+            params: a.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            completed_steps: a.completed_steps as u32,
+            timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
+        }
+    }
+
+    /// The assignment it carries, or why it is malformed.
+    pub(crate) fn to_assignment(&self) -> Result<Assignment, String> {
+        let date = |s: &str| {
+            s.parse::<BusinessDate>().map_err(|e| format!("bad date {s:?} in an assignment: {e}"))
+        };
+        Ok(Assignment {
+            key: AttemptKey::from(&self.key),
+            slot: self.slot,
+            behavior: self.behavior.clone(),
+            date: date(&self.date)?,
+            shard_key: ShardKey::new(&self.shard_key),
+            scope: self.scope.clone(),
+            covered_dates: self.covered_dates.iter().map(|d| date(d)).collect::<Result<_, _>>()?,
+            params: Params::from(self.params.clone()),
+            completed_steps: self.completed_steps as usize,
+            timeout: self.timeout_ms.map(Duration::from_millis),
+        })
+    }
+}

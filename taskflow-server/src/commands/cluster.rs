@@ -1,0 +1,179 @@
+//! `taskflow manager --cluster ADDR` and `taskflow executor --manager HOST:PORT`: the day's
+//! manager with executors in other processes (see `proto-docs/cluster.md`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use taskflow_core::cluster::{ClusterListen, ExecutorConfig, run_executor};
+use taskflow_core::flow;
+use taskflow_core::model::BusinessDate;
+use taskflow_core::runtime::{RuntimeOptions, previous_open_day, today_in};
+use taskflow_examples::fund_clearing;
+
+use super::standalone::{ConsoleArgs, registry, serve, shutdown_signal};
+
+/// Where the cluster cookie comes from.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CookieArgs {
+    /// A file holding the cluster cookie (the shared secret). Default: $TASKFLOW_COOKIE.
+    #[arg(long)]
+    cookie_file: Option<PathBuf>,
+}
+
+impl CookieArgs {
+    fn cookie(&self) -> anyhow::Result<String> {
+        if let Some(path) = &self.cookie_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the cookie file {}", path.display()))?;
+            let c = text.trim().to_owned();
+            if c.is_empty() {
+                bail!("the cookie file {} is empty", path.display());
+            }
+            return Ok(c);
+        }
+        match std::env::var("TASKFLOW_COOKIE") {
+            Ok(c) if !c.trim().is_empty() => Ok(c.trim().to_owned()),
+            _ => bail!("no cluster cookie: set TASKFLOW_COOKIE or pass --cookie-file FILE"),
+        }
+    }
+}
+
+/// Flags of `taskflow manager`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ManagerArgs {
+    /// The address executors connect to, e.g. 10.0.0.5:7700 (only this address is bound).
+    #[arg(long)]
+    cluster: SocketAddr,
+    /// The data directory.
+    #[arg(long, default_value = "taskflow-data")]
+    data: PathBuf,
+    /// The flow directory. Default: the bundled fund-clearing example.
+    #[arg(long)]
+    flow: Option<PathBuf>,
+    /// The business date, YYYY-MM-DD (default: the last open business day before today).
+    #[arg(long)]
+    date: Option<String>,
+    /// Run headless until the day is done (manual tasks executed automatically); exit 0 only
+    /// if every task ended well.
+    #[arg(long)]
+    until_done: bool,
+    /// Write the JSON report of the day here (with --until-done).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The executor lease in milliseconds: an executor not heard from for longer (plus a
+    /// margin of a fifth) is lost and its shards are reassigned.
+    #[arg(long, default_value_t = 10_000)]
+    lease: u64,
+    /// The heartbeat interval in milliseconds (default: a fifth of the lease).
+    #[arg(long)]
+    heartbeat: Option<u64>,
+    /// In-process executors besides the remote ones.
+    #[arg(long, default_value_t = 0)]
+    local_executors: usize,
+    #[command(flatten)]
+    cookie: CookieArgs,
+    /// The HTTP console (as for `taskflow standalone`; not served with --until-done).
+    #[command(flatten)]
+    console: ConsoleArgs,
+}
+
+/// Flags of `taskflow executor`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecutorArgs {
+    /// The manager's cluster address, HOST:PORT.
+    #[arg(long)]
+    manager: String,
+    /// The executor's unique name. Default: HOSTNAME-PID.
+    #[arg(long)]
+    name: Option<String>,
+    /// Shards run at once.
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    /// Announce this protocol version (testing version skew).
+    #[arg(long, hide = true)]
+    protocol_version: Option<u16>,
+    #[command(flatten)]
+    cookie: CookieArgs,
+}
+
+pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
+    let cookie = args.cookie.cookie()?;
+    let flow = match &args.flow {
+        Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => fund_clearing::flow()
+            .map_err(|e| anyhow::anyhow!("the bundled example does not load: {e}"))?,
+    };
+    let date = match &args.date {
+        Some(d) => d
+            .parse::<BusinessDate>()
+            .with_context(|| format!("--date {d:?} is not a date of the form YYYY-MM-DD"))?,
+        None => previous_open_day(&flow, today_in(&flow))?,
+    };
+    if args.lease < 50 {
+        bail!("--lease must be at least 50 ms");
+    }
+    let lease = Duration::from_millis(args.lease);
+    let heartbeat = Duration::from_millis(args.heartbeat.unwrap_or(args.lease / 5).max(10));
+    if heartbeat * 2 > lease {
+        bail!("--heartbeat must be at most half the lease");
+    }
+    let opts = RuntimeOptions {
+        data_dir: args.data.clone(),
+        date: Some(date),
+        executors: args.local_executors,
+        auto_execute_manual: args.until_done,
+        cluster: Some(ClusterListen { addr: args.cluster, cookie, lease, heartbeat }),
+        ..RuntimeOptions::default()
+    };
+    println!("taskflow manager: accepting executors on {}", args.cluster);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome = rt.block_on(serve(
+        Arc::new(flow),
+        opts,
+        args.until_done,
+        args.report.as_deref(),
+        "manager",
+        &args.console,
+    ));
+    rt.shutdown_timeout(Duration::from_millis(500));
+    outcome
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "executor".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
+    let cookie = args.cookie.cookie()?;
+    let name = args.name.clone().unwrap_or_else(default_name);
+    let mut cfg = ExecutorConfig::new(args.manager.clone(), name.clone(), cookie);
+    cfg.slots = args.slots.max(1);
+    if let Some(v) = args.protocol_version {
+        cfg.protocol_version = v;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = taskflow_core::behavior::CommandBehavior::adopt_orphans() {
+        tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");
+    }
+    let registry = registry()?;
+    println!("taskflow executor {name}: connecting to the manager at {}", args.manager);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run_executor(cfg, registry) => r.map_err(anyhow::Error::from),
+            _ = shutdown_signal() => Ok(()),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(500));
+    outcome.map(|()| ExitCode::SUCCESS)
+}
