@@ -36,7 +36,7 @@ fn an_idle_standalone_logs_nothing_for_a_minute() {
     std::fs::write(flow.join("calendar.toml"), "[calendar]\nfrom = 2026-01-01\nto = 2026-12-31\n")
         .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskflow"))
-        .args(["standalone", "--date", "2026-09-30", "--flow"])
+        .args(["standalone", "--http", "127.0.0.1:0", "--date", "2026-09-30", "--flow"])
         .arg(&flow)
         .arg("--data")
         .arg(tmp.path().join("data"))
