@@ -36,7 +36,7 @@ pub(crate) mod notifier;
 pub(crate) mod slot;
 pub(crate) mod task;
 
-use crate::behavior::{Params, ShardOutcome};
+use crate::behavior::{Checkpoint, Params, ShardOutcome};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 
 /// What a slot runs: a shard's work, or its rollback.
@@ -112,6 +112,9 @@ pub(crate) enum Report {
         slot: u32,
         /// How it ended.
         outcome: ShardOutcome,
+        /// The last step's checkpoint, if the job completed it: not recorded yet (nothing
+        /// waited for it), so the manager records it before the outcome, in the same batch.
+        last_step: Option<Checkpoint>,
     },
     /// A stop or timeout was forced: the job did not return within the grace and was
     /// abandoned. Its slot stays occupied until the job returns ([`Report::SlotFreed`]).

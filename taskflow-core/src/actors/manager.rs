@@ -69,7 +69,8 @@ pub(crate) enum ManagerMsg {
     },
     /// A report from an executor.
     Report(Report),
-    /// A running job completed a step; the reply comes once the checkpoint is durable.
+    /// A running job completed a step other than its last (the last one's checkpoint comes
+    /// with [`Report::Finished`]); the reply comes once the checkpoint is durable.
     Checkpoint {
         /// The job.
         key: AttemptKey,

@@ -12,8 +12,8 @@
 //! explanation, but the slot stays occupied — Rust code stuck in a blocking call cannot be
 //! killed — until the job returns, which is reported too.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
@@ -40,8 +40,8 @@ pub(crate) enum SlotMsg {
     Run(Assignment),
     /// Stop the job if it is this one.
     Stop(AttemptKey),
-    /// The job returned (internal).
-    Done(AttemptKey, ShardOutcome),
+    /// The job returned (internal), with its last step's checkpoint if it completed it.
+    Done(AttemptKey, ShardOutcome, Option<Checkpoint>),
     /// The grace after a stop or timeout is over (internal).
     GraceOver(AttemptKey, GraceCause),
 }
@@ -121,6 +121,7 @@ impl Actor for SlotRunner {
                         executor: state.args.executor,
                         slot: state.args.slot,
                         outcome: ShardOutcome::Failed { reason: "slot busy".into() },
+                        last_step: None,
                     });
                     return Ok(());
                 }
@@ -182,7 +183,7 @@ impl Actor for SlotRunner {
                 warn!(job = %key, %reason, "shard attempt abandoned");
                 state.report(Report::Abandoned { key, executor, slot, reason });
             }
-            SlotMsg::Done(key, outcome) => {
+            SlotMsg::Done(key, outcome, last_step) => {
                 let (executor, slot) = (state.args.executor, state.args.slot);
                 let Some(cur) = state.current.take_if(|c| c.key == key) else {
                     return Ok(());
@@ -193,7 +194,7 @@ impl Actor for SlotRunner {
                 if cur.abandoned {
                     state.report(Report::SlotFreed { key, executor, slot });
                 } else {
-                    state.report(Report::Finished { key, executor, slot, outcome });
+                    state.report(Report::Finished { key, executor, slot, outcome, last_step });
                 }
             }
         }
@@ -205,12 +206,14 @@ impl Actor for SlotRunner {
 fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<SlotMsg>) {
     let key = a.key.clone();
     let lease = args.registry.acquire(&a.behavior);
-    let sink: Arc<dyn ShardSink> = Arc::new(Sink {
+    let sink = Arc::new(Sink {
         manager: args.manager.clone(),
         notifier: args.notifier.clone(),
         inflight: args.inflight.clone(),
         key: key.clone(),
+        last_step: Mutex::new(None),
     });
+    let job_sink: Arc<dyn ShardSink> = sink.clone();
     let spec = ShardSpec {
         task: a.key.task.clone(),
         date: a.date,
@@ -231,8 +234,8 @@ fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<S
         };
         runtime.block_on(async {
             match key.kind {
-                JobKind::Run => run_shard(&*lease, spec, cancel, sink, &options).await,
-                JobKind::Rollback => run_rollback(&*lease, spec, cancel, sink, &options).await,
+                JobKind::Run => run_shard(&*lease, spec, cancel, job_sink, &options).await,
+                JobKind::Rollback => run_rollback(&*lease, spec, cancel, job_sink, &options).await,
             }
         })
     });
@@ -241,17 +244,20 @@ fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<S
         let outcome = job.await.unwrap_or_else(|e| ShardOutcome::Failed {
             reason: format!("the shard's thread ended abnormally: {e}"),
         });
-        let _ = me.cast(SlotMsg::Done(key, outcome));
+        let last_step = sink.last_step.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let _ = me.cast(SlotMsg::Done(key, outcome, last_step));
     });
 }
 
-/// Where a running job's checkpoints (to the manager, awaited until durable), progress and
-/// log lines (to the notifier, dropped under pressure) go.
+/// Where a running job's checkpoints (to the manager, awaited until durable; the last step's
+/// is kept and rides with the job's report), progress and log lines (to the notifier, dropped
+/// under pressure) go.
 struct Sink {
     manager: ActorRef<ManagerMsg>,
     notifier: ActorRef<NotifierMsg>,
     inflight: Arc<AtomicUsize>,
     key: AttemptKey,
+    last_step: Mutex<Option<Checkpoint>>,
 }
 
 impl Sink {
@@ -284,6 +290,16 @@ impl ShardSink for Sink {
                 _ => Err(CheckpointError("the manager is not reachable".into())),
             }
         })
+    }
+
+    /// No step follows: kept for the report, where the manager records it just before the
+    /// outcome (one durable batch for both).
+    fn last_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        *self.last_step.lock().unwrap_or_else(PoisonError::into_inner) = Some(checkpoint);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn progress(&self, p: Progress) {

@@ -604,8 +604,13 @@ impl ManagerState {
 
     pub(super) fn on_report(&mut self, report: Report) {
         match report {
-            Report::Finished { key, executor, slot, outcome } => {
+            Report::Finished { key, executor, slot, outcome, last_step } => {
                 self.free_slot(executor, slot, &key);
+                if let Some(c) = last_step
+                    && let Err(e) = self.record_checkpoint(&key, c.step as u32, c.name)
+                {
+                    info!(job = %key, %e, "last step's checkpoint not recorded");
+                }
                 self.settle(&key, Settle::Outcome(outcome));
             }
             Report::Abandoned { key, executor, slot, reason } => {
@@ -707,6 +712,8 @@ impl ManagerState {
         self.record(EventKind::Shard { task, shard: key.shard, event });
     }
 
+    /// A running job completed a step that another follows: the reply (which lets the next
+    /// step start) leaves once the checkpoint is durable.
     pub(super) fn on_checkpoint(
         &mut self,
         key: AttemptKey,
@@ -714,9 +721,28 @@ impl ManagerState {
         name: String,
         reply: RpcReplyPort<Result<(), String>>,
     ) {
+        match self.record_checkpoint(&key, step, name) {
+            Ok(seq) => self.push_effect(
+                seq,
+                Effect::Reply(Box::new(move |_| {
+                    let _ = reply.send(Ok(()));
+                })),
+            ),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Records a step checkpoint of `key` if it is the shard's current attempt; its seq.
+    fn record_checkpoint(
+        &mut self,
+        key: &AttemptKey,
+        step: u32,
+        name: String,
+    ) -> Result<u64, String> {
         let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else {
-            let _ = reply.send(Err(format!("unknown task `{}`", key.task)));
-            return;
+            return Err(format!("unknown task `{}`", key.task));
         };
         let current = self.journal_state().shard(ix, key.shard).is_some_and(|v| {
             matches!(v.status, ShardStatus::Running | ShardStatus::Stopping)
@@ -724,8 +750,7 @@ impl ManagerState {
                 && key.kind == JobKind::Run
         });
         if !current {
-            let _ = reply.send(Err(format!("{key} is not the shard's current attempt")));
-            return;
+            return Err(format!("{key} is not the shard's current attempt"));
         }
         let kind = EventKind::StepCheckpoint {
             task: key.task.clone(),
@@ -735,15 +760,8 @@ impl ManagerState {
             name,
         };
         match self.record(kind) {
-            Some((seq, _)) => self.push_effect(
-                seq,
-                Effect::Reply(Box::new(move |_| {
-                    let _ = reply.send(Ok(()));
-                })),
-            ),
-            None => {
-                let _ = reply.send(Err("the checkpoint does not apply".into()));
-            }
+            Some((seq, _)) => Ok(seq),
+            None => Err("the checkpoint does not apply".into()),
         }
     }
 
