@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
-use crate::behavior::{BoxFuture, Params, ShardOutcome};
+use crate::behavior::{BoxFuture, Checkpoint, Params, ShardOutcome};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 use crate::runtime::Notice;
 use manager::ManagerMsg;
@@ -189,6 +189,9 @@ pub(crate) enum Report {
         slot: u32,
         /// How it ended.
         outcome: ShardOutcome,
+        /// The last step's checkpoint, if the job completed it: not recorded yet (nothing
+        /// waited for it), so the manager records it before the outcome, in the same batch.
+        last_step: Option<Checkpoint>,
     },
     /// A stop or timeout was forced: the job did not return within the grace and was
     /// abandoned. Its slot stays occupied until the job returns ([`Report::SlotFreed`]).

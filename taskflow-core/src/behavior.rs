@@ -133,6 +133,20 @@ pub trait TaskBehavior: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BehaviorError>> + Send {
         async { Ok(()) }
     }
+
+    /// Whether the steps (or the rollback) block their thread: synchronous I/O, long
+    /// computations without an `.await`, a blocking client library.
+    ///
+    /// The default, `false`, runs each shard attempt as a task on the runtime's worker threads,
+    /// which is cheap but means a step that blocks stalls a worker. Return `true` and the
+    /// runtime runs each attempt of this behavior on a thread of its own (tokio's blocking
+    /// pool) instead. A step that blocks only in one place can rather wrap that call in
+    /// `tokio::task::spawn_blocking` or `tokio::task::block_in_place`. Either way, a stop or
+    /// timeout that the blocked code ignores is forced after the grace: the shard settles, and
+    /// its slot stays occupied until the code returns.
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 /// The dyn-compatible form of [`TaskBehavior`], implemented for every `TaskBehavior`.
@@ -156,6 +170,8 @@ pub trait DynTaskBehavior: Send + Sync + 'static {
         &'a self,
         ctx: &'a mut ShardContext,
     ) -> BoxFuture<'a, Result<(), BehaviorError>>;
+    /// See [`TaskBehavior::blocking`].
+    fn blocking(&self) -> bool;
 }
 
 impl<T: TaskBehavior> DynTaskBehavior for T {
@@ -180,6 +196,10 @@ impl<T: TaskBehavior> DynTaskBehavior for T {
         ctx: &'a mut ShardContext,
     ) -> BoxFuture<'a, Result<(), BehaviorError>> {
         Box::pin(TaskBehavior::rollback(self, ctx))
+    }
+
+    fn blocking(&self) -> bool {
+        TaskBehavior::blocking(self)
     }
 }
 

@@ -184,6 +184,8 @@ impl TaskGraph {
 pub struct Readiness {
     remaining: Vec<u32>,
     done: Vec<bool>,
+    /// How many entries of `done` are set.
+    done_count: usize,
 }
 
 impl Readiness {
@@ -192,7 +194,13 @@ impl Readiness {
         Readiness {
             remaining: graph.pred.iter().map(|p| p.len() as u32).collect(),
             done: vec![false; graph.len()],
+            done_count: 0,
         }
+    }
+
+    /// Whether every task is done (O(1)).
+    pub fn all_done(&self) -> bool {
+        self.done_count == self.done.len()
     }
 
     /// Whether every dependency of `ix` is done.
@@ -211,6 +219,7 @@ impl Readiness {
         if std::mem::replace(&mut self.done[ix.get()], true) {
             return Vec::new();
         }
+        self.done_count += 1;
         let mut ready = Vec::new();
         for &s in graph.successors(ix) {
             let r = &mut self.remaining[s.get()];
@@ -228,6 +237,7 @@ impl Readiness {
         if !std::mem::replace(&mut self.done[ix.get()], false) {
             return;
         }
+        self.done_count -= 1;
         for &s in graph.successors(ix) {
             self.remaining[s.get()] += 1;
         }

@@ -30,7 +30,11 @@
 //!   crash (the process died after the work but before its outcome was durable); behaviors
 //!   make their writes idempotent with the shard's idempotency key `(date, task, shard,
 //!   generation)`. A completed step is durable (`StepCheckpoint`) before the next step starts,
-//!   so a retried or resumed shard never re-runs a step whose checkpoint was acknowledged.
+//!   so a retried or resumed shard never re-runs a step whose checkpoint was acknowledged. The
+//!   last step has no next step: its checkpoint rides with the job's report and is recorded
+//!   just before the shard's outcome, in the same durable batch (one fdatasync per shard, not
+//!   two); a crash before that batch is durable re-runs the last step, like any step whose
+//!   checkpoint was not yet acknowledged.
 //! - **Unconfirmed.** On recovery, shards that were running or stopping when the process died
 //!   become `unconfirmed`: their outcome is unknown. With [`UnconfirmedPolicy::AutoRollback`]
 //!   (the seed's rule: work not finally confirmed is discarded) the runtime rolls them back

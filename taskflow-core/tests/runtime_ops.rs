@@ -128,9 +128,19 @@ async fn rollback_is_refused_when_dependents_ran_and_cascades_newest_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_ignored_by_blocking_code_is_forced_and_the_slot_stays_occupied_until_it_returns() {
+    forced_stop_of_blocking_code("scripted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ignored_by_a_behavior_declared_blocking_is_forced_likewise() {
+    forced_stop_of_blocking_code("scripted.blocking").await;
+}
+
+async fn forced_stop_of_blocking_code(behavior: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::default();
-    let f = flow(&system_task("t", "", "params = { block_ms = \"2500\" }"));
+    let task = system_task("t", "", "params = { block_ms = \"2500\" }");
+    let f = flow(&task.replace("\"scripted\"", &format!("\"{behavior}\"")));
     let mut o = opts(&dir);
     o.slots_per_executor = 1;
     let (rt, m) = start(f, &ledger, o).await;

@@ -60,10 +60,13 @@ fn an_idle_standalone_logs_nothing_for_a_minute() {
             let _ = tx2.send((Instant::now(), format!("stderr: {l}")));
         }
     });
-    // Start-up: the banner and the day reaching its idle state (the manual task registered).
+    // Start-up: the banner (its last line is `running; press Ctrl-C …`, printed once the
+    // console listens) and the day reaching its idle state (the manual task registered), in
+    // either order: the day may well be idle before the console is up.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut startup = Vec::new();
-    while !startup.iter().any(|l: &String| l.contains("wait_for_me: registered")) {
+    let seen = |lines: &[String], what: &str| lines.iter().any(|l| l.contains(what));
+    while !(seen(&startup, "wait_for_me: registered") && seen(&startup, "running; press Ctrl-C")) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((_, l)) => startup.push(l),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
 
 use super::clock::{Clock, ClockMsg};
@@ -73,7 +73,8 @@ pub(crate) enum ManagerMsg {
     },
     /// A report from an executor.
     Report(Report),
-    /// A running job completed a step; the reply comes once the checkpoint is durable.
+    /// A running job completed a step other than its last (the last one's checkpoint comes
+    /// with [`Report::Finished`]); the reply comes once the checkpoint is durable.
     Checkpoint {
         /// The job.
         key: AttemptKey,
@@ -237,6 +238,8 @@ pub(crate) struct TaskRt {
     pub(crate) rbq: VecDeque<u32>,
     /// Retry timers asked for before the task actor exists: (shard, attempt, backoff).
     pub(crate) retry_stash: Vec<(u32, u32, std::time::Duration)>,
+    /// How many of its shards are in `ManagerState::running`.
+    pub(crate) running: u32,
 }
 
 pub(crate) struct ManagerState {
@@ -253,8 +256,13 @@ pub(crate) struct ManagerState {
     pub(crate) topo_pos: Vec<u32>,
     pub(crate) run_tasks: BTreeSet<(u32, TaskIx)>,
     pub(crate) rollback_tasks: BTreeSet<(std::cmp::Reverse<u32>, TaskIx)>,
-    /// The job of each shard that occupies a slot (not abandoned ones).
+    /// The job of each shard that occupies a slot (not abandoned ones). Changed only through
+    /// `set_running` / `unset_running`, which keep `TaskRt::running` in step.
     pub(crate) running: HashMap<(TaskIx, u32), (usize, u32)>,
+    /// The task of each live task actor, for supervision events.
+    pub(crate) task_actors: HashMap<ActorId, TaskIx>,
+    /// How many tasks have `fires_at` set (changed only through `set_fires_at`).
+    pub(crate) timed: usize,
     pub(crate) gate: DurabilityGate<Effect>,
     pub(crate) auto_retry_after_rollback: HashSet<(TaskIx, u32)>,
     pub(crate) notes: HashMap<(TaskIx, u32), String>,
@@ -379,6 +387,8 @@ impl Actor for Manager {
             run_tasks: BTreeSet::new(),
             rollback_tasks: BTreeSet::new(),
             running: HashMap::new(),
+            task_actors: HashMap::new(),
+            timed: 0,
             gate,
             auto_retry_after_rollback: HashSet::new(),
             notes: HashMap::new(),
@@ -425,7 +435,7 @@ impl Actor for Manager {
             }
             ManagerMsg::Prepared { task, result } => state.on_prepared(task, result),
             ManagerMsg::TriggerFired { task } => {
-                state.tasks[task.get()].fires_at = None;
+                state.set_fires_at(task, None);
                 state.trigger_check(task);
             }
             ManagerMsg::RetryDue { task, shard, attempt } => {
@@ -491,7 +501,7 @@ impl Actor for Manager {
                     running = state.running.len(),
                     "shutdown grace over; shards still running will be unconfirmed on restart"
                 );
-                state.running.clear();
+                state.clear_running();
             }
         }
         state.finish().await?;
@@ -512,27 +522,14 @@ impl Actor for Manager {
         // Never stop the manager because a child ended (ractor's default would).
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let id = cell.get_id();
-                if let Some(t) = state
-                    .tasks
-                    .iter_mut()
-                    .find(|t| t.actor.as_ref().is_some_and(|a| a.get_id() == id))
-                {
-                    t.actor = None;
+                if state.task_actor_ended(cell.get_id()) {
                     error!(%err, "task actor failed; it is started again when needed");
                 } else {
-                    error!(actor = ?id, %err, "runtime actor failed");
+                    error!(actor = ?cell.get_id(), %err, "runtime actor failed");
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                let id = cell.get_id();
-                if let Some(t) = state
-                    .tasks
-                    .iter_mut()
-                    .find(|t| t.actor.as_ref().is_some_and(|a| a.get_id() == id))
-                {
-                    t.actor = None;
-                }
+                state.task_actor_ended(cell.get_id());
             }
             _ => {}
         }

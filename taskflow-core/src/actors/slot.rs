@@ -4,15 +4,19 @@
 //! Manager ──► Executor(i) ──► SlotRunner(i, slot)
 //! ```
 //!
-//! The job runs on a blocking-pool thread (`spawn_blocking` + `block_on`), never inside the
-//! actor's handler, so the runner's mailbox stays free for a stop, and a behavior that blocks
-//! its thread starves neither the runtime's workers nor the manager. A stop cancels the job's
-//! token; if the job has not returned after the grace (plus a margin that lets the driver's own
-//! grace act first), the runner reports the attempt *abandoned*: the shard is settled with an
+//! The job runs as a task of its own, never inside the actor's handler, so the runner's mailbox
+//! stays free for a stop: a tokio task on the runtime's workers for async behaviors (the
+//! driver catches panics and enforces timeouts), or a blocking-pool thread (`spawn_blocking` +
+//! `block_on`) for behaviors that declare [`TaskBehavior::blocking`], so that their blocking
+//! starves neither the runtime's workers nor the manager. A stop cancels the job's token; if
+//! the job has not returned after the grace (plus a margin that lets the driver's own grace act
+//! first), the runner reports the attempt *abandoned*: the shard is settled with an
 //! explanation, but the slot stays occupied — Rust code stuck in a blocking call cannot be
 //! killed — until the job returns, which is reported too.
+//!
+//! [`TaskBehavior::blocking`]: crate::behavior::TaskBehavior::blocking
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -21,8 +25,8 @@ use tracing::warn;
 
 use super::{Assignment, AttemptKey, JobKind, Report, Upstream};
 use crate::behavior::{
-    BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine, Progress,
-    RunOptions, ShardOutcome, ShardSink, ShardSpec, run_rollback, run_shard,
+    BehaviorLease, BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine,
+    Progress, RunOptions, ShardOutcome, ShardSink, ShardSpec, run_rollback, run_shard,
 };
 use crate::runtime::Notice;
 
@@ -33,8 +37,8 @@ pub(crate) enum SlotMsg {
     Run(Assignment),
     /// Stop the job if it is this one.
     Stop(AttemptKey),
-    /// The job returned (internal).
-    Done(AttemptKey, ShardOutcome),
+    /// The job returned (internal), with its last step's checkpoint if it completed it.
+    Done(AttemptKey, ShardOutcome, Option<Checkpoint>),
     /// The grace after a stop or timeout is over (internal).
     GraceOver(AttemptKey, GraceCause),
 }
@@ -112,6 +116,7 @@ impl Actor for SlotRunner {
                         executor: state.args.executor,
                         slot: state.args.slot,
                         outcome: ShardOutcome::Failed { reason: "slot busy".into() },
+                        last_step: None,
                     });
                     return Ok(());
                 }
@@ -173,7 +178,7 @@ impl Actor for SlotRunner {
                 warn!(job = %key, %reason, "shard attempt abandoned");
                 state.report(Report::Abandoned { key, executor, slot, reason });
             }
-            SlotMsg::Done(key, outcome) => {
+            SlotMsg::Done(key, outcome, last_step) => {
                 let (executor, slot) = (state.args.executor, state.args.slot);
                 let Some(cur) = state.current.take_if(|c| c.key == key) else {
                     return Ok(());
@@ -184,7 +189,7 @@ impl Actor for SlotRunner {
                 if cur.abandoned {
                     state.report(Report::SlotFreed { key, executor, slot });
                 } else {
-                    state.report(Report::Finished { key, executor, slot, outcome });
+                    state.report(Report::Finished { key, executor, slot, outcome, last_step });
                 }
             }
         }
@@ -192,11 +197,14 @@ impl Actor for SlotRunner {
     }
 }
 
-/// Starts the job on a blocking-pool thread; its outcome comes back as [`SlotMsg::Done`].
+/// Starts the job as a task (async behaviors) or on a blocking-pool thread (behaviors that
+/// declare they block); its outcome comes back as [`SlotMsg::Done`].
 fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<SlotMsg>) {
     let key = a.key.clone();
     let lease = args.registry.acquire(&a.behavior);
-    let sink: Arc<dyn ShardSink> = Arc::new(Sink { up: args.up.clone(), key: key.clone() });
+    let sink =
+        Arc::new(Sink { up: args.up.clone(), key: key.clone(), last_step: Mutex::new(None) });
+    let job_sink: Arc<dyn ShardSink> = sink.clone();
     let spec = ShardSpec {
         task: a.key.task.clone(),
         date: a.date,
@@ -209,39 +217,85 @@ fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<S
         completed_steps: a.completed_steps,
     };
     let options = RunOptions { timeout: a.timeout, cancel_grace: args.stop_grace };
-    let runtime = tokio::runtime::Handle::current();
-    let job = tokio::task::spawn_blocking(move || {
-        let lease = match lease {
-            Ok(lease) => lease,
-            Err(e) => return ShardOutcome::Failed { reason: e.to_string() },
-        };
-        runtime.block_on(async {
-            match key.kind {
-                JobKind::Run => run_shard(&*lease, spec, cancel, sink, &options).await,
-                JobKind::Rollback => run_rollback(&*lease, spec, cancel, sink, &options).await,
-            }
-        })
-    });
-    let key = a.key;
-    tokio::spawn(async move {
-        let outcome = job.await.unwrap_or_else(|e| ShardOutcome::Failed {
-            reason: format!("the shard's thread ended abnormally: {e}"),
-        });
-        let _ = me.cast(SlotMsg::Done(key, outcome));
-    });
+    let done = DoneGuard { me, key: Some(a.key), sink };
+    let kind = key.kind;
+    let job = async move |lease: BehaviorLease| match kind {
+        JobKind::Run => run_shard(&*lease, spec, cancel, job_sink, &options).await,
+        JobKind::Rollback => run_rollback(&*lease, spec, cancel, job_sink, &options).await,
+    };
+    match lease {
+        Err(e) => done.send(ShardOutcome::Failed { reason: e.to_string() }),
+        Ok(lease) if lease.blocking() => {
+            let runtime = tokio::runtime::Handle::current();
+            let thread = tokio::task::spawn_blocking(move || runtime.block_on(job(lease)));
+            tokio::spawn(async move {
+                let outcome = thread.await.unwrap_or_else(|e| ShardOutcome::Failed {
+                    reason: format!("the shard's thread ended abnormally: {e}"),
+                });
+                done.send(outcome);
+            });
+        }
+        Ok(lease) => {
+            tokio::spawn(async move {
+                let outcome = job(lease).await;
+                done.send(outcome);
+            });
+        }
+    }
 }
 
-/// Where a running job's checkpoints (awaited until durable), progress and log lines (dropped
+/// Sends the job's [`SlotMsg::Done`] exactly once: with its outcome, or — if the job's task
+/// ends without one (a panic outside the driver's guard, the runtime shutting down) — as a
+/// failure, so that the slot is never left occupied by a job that is gone.
+struct DoneGuard {
+    me: ActorRef<SlotMsg>,
+    key: Option<AttemptKey>,
+    sink: Arc<Sink>,
+}
+
+impl DoneGuard {
+    fn send(mut self, outcome: ShardOutcome) {
+        self.finish(outcome);
+    }
+
+    fn finish(&mut self, outcome: ShardOutcome) {
+        if let Some(key) = self.key.take() {
+            let last_step =
+                self.sink.last_step.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let _ = self.me.cast(SlotMsg::Done(key, outcome, last_step));
+        }
+    }
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.finish(ShardOutcome::Failed { reason: "the shard's task ended abnormally".into() });
+    }
+}
+
+/// Where a running job's checkpoints (to the manager, awaited until durable; the last step's
+/// is kept and rides with the job's report), progress and log lines (to the notifier, dropped
 /// under pressure) go.
 struct Sink {
     up: Arc<dyn Upstream>,
     key: AttemptKey,
+    last_step: Mutex<Option<Checkpoint>>,
 }
 
 impl ShardSink for Sink {
     fn checkpoint(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<(), CheckpointError>> {
         let call = self.up.checkpoint(self.key.clone(), checkpoint.step as u32, checkpoint.name);
         Box::pin(async move { call.await.map_err(CheckpointError) })
+    }
+
+    /// No step follows: kept for the report, where the manager records it just before the
+    /// outcome (one durable batch for both).
+    fn last_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        *self.last_step.lock().unwrap_or_else(PoisonError::into_inner) = Some(checkpoint);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn progress(&self, p: Progress) {

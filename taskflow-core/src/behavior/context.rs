@@ -168,7 +168,9 @@ pub struct CheckpointError(pub String);
 /// `progress` and `log` are called on the shard's task and must not block: forward them to an
 /// actor or a bounded channel (dropping lines under pressure is acceptable). `checkpoint` is
 /// awaited before the next step starts, so a runtime that wants "never re-run a completed
-/// step, even after a crash" can wait there until the checkpoint is durable.
+/// step, even after a crash" can wait there until the checkpoint is durable. The last step's
+/// checkpoint goes to [`last_checkpoint`](Self::last_checkpoint) instead: no step follows it,
+/// so a runtime may record it together with the shard's outcome rather than wait for it.
 pub trait ShardSink: Send + Sync + 'static {
     /// Step `step` (named `name`) is about to run.
     fn step_started(&self, step: usize, name: &str) {
@@ -177,6 +179,17 @@ pub trait ShardSink: Send + Sync + 'static {
 
     /// A step completed; record that `checkpoint.completed_steps` steps are done.
     fn checkpoint(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<(), CheckpointError>>;
+
+    /// The shard's last step completed: record that every step is done. No step follows, so
+    /// nothing depends on this checkpoint being durable before the driver returns; a runtime
+    /// may keep it and record it with the shard's outcome (one durable write instead of two).
+    /// The default records it through [`checkpoint`](Self::checkpoint) like any other.
+    fn last_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'_, Result<(), CheckpointError>> {
+        self.checkpoint(checkpoint)
+    }
 
     /// The running step reported progress.
     fn progress(&self, progress: Progress);

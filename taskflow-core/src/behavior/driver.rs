@@ -60,7 +60,8 @@ impl RunOptions {
 /// Runs the steps of one shard after its last checkpoint (`spec.completed_steps`), in order.
 ///
 /// Each completed step is reported through [`ShardSink::checkpoint`] and awaited before the next
-/// starts. A step that returns an error or panics fails the shard (the panic is caught here). On
+/// starts; the last step's through [`ShardSink::last_checkpoint`] (no step follows it: the
+/// runtime may record it together with the outcome returned next). A step that returns an error or panics fails the shard (the panic is caught here). On
 /// `cancel`, or when `options.timeout` elapses, the context's cancellation fires; the running
 /// step gets `options.cancel_grace` to return before it is dropped, and no further step starts.
 /// A step that completes although cancellation was requested is still checkpointed.
@@ -112,7 +113,12 @@ pub async fn run_shard(
             Finished::Done(Ok(())) => {
                 let checkpoint =
                     Checkpoint { step: index, name: name.clone(), completed_steps: index + 1 };
-                if let Err(error) = ctx.sink().checkpoint(checkpoint).await {
+                let recorded = if index + 1 == steps.len() {
+                    ctx.sink().last_checkpoint(checkpoint).await
+                } else {
+                    ctx.sink().checkpoint(checkpoint).await
+                };
+                if let Err(error) = recorded {
                     return failed(format!("{label} completed but {error}"));
                 }
                 ctx.set_completed_steps(index + 1);

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::codec::{self, RejectLog};
 use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
 use super::messages::{
-    CheckpointMsg, Heartbeat, Join, Reply, ReportBody, ReportMsg, ToExecutor, ToManager,
+    CheckpointMsg, Heartbeat, Join, LastStep, Reply, ReportBody, ReportMsg, ToExecutor, ToManager,
     WireAttempt,
 };
 use super::node::{self, NodeEvent};
@@ -121,8 +121,9 @@ struct RemoteUpstream(Arc<Link>);
 impl Upstream for RemoteUpstream {
     fn report(&self, report: Report) {
         let (key, slot, body) = match report {
-            Report::Finished { key, slot, outcome, .. } => {
-                (key, slot, ReportBody::Finished { outcome: (&outcome).into() })
+            Report::Finished { key, slot, outcome, last_step, .. } => {
+                let last_step = last_step.map(|c| LastStep { step: c.step as u32, name: c.name });
+                (key, slot, ReportBody::Finished { outcome: (&outcome).into(), last_step })
             }
             Report::Abandoned { key, slot, reason, .. } => {
                 (key, slot, ReportBody::Abandoned { reason })

@@ -152,6 +152,15 @@ pub struct ReportMsg {
     pub body: ReportBody,
 }
 
+/// The checkpoint of a job's last step, carried by its `Finished` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastStep {
+    /// The index of the step that completed.
+    pub step: u32,
+    /// Its name.
+    pub name: String,
+}
+
 /// What a [`ReportMsg`] says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReportBody {
@@ -159,6 +168,10 @@ pub enum ReportBody {
     Finished {
         /// How.
         outcome: WireOutcome,
+        /// The last step's checkpoint, recorded with the outcome in one durable batch (absent
+        /// from executors that predate it: the outcome alone is then recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_step: Option<LastStep>,
     },
     /// A stop or timeout was forced; the slot stays occupied until `SlotFreed`.
     Abandoned {

@@ -60,7 +60,10 @@ fn every_message_round_trips() {
             kind: WireJobKind::Rollback,
         },
         slot: 0,
-        body: ReportBody::Finished { outcome: WireOutcome::Failed { reason: "x".into() } },
+        body: ReportBody::Finished {
+            outcome: WireOutcome::Failed { reason: "x".into() },
+            last_step: None,
+        },
     });
     for m in [join, report] {
         let b = codec::encode("m", &m).unwrap();

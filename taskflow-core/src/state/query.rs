@@ -64,6 +64,11 @@ impl DayState {
         self.readiness.is_done(ix)
     }
 
+    /// Whether every task of the flow is done (O(1)).
+    pub fn all_done(&self) -> bool {
+        self.readiness.all_done()
+    }
+
     /// Whether every dependency of the task is done.
     pub fn dependencies_done(&self, ix: TaskIx) -> bool {
         self.readiness.is_ready(ix)

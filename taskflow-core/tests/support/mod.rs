@@ -91,12 +91,16 @@ impl Ledger {
 /// A behavior driven by task params:
 /// - `fail_step` / `fail_attempts`: step N fails on attempts ≤ K;
 /// - `sleep_ms`: each step sleeps (cooperatively);
-/// - `block_ms`: each step blocks its thread, ignoring cancellation;
+/// - `block_ms`: each step blocks its thread, ignoring cancellation (inside `block_in_place`
+///   as async code must, or plainly when registered as `scripted.blocking`, which declares
+///   [`TaskBehavior::blocking`] and so runs on a thread of its own);
 /// - `wait_cancel`: each step waits until cancelled, then errors;
 /// - `panic_step`: step N panics;
 /// - `split_empty` (with `shard_by = "behavior"`): the split finds nothing to do.
 pub struct Scripted {
     pub ledger: Ledger,
+    /// Declares [`TaskBehavior::blocking`].
+    pub blocking: bool,
 }
 
 impl TaskBehavior for Scripted {
@@ -126,7 +130,8 @@ impl TaskBehavior for Scripted {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if let Some(ms) = num("block_ms") {
-            std::thread::sleep(Duration::from_millis(ms));
+            let block = || std::thread::sleep(Duration::from_millis(ms));
+            if self.blocking { block() } else { tokio::task::block_in_place(block) }
         }
         if p.get("wait_cancel").is_some() {
             ctx.cancelled().await;
@@ -144,13 +149,20 @@ impl TaskBehavior for Scripted {
         self.ledger.push(format!("rollback {}", ctx.idempotency_key()));
         Ok(())
     }
+
+    fn blocking(&self) -> bool {
+        self.blocking
+    }
 }
 
-/// A registry with the built-ins and `scripted` writing to `ledger`.
+/// A registry with the built-ins, and `scripted` and `scripted.blocking` writing to `ledger`.
 pub fn registry(ledger: &Ledger) -> BehaviorRegistry {
     let mut r = BehaviorRegistry::with_builtins();
     let l = ledger.clone();
-    r.register("scripted", move || Scripted { ledger: l.clone() }).unwrap();
+    r.register("scripted", move || Scripted { ledger: l.clone(), blocking: false }).unwrap();
+    let l = ledger.clone();
+    r.register("scripted.blocking", move || Scripted { ledger: l.clone(), blocking: true })
+        .unwrap();
     r
 }
 

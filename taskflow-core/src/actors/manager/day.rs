@@ -388,12 +388,12 @@ impl ManagerState {
                         from: "runtime".into(),
                     }));
                 }
-                self.tasks[s.get()].fires_at = None;
+                self.set_fires_at(s, None);
                 self.record(EventKind::TaskReady { task });
             }
             Readiness::At(at) => {
                 if self.tasks[s.get()].fires_at != Some(at) {
-                    self.tasks[s.get()].fires_at = Some(at);
+                    self.set_fires_at(s, Some(at));
                     let _ =
                         self.clock.cast(crate::actors::clock::ClockMsg::Schedule { task: s, at });
                 }
@@ -452,7 +452,58 @@ impl ManagerState {
                 .collect();
             Prepared { plans, ..p }
         };
-        self.tasks[ix.get()].prepared = Some(Arc::new(p));
+        let t = &mut self.tasks[ix.get()];
+        t.prepared = Some(Arc::new(p));
+        // `next_job` drops unprepared tasks from the dispatch sets; queued shards return now.
+        let (runs, rollbacks) = (!t.runq.is_empty(), !t.rbq.is_empty());
+        let pos = self.topo_pos[ix.get()];
+        if runs {
+            self.run_tasks.insert((pos, ix));
+        }
+        if rollbacks {
+            self.rollback_tasks.insert((std::cmp::Reverse(pos), ix));
+        }
+    }
+
+    pub(super) fn set_fires_at(&mut self, ix: TaskIx, at: Option<chrono::DateTime<Utc>>) {
+        let t = &mut self.tasks[ix.get()];
+        match (t.fires_at.is_some(), at.is_some()) {
+            (false, true) => self.timed += 1,
+            (true, false) => self.timed -= 1,
+            _ => {}
+        }
+        t.fires_at = at;
+    }
+
+    fn set_running(&mut self, ix: TaskIx, shard: u32, at: (usize, u32)) {
+        if self.running.insert((ix, shard), at).is_none() {
+            self.tasks[ix.get()].running += 1;
+        }
+    }
+
+    /// Forgets the running job of `shard` if it is the one on `at`.
+    fn unset_running(&mut self, ix: TaskIx, shard: u32, at: (usize, u32)) {
+        if self.running.get(&(ix, shard)) == Some(&at) {
+            self.running.remove(&(ix, shard));
+            self.tasks[ix.get()].running -= 1;
+        }
+    }
+
+    pub(super) fn clear_running(&mut self) {
+        for ((ix, _), _) in self.running.drain() {
+            self.tasks[ix.get()].running = 0;
+        }
+    }
+
+    /// A task actor stopped or failed: forget it (if it is still its task's actor). Whether
+    /// `id` was a task actor.
+    pub(super) fn task_actor_ended(&mut self, id: ractor::ActorId) -> bool {
+        let Some(ix) = self.task_actors.remove(&id) else { return false };
+        let t = &mut self.tasks[ix.get()];
+        if t.actor.as_ref().is_some_and(|a| a.get_id() == id) {
+            t.actor = None;
+        }
+        true
     }
 
     // ----- retries ---------------------------------------------------------------------
@@ -508,10 +559,23 @@ impl ManagerState {
         }
     }
 
+    /// The next job to dispatch. Tasks whose queue is empty leave the dispatch sets here; so
+    /// do tasks without plans (until `on_prepared` puts them back), so a dispatch never walks
+    /// past them again. Only rollback tasks blocked by their dependents are stepped over.
     fn next_job(&mut self) -> Option<(TaskIx, u32, JobKind)> {
-        let candidates: Vec<TaskIx> = self.rollback_tasks.iter().map(|&(_, ix)| ix).collect();
-        for ix in candidates {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut after = None;
+        loop {
+            let next = match after {
+                None => self.rollback_tasks.first(),
+                Some(k) => self.rollback_tasks.range((Excluded(k), Unbounded)).next(),
+            };
+            let Some(&entry) = next else { break };
+            after = Some(entry);
+            let ix = entry.1;
             if self.tasks[ix.get()].prepared.is_none() {
+                self.rollback_tasks.remove(&entry);
+                self.request_prepare(ix);
                 continue;
             }
             let state = self.journal_state();
@@ -519,7 +583,7 @@ impl ManagerState {
             if state.graph().descendants(ix).iter().any(|&d| {
                 state.counts(d).get(ShardStatus::RollingBack) > 0
                     && !self.tasks[d.get()].rbq.is_empty()
-                    || self.running.keys().any(|&(t, _)| t == d)
+                    || self.tasks[d.get()].running > 0
             }) {
                 continue;
             }
@@ -531,11 +595,13 @@ impl ManagerState {
                     return Some((ix, shard, JobKind::Rollback));
                 }
             }
-            self.rollback_tasks.remove(&(std::cmp::Reverse(self.topo_pos[ix.get()]), ix));
+            self.rollback_tasks.remove(&entry);
         }
-        let candidates: Vec<TaskIx> = self.run_tasks.iter().map(|&(_, ix)| ix).collect();
-        for ix in candidates {
+        while let Some(&entry) = self.run_tasks.first() {
+            let ix = entry.1;
             if self.tasks[ix.get()].prepared.is_none() {
+                self.run_tasks.remove(&entry);
+                self.request_prepare(ix);
                 continue;
             }
             while let Some(shard) = self.tasks[ix.get()].runq.pop_front() {
@@ -545,7 +611,7 @@ impl ManagerState {
                     return Some((ix, shard, JobKind::Run));
                 }
             }
-            self.run_tasks.remove(&(self.topo_pos[ix.get()], ix));
+            self.run_tasks.remove(&entry);
         }
         None
     }
@@ -594,7 +660,7 @@ impl ManagerState {
         };
         self.executors[executor].slots[slot as usize] =
             super::SlotRt { job: Some(key), abandoned: false };
-        self.running.insert((ix, shard), (executor, slot));
+        self.set_running(ix, shard, (executor, slot));
         self.notes.remove(&(ix, shard));
         let seq = self.last_seq();
         self.push_effect(seq, Effect::Assign { executor, assignment });
@@ -604,8 +670,13 @@ impl ManagerState {
 
     pub(super) fn on_report(&mut self, report: Report) {
         match report {
-            Report::Finished { key, executor, slot, outcome } => {
+            Report::Finished { key, executor, slot, outcome, last_step } => {
                 self.free_slot(executor, slot, &key);
+                if let Some(c) = last_step
+                    && let Err(e) = self.record_checkpoint(&key, c.step as u32, c.name)
+                {
+                    info!(job = %key, %e, "last step's checkpoint not recorded");
+                }
                 self.settle(&key, Settle::Outcome(outcome));
             }
             Report::Abandoned { key, executor, slot, reason } => {
@@ -616,9 +687,7 @@ impl ManagerState {
                     s.abandoned = true;
                 }
                 if let Some(ix) = self.flow.graph().index_of(key.task.as_str()) {
-                    if self.running.get(&(ix, key.shard)) == Some(&(executor, slot)) {
-                        self.running.remove(&(ix, key.shard));
-                    }
+                    self.unset_running(ix, key.shard, (executor, slot));
                     self.notes.insert((ix, key.shard), reason.clone());
                 }
                 self.settle(&key, Settle::Abandoned(reason));
@@ -641,10 +710,8 @@ impl ManagerState {
         }
         *s = super::SlotRt::default();
         e.free.push(slot);
-        if let Some(ix) = self.flow.graph().index_of(key.task.as_str())
-            && self.running.get(&(ix, key.shard)) == Some(&(executor, slot))
-        {
-            self.running.remove(&(ix, key.shard));
+        if let Some(ix) = self.flow.graph().index_of(key.task.as_str()) {
+            self.unset_running(ix, key.shard, (executor, slot));
         }
     }
 
@@ -707,6 +774,8 @@ impl ManagerState {
         self.record(EventKind::Shard { task, shard: key.shard, event });
     }
 
+    /// A running job completed a step that another follows: the reply (which lets the next
+    /// step start) leaves once the checkpoint is durable.
     pub(super) fn on_checkpoint(
         &mut self,
         key: AttemptKey,
@@ -714,9 +783,21 @@ impl ManagerState {
         name: String,
         reply: super::CheckpointReply,
     ) {
+        match self.record_checkpoint(&key, step, name) {
+            Ok(seq) => self.push_effect(seq, Effect::Reply(Box::new(move |_| reply(Ok(()))))),
+            Err(e) => reply(Err(e)),
+        }
+    }
+
+    /// Records a step checkpoint of `key` if it is the shard's current attempt; its seq.
+    fn record_checkpoint(
+        &mut self,
+        key: &AttemptKey,
+        step: u32,
+        name: String,
+    ) -> Result<u64, String> {
         let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else {
-            reply(Err(format!("unknown task `{}`", key.task)));
-            return;
+            return Err(format!("unknown task `{}`", key.task));
         };
         let current = self.journal_state().shard(ix, key.shard).is_some_and(|v| {
             matches!(v.status, ShardStatus::Running | ShardStatus::Stopping)
@@ -724,8 +805,7 @@ impl ManagerState {
                 && key.kind == JobKind::Run
         });
         if !current {
-            reply(Err(format!("{key} is not the shard's current attempt")));
-            return;
+            return Err(format!("{key} is not the shard's current attempt"));
         }
         let kind = EventKind::StepCheckpoint {
             task: key.task.clone(),
@@ -735,10 +815,8 @@ impl ManagerState {
             name,
         };
         match self.record(kind) {
-            Some((seq, _)) => {
-                self.push_effect(seq, Effect::Reply(Box::new(move |_| reply(Ok(())))))
-            }
-            None => reply(Err("the checkpoint does not apply".into())),
+            Some((seq, _)) => Ok(seq),
+            None => Err("the checkpoint does not apply".into()),
         }
     }
 
@@ -778,7 +856,7 @@ impl ManagerState {
 
     fn check_day_complete(&mut self) {
         let state = self.journal_state();
-        if state.is_closed() || !state.graph().indices().all(|ix| state.is_done(ix)) {
+        if state.is_closed() || !state.all_done() {
             return;
         }
         if self.record(EventKind::DayClosed).is_some() {
@@ -791,13 +869,15 @@ impl ManagerState {
         }
     }
 
-    /// Whether nothing can make progress without an operator (or a trigger time).
+    /// Whether nothing can make progress without an operator (or a trigger time). Counters
+    /// first; the dispatch sets hold, after a pump with free slots, only tasks that cannot
+    /// dispatch (blocked rollbacks, registration problems), so this never walks all tasks.
     fn stalled(&self) -> bool {
         self.running.is_empty()
             && self.retry_timers == 0
             && self.preparing == 0
             && self.to_spawn.is_empty()
-            && self.tasks.iter().all(|t| t.fires_at.is_none())
+            && self.timed == 0
             && self
                 .run_tasks
                 .iter()
@@ -883,6 +963,7 @@ impl ManagerState {
         };
         match Actor::spawn_linked(None, TaskActor, args, self.myself.get_cell()).await {
             Ok((actor, _)) => {
+                self.task_actors.insert(actor.get_id(), ix);
                 for (shard, attempt, after) in std::mem::take(&mut self.tasks[ix.get()].retry_stash)
                 {
                     let _ = actor.cast(TaskMsg::ScheduleRetry { shard, attempt, after });

@@ -232,8 +232,13 @@ impl ManagerState {
         };
         let slot = r.slot;
         let report = match body {
-            ReportBody::Finished { outcome } => {
-                Report::Finished { key, executor, slot, outcome: outcome.into() }
+            ReportBody::Finished { outcome, last_step } => {
+                let last_step = last_step.map(|c| crate::behavior::Checkpoint {
+                    step: c.step as usize,
+                    name: c.name,
+                    completed_steps: c.step as usize + 1,
+                });
+                Report::Finished { key, executor, slot, outcome: outcome.into(), last_step }
             }
             ReportBody::Abandoned { reason } => Report::Abandoned { key, executor, slot, reason },
             ReportBody::SlotFreed => Report::SlotFreed { key, executor, slot },
