@@ -180,7 +180,9 @@ impl ManagerState {
             t.runq.clear();
             t.rbq.clear();
             if let Some(actor) = t.actor.take() {
-                actor.stop(None);
+                // Drain, not stop: its mailbox may still hold a successor's `Prepare`, which
+                // a stop would drop (leaving the successor `preparing` for ever).
+                let _ = actor.drain();
             }
             self.check_day_complete();
         } else if status != TaskStatus::Unregistered {
