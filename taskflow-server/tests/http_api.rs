@@ -10,6 +10,8 @@ use taskflow_core::state::TaskStatus;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn board_actions_and_errors_over_http() {
     let s = start(false, "").await;
+    // Registration happens on an event after start: wait for it rather than race it.
+    wait_task(&s.manager, "day_init", TaskStatus::Registered).await;
 
     // The board: 17 tasks, day_init manual and waiting for the operator.
     let (code, board) = s.get("/api/days/current").await;
