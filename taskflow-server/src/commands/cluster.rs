@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,7 +13,7 @@ use taskflow_core::model::BusinessDate;
 use taskflow_core::runtime::{RuntimeOptions, previous_open_day, today_in};
 use taskflow_examples::fund_clearing;
 
-use super::standalone::{ConsoleArgs, registry, serve, shutdown_signal};
+use super::standalone::{ConsoleArgs, registry, run_day, shutdown_signal};
 
 /// Where the cluster cookie comes from.
 #[derive(Debug, clap::Args)]
@@ -130,17 +129,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         ..RuntimeOptions::default()
     };
     println!("taskflow manager: accepting executors on {}", args.cluster);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(serve(
-        Arc::new(flow),
-        opts,
-        args.until_done,
-        args.report.as_deref(),
-        "manager",
-        &args.console,
-    ));
-    rt.shutdown_timeout(Duration::from_millis(500));
-    outcome
+    run_day(flow, opts, args.until_done, args.report.as_deref(), "manager", &args.console)
 }
 
 fn default_name() -> String {

@@ -162,15 +162,20 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         roll_over: false,
         ..RuntimeOptions::default()
     };
+    run_day(flow, opts, args.until_done, args.report.as_deref(), "standalone", &args.console)
+}
+
+/// [`serve`] on a fresh multi-threaded tokio runtime; shared with `taskflow manager`.
+pub(crate) fn run_day(
+    flow: Flow,
+    opts: RuntimeOptions,
+    until_done: bool,
+    report: Option<&std::path::Path>,
+    label: &str,
+    console: &ConsoleArgs,
+) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(serve(
-        Arc::new(flow),
-        opts,
-        args.until_done,
-        args.report.as_deref(),
-        "standalone",
-        &args.console,
-    ));
+    let outcome = rt.block_on(serve(Arc::new(flow), opts, until_done, report, label, console));
     // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
     // process alive once the journal is closed.
     rt.shutdown_timeout(Duration::from_millis(500));
@@ -178,7 +183,7 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the day until done (`until_done`) or until Ctrl-C; shared with `taskflow manager`.
-pub(crate) async fn serve(
+async fn serve(
     flow: Arc<Flow>,
     opts: RuntimeOptions,
     until_done: bool,
