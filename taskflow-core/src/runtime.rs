@@ -593,6 +593,25 @@ pub struct ShardInfo {
     pub note: Option<String>,
 }
 
+impl ShardInfo {
+    /// The row of a shard of the day state, with the runtime's `note` (none for a past day).
+    pub fn from_view(v: &crate::state::ShardView<'_>, note: Option<String>) -> ShardInfo {
+        ShardInfo {
+            index: v.index,
+            key: v.key.to_owned(),
+            status: v.status,
+            attempt: v.attempt,
+            generation: v.generation,
+            executor: v.executor.map(str::to_owned),
+            steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
+            started_ms: v.started_ms,
+            finished_ms: v.finished_ms,
+            last_error: v.last_error.map(str::to_owned),
+            note,
+        }
+    }
+}
+
 /// An executor on the board.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorView {

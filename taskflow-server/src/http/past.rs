@@ -180,19 +180,7 @@ impl PastDay {
 
 /// A shard row and the name of its last completed step (from its checkpoint).
 fn shard_info(v: &ShardView<'_>) -> (ShardInfo, Option<String>) {
-    let info = ShardInfo {
-        index: v.index,
-        key: v.key.to_owned(),
-        status: v.status,
-        attempt: v.attempt,
-        generation: v.generation,
-        executor: v.executor.map(str::to_owned),
-        steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
-        started_ms: v.started_ms,
-        finished_ms: v.finished_ms,
-        last_error: v.last_error.map(str::to_owned),
-        note: None,
-    };
+    let info = ShardInfo::from_view(v, None);
     let step = v.checkpoint.map(|c| c.last_step.to_owned()).filter(|n| !n.is_empty());
     (info, step)
 }

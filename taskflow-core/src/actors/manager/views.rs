@@ -96,19 +96,7 @@ impl ManagerState {
         }
         s.shards(ix, status, offset, limit)
             .into_iter()
-            .map(|v| ShardInfo {
-                index: v.index,
-                key: v.key.to_owned(),
-                status: v.status,
-                attempt: v.attempt,
-                generation: v.generation,
-                executor: v.executor.map(str::to_owned),
-                steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
-                started_ms: v.started_ms,
-                finished_ms: v.finished_ms,
-                last_error: v.last_error.map(str::to_owned),
-                note: self.notes.get(&(ix, v.index)).cloned(),
-            })
+            .map(|v| ShardInfo::from_view(&v, self.notes.get(&(ix, v.index)).cloned()))
             .collect()
     }
 }
