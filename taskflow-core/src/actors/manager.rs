@@ -89,6 +89,9 @@ pub(crate) enum ManagerMsg {
     Cluster(ClusterIn),
     /// Time to look for executors whose lease ran out (internal timer).
     Sweep,
+    /// The window for executors to re-report the shards they ran before this manager
+    /// started is over: what no one vouched for becomes unconfirmed (internal timer).
+    ReconcileDue,
     /// An operator action.
     Act {
         /// The command.
@@ -181,6 +184,12 @@ pub(crate) struct ClusterRt {
     pub(crate) epoch: u64,
     pub(crate) by_name: HashMap<String, usize>,
     pub(crate) late_logged: HashSet<(String, String)>,
+    /// Shards that were running on an executor process when this manager started, by the
+    /// executor they were dispatched to: reconciled from its re-reported outcomes when it
+    /// joins again, unconfirmed when the window ends.
+    pub(crate) awaiting: HashMap<(TaskIx, u32), String>,
+    /// Behaviors no joined executor hosts (logged once each).
+    pub(crate) unhosted: HashSet<String>,
     pub(crate) _inbox: ActorRef<Wire>,
     pub(crate) _node: ActorRef<ractor_cluster::NodeServerMessage>,
 }
@@ -202,6 +211,8 @@ pub(crate) enum Effect {
     Stop { executor: usize, slot: u32, key: AttemptKey },
     Publish(Notice),
     Reply(Box<dyn FnOnce(u64) + Send>),
+    /// Tell a remote executor it may forget an outcome (its settlement is durable).
+    Confirm { executor: usize, key: AttemptKey },
 }
 
 /// The manager's view of one executor.
@@ -211,6 +222,22 @@ pub(crate) struct ExecRt {
     pub(crate) remote: Option<RemoteRt>,
     pub(crate) free: Vec<u32>,
     pub(crate) slots: Vec<SlotRt>,
+    /// The behaviors it hosts (`None`: every behavior of the registry, an in-process one).
+    pub(crate) behaviors: Option<HashSet<String>>,
+    /// Draining: it gets no new jobs.
+    pub(crate) draining: bool,
+}
+
+impl ExecRt {
+    /// Whether it may get new jobs: joined, not lost, not draining.
+    pub(crate) fn accepting(&self) -> bool {
+        !self.draining && self.remote.as_ref().is_none_or(|r| !r.lost)
+    }
+
+    /// Whether it can run `behavior`.
+    pub(crate) fn hosts(&self, behavior: &str) -> bool {
+        self.behaviors.as_ref().is_none_or(|b| b.contains(behavior))
+    }
 }
 
 /// The manager's view of one slot.
@@ -327,6 +354,8 @@ impl Actor for Manager {
                 remote: None,
                 free: (0..slots).rev().collect(),
                 slots: (0..slots).map(|_| SlotRt::default()).collect(),
+                behaviors: None,
+                draining: false,
             });
         }
         let journal = args.journal;
@@ -344,6 +373,8 @@ impl Actor for Manager {
                     epoch,
                     by_name: HashMap::new(),
                     late_logged: HashSet::new(),
+                    awaiting: HashMap::new(),
+                    unhosted: HashSet::new(),
                     _inbox: inbox,
                     _node: node,
                 })
@@ -444,6 +475,7 @@ impl Actor for Manager {
             ManagerMsg::Report(report) => state.on_report(report),
             ManagerMsg::Cluster(input) => state.on_cluster(input),
             ManagerMsg::Sweep => state.sweep(),
+            ManagerMsg::ReconcileDue => state.reconcile_due(),
             ManagerMsg::Checkpoint { key, step, name, reply } => {
                 state.on_checkpoint(key, step, name, reply)
             }

@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 /// The cluster protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest protocol version this build still decodes.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// The largest envelope sent or accepted: far below ractor_cluster's 16 MiB frame limit, whose
 /// breach drops the whole session. Payloads are references, never blobs.

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use super::codec::{self, RejectLog};
 use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
 use super::messages::{
-    CheckpointMsg, Heartbeat, Join, LastStep, Reply, ReportBody, ReportMsg, ToExecutor, ToManager,
-    WireAttempt,
+    CheckpointMsg, DrainMsg, Heartbeat, HeldOutcome, Join, LastStep, Reply, ReportBody, ReportMsg,
+    ToExecutor, ToManager, WireAttempt, WireOutcome,
 };
 use super::node::{self, NodeEvent};
 use super::wire::Wire;
@@ -93,8 +93,16 @@ struct LinkState {
     epoch: u64,
     /// Jobs of the current registration, by slot.
     running: HashMap<u32, AttemptKey>,
+    /// The epoch each job not yet returned was assigned in.
+    job_epochs: HashMap<AttemptKey, u64>,
     /// Slots whose job has not returned yet (including fenced ones).
     busy: HashSet<u32>,
+    /// Jobs cancelled by a fence: unless they succeeded, their outcome is "interrupted".
+    fenced: HashSet<AttemptKey>,
+    /// Outcomes not yet confirmed durable by the manager (two-phase confirmation).
+    held: HashMap<AttemptKey, HeldOutcome>,
+    /// A drain was requested: tell every manager session, leave once idle and confirmed.
+    draining: bool,
     notes_window: Option<(Instant, u32)>,
 }
 
@@ -120,32 +128,45 @@ struct RemoteUpstream(Arc<Link>);
 
 impl Upstream for RemoteUpstream {
     fn report(&self, report: Report) {
+        let mut st = self.0.lock();
+        let job_epoch = st.job_epochs.get(&key_of(&report)).copied().unwrap_or(st.epoch);
         let (key, slot, body) = match report {
             Report::Finished { key, slot, outcome, last_step, .. } => {
                 let last_step = last_step.map(|c| LastStep { step: c.step as u32, name: c.name });
-                (key, slot, ReportBody::Finished { outcome: (&outcome).into(), last_step })
+                let mut outcome = WireOutcome::from(&outcome);
+                if st.fenced.remove(&key) && outcome != WireOutcome::Succeeded {
+                    // Cancelled by a fence (a failed checkpoint included): interrupted.
+                    outcome = WireOutcome::Cancelled;
+                }
+                st.job_epochs.remove(&key);
+                let held = HeldOutcome {
+                    epoch: job_epoch,
+                    key: WireAttempt::from(&key),
+                    outcome: outcome.clone(),
+                    last_step: last_step.clone(),
+                };
+                st.held.insert(key.clone(), held);
+                (key, slot, ReportBody::Finished { outcome, last_step })
             }
             Report::Abandoned { key, slot, reason, .. } => {
                 (key, slot, ReportBody::Abandoned { reason })
             }
             Report::SlotFreed { key, slot, .. } => (key, slot, ReportBody::SlotFreed),
         };
-        let (manager, epoch) = {
-            let mut st = self.0.lock();
-            if !matches!(body, ReportBody::Abandoned { .. }) {
-                st.busy.remove(&slot);
-                if st.running.get(&slot) == Some(&key) {
-                    st.running.remove(&slot);
-                }
+        if !matches!(body, ReportBody::Abandoned { .. }) {
+            st.busy.remove(&slot);
+            if st.running.get(&slot) == Some(&key) {
+                st.running.remove(&slot);
             }
-            (st.manager.clone(), st.epoch)
-        };
+        }
+        let manager = st.manager.clone();
+        drop(st);
         let Some(manager) = manager else {
-            info!(job = %key, "no manager session; the report is dropped (the shard is requeued)");
+            info!(job = %key, "no manager session; the outcome is held for the next join");
             return;
         };
         let msg = ToManager::Report(ReportMsg {
-            epoch,
+            epoch: job_epoch,
             executor: self.0.name.clone(),
             instance: self.0.instance,
             key: WireAttempt::from(&key),
@@ -247,6 +268,14 @@ impl Upstream for RemoteUpstream {
     }
 }
 
+fn key_of(report: &Report) -> AttemptKey {
+    match report {
+        Report::Finished { key, .. }
+        | Report::Abandoned { key, .. }
+        | Report::SlotFreed { key, .. } => key.clone(),
+    }
+}
+
 /// The executor's agent: receives the manager's envelopes and routes jobs to the slots.
 struct Agent;
 
@@ -306,6 +335,7 @@ impl Actor for Agent {
                         return Ok(());
                     }
                     st.running.insert(a.slot, assignment.key.clone());
+                    st.job_epochs.insert(assignment.key.clone(), a.epoch);
                     st.busy.insert(a.slot);
                 }
                 let _ = state.executor.cast(ExecutorMsg::Assign(assignment));
@@ -313,6 +343,12 @@ impl Actor for Agent {
             Ok(ToExecutor::Stop(s)) => {
                 let key = AttemptKey::from(&s.key);
                 let _ = state.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
+            }
+            Ok(ToExecutor::Confirm(c)) => {
+                let mut st = state.link.lock();
+                for k in &c.keys {
+                    st.held.remove(&AttemptKey::from(k));
+                }
             }
         }
         Ok(())
@@ -331,11 +367,14 @@ fn random_instance() -> u64 {
     h.finish()
 }
 
-/// Runs an executor process until it is rejected, the handshake fails, or the future is
-/// dropped. Reconnects with backoff after any disconnect.
+/// Runs an executor process until it is rejected, the handshake fails, the future is dropped,
+/// or — after `drain` completes — it has drained: the manager stopped assigning to it, its
+/// in-flight shards finished and their outcomes were confirmed durable, and it left the
+/// cluster (no shard is reassigned). Reconnects with backoff after any disconnect.
 pub async fn run_executor(
     cfg: ExecutorConfig,
     registry: BehaviorRegistry,
+    drain: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ExecutorError> {
     let behaviors: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
     let instance = random_instance();
@@ -363,7 +402,17 @@ pub async fn run_executor(
     )
     .await
     .map_err(|e| ExecutorError::Startup(format!("cannot start the agent: {e}")))?;
-    let result = connection_loop(&cfg, &behaviors, &link, &executor).await;
+    let drained = Arc::new(tokio::sync::Notify::new());
+    let watcher = tokio::spawn({
+        let (link, drained) = (link.clone(), drained.clone());
+        async move {
+            drain.await;
+            link.lock().draining = true;
+            drained.notify_one();
+        }
+    });
+    let result = connection_loop(&cfg, &behaviors, &link, &executor, &drained).await;
+    watcher.abort();
     agent.stop(None);
     executor.stop(None);
     result
@@ -371,6 +420,7 @@ pub async fn run_executor(
 
 enum SessionEnd {
     Retry(String),
+    Left,
 }
 
 async fn connection_loop(
@@ -378,6 +428,7 @@ async fn connection_loop(
     behaviors: &[String],
     link: &Arc<Link>,
     executor: &ActorRef<ExecutorMsg>,
+    drained: &tokio::sync::Notify,
 ) -> Result<(), ExecutorError> {
     let mut backoff = Duration::from_millis(100);
     let mut handshake_failures = 0;
@@ -389,7 +440,7 @@ async fn connection_loop(
         })
         .await
         .map_err(ExecutorError::Startup)?;
-        let end = session(cfg, behaviors, link, executor, &node, &mut rx).await;
+        let end = session(cfg, behaviors, link, executor, &node, &mut rx, drained).await;
         fence(link, executor, "the session ended");
         link.lock().manager = None;
         node.stop(None);
@@ -402,6 +453,10 @@ async fn connection_loop(
             }
             Err(SessionFail::Rejected(reason)) => {
                 return Err(ExecutorError::Rejected { manager: cfg.manager.clone(), reason });
+            }
+            Ok(SessionEnd::Left) => {
+                println!("executor {}: drained and left the cluster", cfg.name);
+                return Ok(());
             }
             Ok(SessionEnd::Retry(why)) => {
                 handshake_failures = 0;
@@ -422,10 +477,36 @@ enum SessionFail {
     Rejected(String),
 }
 
+/// Sends `Drain` (or `Leave`); `Some(ok)` once answered.
+async fn drain_call(
+    inbox: &ActorRef<Wire>,
+    cfg: &ExecutorConfig,
+    instance: u64,
+    leave: bool,
+    timeout: Duration,
+) -> Option<bool> {
+    let msg = DrainMsg { executor: cfg.name.clone(), instance };
+    let msg = if leave { ToManager::Leave(msg) } else { ToManager::Drain(msg) };
+    let bytes = codec::encode("drain", &msg).ok()?;
+    let timeout = timeout.max(Duration::from_millis(200));
+    match inbox.call(|r| Wire::Call(bytes, r), Some(timeout)).await {
+        Ok(CallResult::Success(b)) => match codec::decode::<Reply>("drain reply", &b) {
+            Ok(Reply::DrainAck { ok }) => Some(ok),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Cancels every job of the current registration; their late reports are judged (and
 /// rejected) by the manager.
 fn fence(link: &Link, executor: &ActorRef<ExecutorMsg>, why: &str) {
-    let jobs: Vec<(u32, AttemptKey)> = link.lock().running.drain().collect();
+    let jobs: Vec<(u32, AttemptKey)> = {
+        let mut st = link.lock();
+        let jobs: Vec<(u32, AttemptKey)> = st.running.drain().collect();
+        st.fenced.extend(jobs.iter().map(|(_, k)| k.clone()));
+        jobs
+    };
     if !jobs.is_empty() {
         warn!(jobs = jobs.len(), reason = why, "fencing: cancelling this executor's jobs");
     }
@@ -441,6 +522,7 @@ async fn session(
     executor: &ActorRef<ExecutorMsg>,
     node: &ActorRef<ractor_cluster::NodeServerMessage>,
     rx: &mut mpsc::UnboundedReceiver<NodeEvent>,
+    drained: &tokio::sync::Notify,
 ) -> Result<SessionEnd, SessionFail> {
     if let Err(e) = node::connect(node, &cfg.manager).await {
         info!(error = %e, "manager not reachable yet");
@@ -475,13 +557,14 @@ async fn session(
         while !link.lock().busy.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let held_outcomes: Vec<HeldOutcome> = link.lock().held.values().cloned().collect();
         let join = ToManager::Join(Join {
             executor: cfg.name.clone(),
             instance: link.instance,
             protocol_version: cfg.protocol_version,
             slots: cfg.slots.max(1),
             behaviors: behaviors.to_vec(),
-            held_outcomes: Vec::new(),
+            held_outcomes: held_outcomes.clone(),
         });
         let bytes = codec::encode_version(cfg.protocol_version, "join", &join)
             .map_err(|e| SessionFail::Rejected(e.to_string()))?;
@@ -503,9 +586,20 @@ async fn session(
             _ => return Ok(SessionEnd::Retry("no answer to join".into())),
         };
         {
+            // The manager answered only once the outcomes we re-reported were durable (or
+            // judged stale): forget them, unless one was replaced since.
             let mut st = link.lock();
+            for h in &held_outcomes {
+                let key = AttemptKey::from(&h.key);
+                if st.held.get(&key) == Some(h) {
+                    st.held.remove(&key);
+                }
+            }
             st.manager = Some(inbox.clone());
             st.epoch = epoch;
+        }
+        if !held_outcomes.is_empty() {
+            info!(outcomes = held_outcomes.len(), "held outcomes re-reported and reconciled");
         }
         println!(
             "executor {}: joined the manager at {} (epoch {epoch}, {} slots, lease {lease:?})",
@@ -515,9 +609,32 @@ async fn session(
         );
         let fence_at = lease.saturating_sub(lease / 5);
         let mut last_acked_sent = sent;
+        let mut drain_sent = false;
         let why = loop {
+            let draining = link.lock().draining;
+            if draining && !drain_sent {
+                drain_sent = true;
+                match drain_call(&inbox, cfg, link.instance, false, every).await {
+                    Some(true) => println!(
+                        "executor {}: draining: no new shards; waiting for running ones to finish",
+                        cfg.name
+                    ),
+                    Some(false) => break "the manager no longer knows this executor".to_owned(),
+                    None => drain_sent = false,
+                }
+            }
+            if draining && drain_sent {
+                let idle = {
+                    let st = link.lock();
+                    st.busy.is_empty() && st.held.is_empty()
+                };
+                if idle && drain_call(&inbox, cfg, link.instance, true, every).await.is_some() {
+                    return Ok(SessionEnd::Left);
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = drained.notified() => continue,
                 ev = rx.recv() => match ev {
                     Some(NodeEvent::Disconnected { node_id: n, .. }) if n == node_id => {
                         return Ok(SessionEnd::Retry("the session closed".into()));

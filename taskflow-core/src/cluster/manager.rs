@@ -9,8 +9,8 @@ use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
 use super::messages::{
-    AssignMsg, CheckpointMsg, Heartbeat, Join, Reply, ReportMsg, StopMsg, ToExecutor, ToManager,
-    WireAttempt,
+    AssignMsg, CheckpointMsg, ConfirmMsg, DrainMsg, Heartbeat, Join, Reply, ReportMsg, StopMsg,
+    ToExecutor, ToManager, WireAttempt,
 };
 use super::node::{self, NodeEvent};
 use super::wire::Wire;
@@ -48,6 +48,13 @@ impl ClusterListen {
     pub fn margin(&self) -> Duration {
         self.lease / 5
     }
+
+    /// How long a restarted manager waits for executors to re-report the shards they ran
+    /// before it marks the rest unconfirmed: lease + margin, plus the executors' longest
+    /// reconnect backoff (2 s) and a second for the handshake.
+    pub fn reconcile_window(&self) -> Duration {
+        self.lease + self.margin() + Duration::from_secs(3)
+    }
 }
 
 /// What the inbox hands the manager, decoded.
@@ -56,6 +63,7 @@ pub(crate) enum ClusterIn {
     Heartbeat { hb: Heartbeat, reply: RpcReplyPort<Vec<u8>> },
     Checkpoint { cp: CheckpointMsg, reply: RpcReplyPort<Vec<u8>> },
     Report(ReportMsg),
+    Drain { msg: DrainMsg, leave: bool, reply: RpcReplyPort<Vec<u8>> },
     SessionClosed { node_id: u64 },
 }
 
@@ -92,7 +100,16 @@ impl RemoteExecutor {
                 key: WireAttempt::from(key),
             }),
         };
-        match codec::encode("executor message", &wire) {
+        self.cast(&wire);
+    }
+
+    /// Tells the executor it may forget these outcomes.
+    pub(crate) fn confirm(&self, keys: Vec<WireAttempt>) {
+        self.cast(&ToExecutor::Confirm(ConfirmMsg { epoch: self.epoch, keys }));
+    }
+
+    fn cast(&self, wire: &ToExecutor) {
+        match codec::encode("executor message", wire) {
             Ok(bytes) => {
                 if self.agent.cast(Wire::Cast(bytes)).is_err() {
                     info!(executor = %self.name, "executor unreachable; message dropped");
@@ -149,6 +166,8 @@ impl Actor for Inbox {
             (Ok(ToManager::Heartbeat(hb)), Some(reply)) => ClusterIn::Heartbeat { hb, reply },
             (Ok(ToManager::Checkpoint(cp)), Some(reply)) => ClusterIn::Checkpoint { cp, reply },
             (Ok(ToManager::Report(r)), None) => ClusterIn::Report(r),
+            (Ok(ToManager::Drain(msg)), Some(reply)) => ClusterIn::Drain { msg, leave: false, reply },
+            (Ok(ToManager::Leave(msg)), Some(reply)) => ClusterIn::Drain { msg, leave: true, reply },
             (Ok(other), reply) => {
                 let what = if reply.is_some() { "a call" } else { "a cast" };
                 let err = codec::WireError::Body {
@@ -189,6 +208,8 @@ fn variant_name(m: &ToManager) -> &'static str {
         ToManager::Heartbeat(_) => "heartbeat",
         ToManager::Checkpoint(_) => "checkpoint",
         ToManager::Report(_) => "report",
+        ToManager::Drain(_) => "drain",
+        ToManager::Leave(_) => "leave",
     }
 }
 
@@ -198,6 +219,7 @@ fn peer_of(m: &ToManager) -> &str {
         ToManager::Heartbeat(h) => &h.executor,
         ToManager::Checkpoint(c) => &c.executor,
         ToManager::Report(r) => &r.executor,
+        ToManager::Drain(d) | ToManager::Leave(d) => &d.executor,
     }
 }
 

@@ -27,6 +27,12 @@ pub enum ToManager {
     Checkpoint(CheckpointMsg),
     /// A cast: a job ended, was abandoned, freed its slot, or logged / made progress.
     Report(ReportMsg),
+    /// A call: stop assigning to this executor; its in-flight jobs finish and are confirmed.
+    /// Answered by [`Reply::DrainAck`].
+    Drain(DrainMsg),
+    /// A call: a drained executor leaves (its slots are empty, its outcomes confirmed).
+    /// Answered by [`Reply::DrainAck`].
+    Leave(DrainMsg),
 }
 
 /// Manager → executor (casts).
@@ -36,6 +42,8 @@ pub enum ToExecutor {
     Assign(AssignMsg),
     /// Stop a job (cooperative, forced after the grace).
     Stop(StopMsg),
+    /// These outcomes are durable on the manager (or were judged stale): forget them.
+    Confirm(ConfirmMsg),
 }
 
 /// The answer to every call.
@@ -68,6 +76,11 @@ pub enum Reply {
         /// Why it was refused.
         error: Option<String>,
     },
+    /// A drain or leave was recorded.
+    DrainAck {
+        /// False when the manager does not know this registration (lost): nothing to drain.
+        ok: bool,
+    },
     /// The call was rejected before it was understood (undecodable, newer version).
     Rejected {
         /// Clear text.
@@ -89,7 +102,9 @@ pub struct Join {
     pub slots: u32,
     /// The behaviors it hosts.
     pub behaviors: Vec<String>,
-    /// Outcomes it still holds, unconfirmed (two-phase confirmation; empty for now).
+    /// Outcomes it still holds, unconfirmed (two-phase confirmation): the manager records
+    /// the ones that are still their shard's current assignment and answers the join only
+    /// once they are durable, so the executor forgets every outcome it sent on acceptance.
     #[serde(default)]
     pub held_outcomes: Vec<HeldOutcome>,
 }
@@ -101,8 +116,30 @@ pub struct HeldOutcome {
     pub epoch: u64,
     /// The job.
     pub key: WireAttempt,
-    /// How it ended.
+    /// How it ended. `Cancelled` means interrupted: the executor fenced the job (its manager
+    /// was out of reach) before it completed, so it resumes at its last durable checkpoint.
     pub outcome: WireOutcome,
+    /// The last step's checkpoint, as in [`ReportBody::Finished`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<LastStep>,
+}
+
+/// Forget these outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmMsg {
+    /// The manager's epoch.
+    pub epoch: u64,
+    /// The jobs.
+    pub keys: Vec<WireAttempt>,
+}
+
+/// Drain or leave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainMsg {
+    /// The executor's name.
+    pub executor: String,
+    /// Its process id ([`Join::instance`]).
+    pub instance: u64,
 }
 
 /// Liveness.
@@ -329,7 +366,6 @@ impl From<WireOutcome> for ShardOutcome {
     }
 }
 
-#[allow(dead_code)] // used by the manager and executor sides (next step)
 impl AssignMsg {
     /// The wire form of an assignment.
     pub(crate) fn from_assignment(epoch: u64, a: &Assignment) -> Self {

@@ -22,17 +22,18 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The bytes of a v1 message never change: an old peer must keep reading them.
+/// The bytes of a v2 message never change: a peer of the same version must keep reading them
+/// (the body of a `Stop` is unchanged since v1; only the version prefix moved).
 #[test]
 fn golden_bytes_of_a_stop() {
     let bytes = codec::encode("stop", &stop()).unwrap();
-    assert_eq!(hex(&bytes), GOLDEN_STOP, "the v1 wire form changed");
+    assert_eq!(hex(&bytes), GOLDEN_STOP, "the v2 wire form changed");
     let back: ToExecutor = codec::decode("stop", &bytes).unwrap();
     assert_eq!(back, stop());
 }
 
 const GOLDEN_STOP: &str = concat!(
-    "0001",
+    "0002",
     "81a453746f70",
     "83a565706f636807a4736c6f7401a36b6579",
     "85a47461736ba174a5736861726402a7617474656d707403aa67656e65726174696f6e00a46b696e64a372756e"
@@ -89,7 +90,7 @@ fn a_newer_or_unknown_version_is_rejected() {
 fn garbage_is_an_error_never_a_panic() {
     assert_eq!(codec::decode::<ToExecutor>("x", &[]).unwrap_err(), WireError::Truncated(0));
     assert_eq!(codec::decode::<ToExecutor>("x", &[0]).unwrap_err(), WireError::Truncated(1));
-    for garbage in [&[0u8, 1][..], &[0, 1, 0xc1], &[0, 1, 0x81, 0xa4, b'N', b'o', b'p', b'e', 0xc0]]
+    for garbage in [&[0u8, 2][..], &[0, 2, 0xc1], &[0, 2, 0x81, 0xa4, b'N', b'o', b'p', b'e', 0xc0]]
     {
         let err = codec::decode::<ToExecutor>("x", garbage).unwrap_err();
         assert_eq!(err.reason(), "undecodable", "{err}");
@@ -100,7 +101,7 @@ fn garbage_is_an_error_never_a_panic() {
     // Deterministic pseudo-random garbage: always an error or a value, never a panic.
     let mut x: u32 = 12345;
     for len in 0..300 {
-        let mut v = vec![0, 1];
+        let mut v = vec![0, 2];
         for _ in 0..len {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             v.push((x >> 16) as u8);

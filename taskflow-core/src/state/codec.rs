@@ -26,7 +26,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::day::{AuditEntry, DayState, Interner, KeyArena, NONE, ShardRecord, TaskState};
+use super::day::{Assignees, AuditEntry, DayState, Interner, KeyArena, NONE, ShardRecord, TaskState};
 use super::event::AuditRecord;
 use super::machine::ShardStatus;
 use super::status::{StatusCounts, TaskStatus};
@@ -95,6 +95,10 @@ struct Meta {
     last_seq: u64,
     task_ids: Vec<TaskId>,
     executors: Vec<String>,
+    /// `(executor name id, epoch)` per dispatch target; absent when it is the identity with
+    /// epoch 0 (standalone days, and snapshots written before epochs were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    assignees: Vec<(u32, u64)>,
     step_names: Vec<String>,
     products: Vec<String>,
     distributors: Vec<String>,
@@ -131,6 +135,13 @@ impl DayState {
             last_seq: self.last_seq,
             task_ids: self.graph.indices().map(|ix| self.graph.id(ix).clone()).collect(),
             executors: self.executors.names.clone(),
+            assignees: if self.assignees.pairs.len() == self.executors.names.len()
+                && self.assignees.pairs.iter().enumerate().all(|(i, &p)| p == (i as u32, 0))
+            {
+                Vec::new()
+            } else {
+                self.assignees.pairs.clone()
+            },
             step_names: self.step_names.names.clone(),
             products: self.products.names.clone(),
             distributors: self.distributors.names.clone(),
@@ -232,6 +243,16 @@ impl DayState {
             Interner::from_names(names).ok_or_else(|| malformed(what, "duplicate name".into()))
         };
         let executors = interner(meta.executors, "executor table")?;
+        let assignees = if meta.assignees.is_empty() {
+            (0..executors.names.len() as u32).map(|i| (i, 0)).collect()
+        } else {
+            meta.assignees
+        };
+        if assignees.iter().any(|&(name, _)| name as usize >= executors.names.len()) {
+            return Err(malformed("assignee table", "unknown executor id".into()));
+        }
+        let assignees = Assignees::from_pairs(assignees)
+            .ok_or_else(|| malformed("assignee table", "duplicate pair".into()))?;
         let step_names = interner(meta.step_names, "step name table")?;
         let products = interner(meta.products, "product table")?;
         let distributors = interner(meta.distributors, "distributor table")?;
@@ -254,7 +275,8 @@ impl DayState {
             let mut shards = Vec::with_capacity(n.min(r.remaining() / ROW_LEN));
             for _ in 0..n {
                 let row = r.row()?;
-                if !valid(row.executor, &executors) || !valid(row.step_name, &step_names) {
+                let assignee_ok = row.executor == NONE || assignees.get(row.executor).is_some();
+                if !assignee_ok || !valid(row.step_name, &step_names) {
                     return Err(malformed("shard row", format!("task {i}: unknown name id")));
                 }
                 shards.push(row);
@@ -295,6 +317,7 @@ impl DayState {
             tasks,
             readiness,
             executors,
+            assignees,
             step_names,
             products,
             distributors,

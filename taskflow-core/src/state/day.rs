@@ -175,6 +175,8 @@ pub struct ShardView<'a> {
     pub generation: u32,
     /// The executor of its last dispatch.
     pub executor: Option<&'a str>,
+    /// The manager epoch of its last dispatch (0: standalone or never dispatched).
+    pub epoch: u64,
     /// Its progress in the current generation, if any step completed.
     pub checkpoint: Option<Checkpoint<'a>>,
     /// When its last run or rollback started (ms since the epoch).
@@ -267,6 +269,39 @@ impl Interner {
     }
 }
 
+/// The distinct `(executor name id, epoch)` pairs shards were dispatched to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Assignees {
+    pub(super) pairs: Vec<(u32, u64)>,
+    index: HashMap<(u32, u64), u32>,
+}
+
+impl Assignees {
+    pub(super) fn from_pairs(pairs: Vec<(u32, u64)>) -> Option<Self> {
+        let mut index = HashMap::with_capacity(pairs.len());
+        for (i, p) in pairs.iter().enumerate() {
+            if index.insert(*p, i as u32).is_some() {
+                return None;
+            }
+        }
+        Some(Assignees { pairs, index })
+    }
+
+    fn intern(&mut self, name: u32, epoch: u64) -> u32 {
+        if let Some(&i) = self.index.get(&(name, epoch)) {
+            return i;
+        }
+        let i = self.pairs.len() as u32;
+        self.pairs.push((name, epoch));
+        self.index.insert((name, epoch), i);
+        i
+    }
+
+    pub(super) fn get(&self, id: u32) -> Option<(u32, u64)> {
+        self.pairs.get(id as usize).copied()
+    }
+}
+
 /// A task's shard keys in one string; key `i` ends at `ends[i]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct KeyArena {
@@ -323,6 +358,8 @@ pub struct DayState {
     pub(super) tasks: Vec<TaskState>,
     pub(super) readiness: Readiness,
     pub(super) executors: Interner,
+    /// Who a shard was dispatched to: `ShardRecord::executor` indexes this table.
+    pub(super) assignees: Assignees,
     pub(super) step_names: Interner,
     pub(super) products: Interner,
     pub(super) distributors: Interner,
@@ -346,6 +383,7 @@ impl PartialEq for DayState {
             && self.tasks == o.tasks
             && self.readiness == o.readiness
             && self.executors == o.executors
+            && self.assignees == o.assignees
             && self.step_names == o.step_names
             && self.products == o.products
             && self.distributors == o.distributors
@@ -367,6 +405,7 @@ impl DayState {
             closed: false,
             last_seq: 0,
             executors: Interner::default(),
+            assignees: Assignees::default(),
             step_names: Interner::default(),
             products: Interner::default(),
             distributors: Interner::default(),
@@ -573,7 +612,10 @@ impl DayState {
     /// Applies a checked transition to one shard record and its task's counts.
     fn commit(&mut self, ix: TaskIx, shard: u32, event: &ShardEvent, to: ShardStatus, at: i64) {
         let executor = match event {
-            ShardEvent::Dispatch { executor, .. } => self.executors.intern(executor),
+            ShardEvent::Dispatch { executor, epoch, .. } => {
+                let name = self.executors.intern(executor);
+                self.assignees.intern(name, *epoch)
+            }
             _ => NONE,
         };
         let key = (ix.0, shard);

@@ -124,6 +124,10 @@ pub enum ShardEvent {
         attempt: u32,
         /// The executor's name.
         executor: String,
+        /// The manager's epoch when it assigned the shard (0: standalone, no epochs). A result
+        /// is accepted iff it carries this epoch and attempt.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        epoch: u64,
     },
     /// The executor reports success: `running | stopping → succeeded`.
     Succeed,
@@ -160,6 +164,10 @@ pub enum ShardEvent {
     Confirm,
     /// An operator declares the work failed: `unconfirmed → failed`.
     MarkFailed,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The kind of a [`ShardEvent`], without its data: the table's column.

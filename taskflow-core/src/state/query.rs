@@ -124,7 +124,11 @@ impl DayState {
             status: rec.status,
             attempt: rec.attempt,
             generation: rec.generation,
-            executor: self.executors.get(rec.executor),
+            executor: self
+                .assignees
+                .get(rec.executor)
+                .and_then(|(name, _)| self.executors.get(name)),
+            epoch: self.assignees.get(rec.executor).map_or(0, |(_, epoch)| epoch),
             checkpoint: (rec.steps_done > 0).then(|| Checkpoint {
                 steps_done: rec.steps_done,
                 last_step: self.step_names.get(rec.step_name).unwrap_or(""),

@@ -73,7 +73,7 @@ impl Day {
 
     fn dispatch(&mut self, t: &str, shard: u32) -> Applied {
         let attempt = self.st.shard(self.ix(t), shard).map_or(0, |v| v.attempt) + 1;
-        self.shard(t, shard, SE::Dispatch { attempt, executor: "exec-1".into() }).expect("dispatch")
+        self.shard(t, shard, SE::Dispatch { attempt, executor: "exec-1".into(), epoch: 0 }).expect("dispatch")
     }
 
     /// Registers (if needed), readies, dispatches and succeeds every shard of `t`.
@@ -123,7 +123,7 @@ impl Day {
 
 /// A path of events from `registered` to each status.
 fn path_to(status: ShardStatus) -> Vec<ShardEvent> {
-    let dispatch = SE::Dispatch { attempt: 1, executor: "e".into() };
+    let dispatch = SE::Dispatch { attempt: 1, executor: "e".into(), epoch: 0 };
     let run = vec![SE::Ready, dispatch];
     let mut p = match status {
         S::Registered => vec![],
@@ -150,7 +150,7 @@ fn path_to(status: ShardStatus) -> Vec<ShardEvent> {
 fn sample_event(kind: ShardEventKind) -> ShardEvent {
     match kind {
         ShardEventKind::Ready => SE::Ready,
-        ShardEventKind::Dispatch => SE::Dispatch { attempt: 9, executor: "e2".into() },
+        ShardEventKind::Dispatch => SE::Dispatch { attempt: 9, executor: "e2".into(), epoch: 0 },
         ShardEventKind::Succeed => SE::Succeed,
         ShardEventKind::Fail => SE::Fail { reason: "boom".into() },
         ShardEventKind::Stop => SE::Stop,
@@ -405,7 +405,7 @@ fn a_replayed_dispatch_is_rejected_by_its_attempt() {
     d.ok(EventKind::TaskReady { task: tid("a") });
     d.dispatch("a", 0);
     d.shard("a", 0, SE::Requeue).expect("requeue");
-    let err = d.shard("a", 0, SE::Dispatch { attempt: 1, executor: "e".into() });
+    let err = d.shard("a", 0, SE::Dispatch { attempt: 1, executor: "e".into(), epoch: 0 });
     assert_eq!(err, Err(Error::StaleAttempt { task: tid("a"), shard: 0, last: 1, got: 1 }));
     let v = d.dispatch("a", 0);
     assert_eq!(v.shard.map(|c| c.to), Some(S::Running));
@@ -693,7 +693,7 @@ fn event_golden_bytes() {
             kind: EventKind::Shard {
                 task: tid("confirm_trades"),
                 shard: 3,
-                event: SE::Dispatch { attempt: 2, executor: "exec-1".into() },
+                event: SE::Dispatch { attempt: 2, executor: "exec-1".into(), epoch: 0 },
             },
         },
         DayEvent {
@@ -782,9 +782,10 @@ const TASKS: [&str; 5] = ["a", "b", "c", "d", "zz"];
 fn shard_event() -> impl Strategy<Value = ShardEvent> {
     prop_oneof![
         3 => Just(SE::Ready),
-        3 => (0u32..5, 0usize..2).prop_map(|(attempt, e)| SE::Dispatch {
+        3 => (0u32..5, 0usize..2, 0u64..3).prop_map(|(attempt, e, epoch)| SE::Dispatch {
             attempt,
-            executor: ["e1", "e2"][e].into()
+            executor: ["e1", "e2"][e].into(),
+            epoch,
         }),
         3 => Just(SE::Succeed),
         2 => Just(SE::Fail { reason: "boom".into() }),

@@ -157,10 +157,25 @@ pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
     let registry = registry()?;
     println!("taskflow executor {name}: connecting to the manager at {}", args.manager);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The first SIGTERM / Ctrl-C drains (no new shards; running ones finish and are confirmed;
+    // then the executor leaves, so nothing is reassigned); a second one exits at once.
     let outcome = rt.block_on(async {
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let signals = tokio::spawn(async move {
+            shutdown_signal().await;
+            println!("draining: no new shards; a second signal exits at once");
+            let _ = first_tx.send(());
+            shutdown_signal().await;
+        });
+        let drain = async move {
+            let _ = first_rx.await;
+        };
         tokio::select! {
-            r = run_executor(cfg, registry) => r.map_err(anyhow::Error::from),
-            _ = shutdown_signal() => Ok(()),
+            r = run_executor(cfg, registry, drain) => r.map_err(anyhow::Error::from),
+            _ = signals => {
+                println!("second signal: exiting without draining");
+                Ok(())
+            }
         }
     });
     rt.shutdown_timeout(Duration::from_millis(500));

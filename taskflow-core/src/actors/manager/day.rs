@@ -2,6 +2,7 @@
 //! successors, triggers, queues, retries, the unconfirmed policy), dispatch, reports, operator
 //! actions, and the durability gate.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -244,16 +245,28 @@ impl ManagerState {
                 self.load_timings(ix);
                 continue;
             }
-            let work: Vec<(u32, ShardStatus, u32)> = s
+            let work: Vec<(u32, ShardStatus, u32, Option<String>)> = s
                 .shards(ix, None, 0, usize::MAX)
                 .into_iter()
-                .map(|v| (v.index, v.status, v.attempt))
+                .map(|v| (v.index, v.status, v.attempt, v.executor.map(str::to_owned)))
                 .collect();
             self.load_timings(ix);
             self.ensure_actor(ix);
-            for (shard, status, attempt) in work {
+            for (shard, status, attempt, executor) in work {
                 match status {
-                    ShardStatus::Running | ShardStatus::Stopping => unconfirmed.push((ix, shard)),
+                    ShardStatus::Running | ShardStatus::Stopping => {
+                        // A shard dispatched to an executor process may have finished there:
+                        // wait for that executor to re-report before declaring it unconfirmed.
+                        let remote = executor.filter(|name| {
+                            !self.executors.iter().any(|e| e.remote.is_none() && &e.name == name)
+                        });
+                        match (remote, self.cluster.as_mut()) {
+                            (Some(name), Some(c)) => {
+                                c.awaiting.insert((ix, shard), name);
+                            }
+                            _ => unconfirmed.push((ix, shard)),
+                        }
+                    }
                     ShardStatus::Pending => self.on_shard_change(ix, shard, status, status),
                     ShardStatus::RollingBack => self.on_shard_change(ix, shard, status, status),
                     ShardStatus::Failed => {
@@ -268,6 +281,18 @@ impl ManagerState {
                 }
             }
             self.trigger_check(ix);
+        }
+        if let Some(c) = self.cluster.as_ref()
+            && !c.awaiting.is_empty()
+        {
+            let window = c.listen.reconcile_window();
+            warn!(
+                shards = c.awaiting.len(),
+                ?window,
+                "shards were running on executors when the manager stopped; waiting for their \
+                 executors to re-report"
+            );
+            self.myself.send_after(window, || super::ManagerMsg::ReconcileDue);
         }
         if !unconfirmed.is_empty() {
             warn!(
@@ -549,15 +574,54 @@ impl ManagerState {
 
     /// Dispatches queued jobs while slots are free: rollbacks first (dependents before their
     /// dependencies), then runs in topological order.
+    ///
+    /// A job goes to the least-loaded executor that hosts its behavior. Jobs no free executor
+    /// can run are put back at the head of their queue (at most [`MAX_SKIPPED`] per pump, so
+    /// a behavior nobody hosts costs a bounded walk).
     fn pump(&mut self) {
+        const MAX_SKIPPED: usize = 256;
         if self.draining.is_some() {
             return;
         }
-        loop {
-            let free = self.executors.iter().map(|e| (e.free.len(), true));
-            let Some(executor) = schedule::place(free) else { return };
-            let Some((ix, shard, kind)) = self.next_job() else { return };
-            self.dispatch(executor, ix, shard, kind);
+        let mut skipped = Vec::new();
+        while skipped.len() < MAX_SKIPPED
+            && self.executors.iter().any(|e| e.accepting() && !e.free.is_empty())
+        {
+            let Some((ix, shard, kind)) = self.next_job() else { break };
+            let behavior = self.flow.task(ix).behavior.as_str();
+            let free = self
+                .executors
+                .iter()
+                .map(|e| (if e.accepting() { e.free.len() } else { 0 }, e.hosts(behavior)));
+            match schedule::place(free) {
+                Some(executor) => self.dispatch(executor, ix, shard, kind),
+                None => {
+                    if !self.executors.iter().any(|e| e.accepting() && e.hosts(behavior))
+                        && let Some(c) = self.cluster.as_mut()
+                        && c.unhosted.insert(behavior.to_owned())
+                    {
+                        warn!(behavior, "no joined executor hosts this behavior; its shards wait");
+                    }
+                    skipped.push((ix, shard, kind));
+                }
+            }
+        }
+        for (ix, shard, kind) in skipped.into_iter().rev() {
+            self.requeue_front(ix, shard, kind);
+        }
+    }
+
+    /// Puts a job back at the head of its task's queue.
+    pub(super) fn requeue_front(&mut self, ix: TaskIx, shard: u32, kind: JobKind) {
+        match kind {
+            JobKind::Run => {
+                self.tasks[ix.get()].runq.push_front(shard);
+                self.run_tasks.insert((self.topo_pos[ix.get()], ix));
+            }
+            JobKind::Rollback => {
+                self.tasks[ix.get()].rbq.push_front(shard);
+                self.rollback_tasks.insert((std::cmp::Reverse(self.topo_pos[ix.get()]), ix));
+            }
         }
     }
 
@@ -631,6 +695,7 @@ impl ManagerState {
                 let event = ShardEvent::Dispatch {
                     attempt: attempt + 1,
                     executor: self.executors[executor].name.clone(),
+                    epoch: self.cluster.as_ref().map_or(0, |c| c.epoch),
                 };
                 if self.record(EventKind::Shard { task: task.clone(), shard, event }).is_none() {
                     return;
@@ -719,7 +784,7 @@ impl ManagerState {
 
     /// Records what a job's end means for its shard, if the job is still the shard's current
     /// one (fencing); a stale report is ignored and logged once.
-    fn settle(&mut self, key: &AttemptKey, how: Settle) {
+    pub(super) fn settle(&mut self, key: &AttemptKey, how: Settle) {
         let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { return };
         let Some((status, attempt, generation)) =
             self.journal_state().shard(ix, key.shard).map(|v| (v.status, v.attempt, v.generation))
@@ -740,6 +805,18 @@ impl ManagerState {
             return;
         }
         let event = match (key.kind, how) {
+            (JobKind::Run, Settle::Interrupted) => {
+                if status == ShardStatus::Stopping {
+                    ShardEvent::StopAcknowledged
+                } else {
+                    info!(job = %key, "interrupted by its executor's fence; it resumes elsewhere");
+                    ShardEvent::Requeue
+                }
+            }
+            (JobKind::Rollback, Settle::Interrupted) => {
+                self.requeue_front(ix, key.shard, JobKind::Rollback);
+                return;
+            }
             (JobKind::Run, Settle::Outcome(ShardOutcome::Succeeded)) => ShardEvent::Succeed,
             (JobKind::Run, Settle::Outcome(ShardOutcome::Failed { reason })) => {
                 ShardEvent::Fail { reason }
@@ -792,7 +869,7 @@ impl ManagerState {
     }
 
     /// Records a step checkpoint of `key` if it is the shard's current attempt; its seq.
-    fn record_checkpoint(
+    pub(super) fn record_checkpoint(
         &mut self,
         key: &AttemptKey,
         step: u32,
@@ -876,6 +953,7 @@ impl ManagerState {
     /// dispatch (blocked rollbacks, registration problems), so this never walks all tasks.
     fn stalled(&self) -> bool {
         self.running.is_empty()
+            && self.cluster.as_ref().is_none_or(|c| c.awaiting.is_empty())
             && self.retry_timers == 0
             && self.preparing == 0
             && self.to_spawn.is_empty()
@@ -997,6 +1075,8 @@ impl ManagerState {
     fn execute(&mut self, effects: Vec<Effect>) {
         let durable = self.gate.durable();
         let mut notices = Vec::new();
+        let mut confirms: HashMap<usize, Vec<crate::cluster::messages::WireAttempt>> =
+            HashMap::new();
         for e in effects {
             match e {
                 Effect::Assign { executor, assignment } => {
@@ -1013,6 +1093,15 @@ impl ManagerState {
                 }
                 Effect::Publish(n) => notices.push(n),
                 Effect::Reply(f) => f(durable),
+                Effect::Confirm { executor, key } => {
+                    confirms.entry(executor).or_insert_with(Vec::new).push((&key).into());
+                }
+            }
+        }
+        for (executor, keys) in confirms {
+            if let Some(super::ExecLink::Remote(r)) = self.executors.get(executor).map(|e| &e.actor)
+            {
+                r.confirm(keys);
             }
         }
         if !notices.is_empty() {
@@ -1041,7 +1130,10 @@ impl ManagerState {
 }
 
 /// How a job ended, for [`ManagerState::settle`].
-enum Settle {
+pub(super) enum Settle {
     Outcome(ShardOutcome),
     Abandoned(String),
+    /// Cancelled by its executor's fence (its manager was out of reach), not by a stop: the
+    /// run resumes at its last durable checkpoint, a rollback runs again.
+    Interrupted,
 }

@@ -3,12 +3,16 @@
 //!
 //! # Fencing rule
 //!
-//! A report or checkpoint from an executor process is accepted iff
-//! 1. its `epoch` is this manager's epoch (bumped durably at every start),
-//! 2. it comes from the executor's current registration (`name` + `instance`, not lost), and
-//! 3. its attempt is the job the manager recorded on that executor's slot — the assignment
-//!    persisted (`Dispatch {attempt, executor}`) before it was sent — and the shard's current
-//!    attempt (checked again in `settle`).
+//! Every assignment is persisted (`Dispatch {attempt, executor, epoch}`, durable) before it is
+//! sent. A result is accepted iff its `(epoch, attempt)` — and executor — equal the shard's
+//! persisted current assignment:
+//! - a report or checkpoint on a live session must carry this manager's epoch, come from the
+//!   executor's current registration (`name` + `instance`, not lost) and name the job the
+//!   manager recorded on that slot (which is the persisted assignment), and the shard must
+//!   still be on that attempt (checked again in `settle`);
+//! - an outcome re-reported in a `Join` (two-phase confirmation: the executor held it until
+//!   confirmed) may carry an older epoch — it was assigned before this manager restarted — and
+//!   is accepted iff the shard is still running on exactly that `(epoch, attempt, executor)`.
 //!
 //! Anything else is a late result: rejected and logged once per executor and attempt.
 
@@ -16,11 +20,14 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{ClusterIn, ExecLink, ExecRt, ManagerState, RemoteExecutor, RemoteRt, SlotRt};
+use super::day::Settle;
+use super::{ClusterIn, Effect, ExecLink, ExecRt, ManagerState, RemoteExecutor, RemoteRt, SlotRt};
 use crate::actors::{AttemptKey, JobKind, Report};
 use crate::cluster::codec::PROTOCOL_VERSION;
 use crate::cluster::manager::send_reply;
-use crate::cluster::messages::{CheckpointMsg, Join, Reply, ReportBody, ReportMsg};
+use crate::cluster::messages::{
+    CheckpointMsg, DrainMsg, HeldOutcome, Join, Reply, ReportBody, ReportMsg, WireOutcome,
+};
 use crate::runtime::Notice;
 use crate::state::{EventKind, ShardEvent, ShardStatus};
 
@@ -28,8 +35,14 @@ impl ManagerState {
     pub(super) fn on_cluster(&mut self, input: ClusterIn) {
         match input {
             ClusterIn::Join { join, reply } => {
+                // Answered once the re-reported outcomes it settled are durable: the executor
+                // forgets them on acceptance.
                 let answer = self.on_join(join);
-                send_reply(reply, &answer);
+                self.reply_when_durable(move |_| send_reply(reply, &answer));
+            }
+            ClusterIn::Drain { msg, leave, reply } => {
+                let ok = self.on_drain(&msg, leave);
+                send_reply(reply, &Reply::DrainAck { ok });
             }
             ClusterIn::Heartbeat { hb, reply } => {
                 let ok = match self.current_remote(&hb.executor, hb.instance) {
@@ -86,20 +99,26 @@ impl ManagerState {
         if join.executor.is_empty() || join.slots == 0 {
             return reject("an executor needs a non-empty name and at least one slot".into());
         }
-        let mut missing: Vec<&str> = self
-            .flow
-            .tasks()
-            .iter()
-            .map(|t| t.behavior.as_str())
-            .filter(|b| !join.behaviors.iter().any(|h| h == b))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
+        let mut used: Vec<&str> = self.flow.tasks().iter().map(|t| t.behavior.as_str()).collect();
+        used.sort_unstable();
+        used.dedup();
+        let (hosted, missing): (Vec<&str>, Vec<&str>) =
+            used.iter().partition(|b| join.behaviors.iter().any(|h| h == *b));
+        if hosted.is_empty() {
             return reject(format!(
-                "unknown behavior: the flow uses {} which this executor does not host",
-                missing.join(", ")
+                "unknown behavior: this executor hosts {} but the flow uses only {}; it could \
+                 run nothing",
+                if join.behaviors.is_empty() { "nothing".into() } else { join.behaviors.join(", ") },
+                used.join(", ")
             ));
+        }
+        if !missing.is_empty() {
+            info!(
+                executor = %join.executor,
+                missing = %missing.join(", "),
+                "the executor does not host every behavior of the flow; it gets only the shards \
+                 of the ones it hosts"
+            );
         }
         let existing = cluster.by_name.get(&join.executor).copied();
         if let Some(ix) = existing
@@ -113,8 +132,6 @@ impl ManagerState {
                     join.executor
                 ));
             }
-            // The same process joins again (it fenced itself): its old jobs are gone.
-            self.lose_executor(ix, "it joined again");
         }
         if existing.is_some_and(|ix| self.executors[ix].remote.is_none()) {
             return reject(format!(
@@ -125,6 +142,19 @@ impl ManagerState {
         let Some(proxy) = RemoteExecutor::find(&join, epoch) else {
             return reject("the executor's agent was not advertised on its session".into());
         };
+        // Two-phase confirmation: settle what it still holds before its old registration
+        // (if any) is dropped and its remaining jobs requeued.
+        let mut reconciled = 0usize;
+        for held in &join.held_outcomes {
+            reconciled += usize::from(self.reconcile_held(&join.executor, held));
+        }
+        self.unvouched(&join.executor);
+        if let Some(ix) = existing
+            && self.executors[ix].remote.as_ref().is_some_and(|r| !r.lost)
+        {
+            // The same process joins again (it fenced itself): its other jobs are gone.
+            self.lose_executor(ix, "it joined again");
+        }
         let slots = join.slots.min(4096);
         let rt = ExecRt {
             name: join.executor.clone(),
@@ -136,7 +166,12 @@ impl ManagerState {
             }),
             free: (0..slots).rev().collect(),
             slots: (0..slots).map(|_| SlotRt::default()).collect(),
+            behaviors: Some(join.behaviors.iter().cloned().collect()),
+            draining: false,
         };
+        if let Some(c) = self.cluster.as_mut() {
+            c.unhosted.retain(|b| !join.behaviors.contains(b));
+        }
         let ix = match existing {
             Some(ix) => {
                 self.executors[ix] = rt;
@@ -150,7 +185,14 @@ impl ManagerState {
         if let Some(c) = self.cluster.as_mut() {
             c.by_name.insert(join.executor.clone(), ix);
         }
-        info!(executor = %join.executor, slots, epoch, "executor joined");
+        info!(
+            executor = %join.executor,
+            slots,
+            epoch,
+            held = join.held_outcomes.len(),
+            reconciled,
+            "executor joined"
+        );
         Reply::JoinAccepted {
             epoch,
             lease_ms: lease.as_millis() as u64,
@@ -231,6 +273,21 @@ impl ManagerState {
             return;
         };
         let slot = r.slot;
+        if let ReportBody::Finished { outcome: WireOutcome::Cancelled, last_step } = &body
+            && let Some(ix) = self.flow.graph().index_of(key.task.as_str())
+            && self.journal_state().shard(ix, key.shard).map(|v| v.status)
+                != Some(crate::state::ShardStatus::Stopping)
+        {
+            // Cancelled without a stop: the executor fenced the job.
+            self.free_slot(executor, slot, &key);
+            if let Some(c) = last_step {
+                let _ = self.record_checkpoint(&key, c.step, c.name.clone());
+            }
+            self.settle(&key, Settle::Interrupted);
+            self.push_effect(self.last_seq(), Effect::Confirm { executor, key });
+            return;
+        }
+        let finished = matches!(body, ReportBody::Finished { .. });
         let report = match body {
             ReportBody::Finished { outcome, last_step } => {
                 let last_step = last_step.map(|c| crate::behavior::Checkpoint {
@@ -244,7 +301,123 @@ impl ManagerState {
             ReportBody::SlotFreed => Report::SlotFreed { key, executor, slot },
             ReportBody::Progress { .. } | ReportBody::Log { .. } => return,
         };
+        let confirm = finished.then(|| report_key(&report));
         self.on_report(report);
+        if let Some(key) = confirm {
+            self.push_effect(self.last_seq(), Effect::Confirm { executor, key });
+        }
+    }
+
+    /// Settles an outcome an executor held across a disconnect or a manager restart, if the
+    /// shard still runs exactly that assignment; true if it was recorded.
+    fn reconcile_held(&mut self, executor: &str, held: &HeldOutcome) -> bool {
+        let key = AttemptKey::from(&held.key);
+        let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { return false };
+        let current = self.journal_state().shard(ix, key.shard).is_some_and(|v| {
+            key.kind == JobKind::Run
+                && matches!(
+                    v.status,
+                    crate::state::ShardStatus::Running | crate::state::ShardStatus::Stopping
+                )
+                && v.attempt == key.attempt
+                && v.epoch == held.epoch
+                && v.executor == Some(executor)
+        });
+        if !current {
+            // Settled already (its report arrived), reassigned, or a rollback (a restart runs
+            // rollbacks again): nothing to record; the executor forgets it.
+            info!(%executor, job = %key, epoch = held.epoch, "re-reported outcome is stale; dropped");
+            return false;
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.awaiting.remove(&(ix, key.shard));
+        }
+        // Whoever holds the slot in this manager's tables no longer does.
+        if let Some(&(e, slot)) = self.running.get(&(ix, key.shard)) {
+            self.free_slot(e, slot, &key);
+        }
+        if let Some(c) = &held.last_step {
+            let _ = self.record_checkpoint(&key, c.step, c.name.clone());
+        }
+        let how = match &held.outcome {
+            WireOutcome::Cancelled => Settle::Interrupted,
+            other => Settle::Outcome(other.clone().into()),
+        };
+        info!(%executor, job = %key, outcome = ?held.outcome, "re-reported outcome reconciled");
+        self.settle(&key, how);
+        true
+    }
+
+    /// Shards this executor ran before the manager restarted and did not re-report: nobody
+    /// can vouch for them.
+    fn unvouched(&mut self, executor: &str) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        let lost: Vec<(crate::graph::TaskIx, u32)> =
+            c.awaiting.iter().filter(|(_, e)| e.as_str() == executor).map(|(k, _)| *k).collect();
+        for k in &lost {
+            c.awaiting.remove(k);
+        }
+        if !lost.is_empty() {
+            warn!(
+                %executor,
+                shards = lost.len(),
+                "the executor re-joined without the outcome of shards it ran; they are unconfirmed"
+            );
+        }
+        self.mark_unconfirmed(lost);
+    }
+
+    /// The reconcile window is over.
+    pub(super) fn reconcile_due(&mut self) {
+        let Some(c) = self.cluster.as_mut() else { return };
+        if c.awaiting.is_empty() {
+            return;
+        }
+        let lost: Vec<(crate::graph::TaskIx, u32)> = c.awaiting.drain().map(|(k, _)| k).collect();
+        warn!(
+            shards = lost.len(),
+            "no executor re-reported these shards in time; their outcome is unconfirmed"
+        );
+        self.mark_unconfirmed(lost);
+    }
+
+    fn mark_unconfirmed(&mut self, shards: Vec<(crate::graph::TaskIx, u32)>) {
+        for (ix, shard) in shards {
+            let running = self.journal_state().shard(ix, shard).is_some_and(|v| {
+                matches!(
+                    v.status,
+                    crate::state::ShardStatus::Running | crate::state::ShardStatus::Stopping
+                )
+            });
+            if running && !self.running.contains_key(&(ix, shard)) {
+                let task = self.flow.graph().id(ix).clone();
+                self.record(EventKind::Shard { task, shard, event: ShardEvent::MarkUnconfirmed });
+            }
+        }
+    }
+
+    /// `Drain` (stop assigning) or `Leave` (a drained executor goes away cleanly).
+    fn on_drain(&mut self, msg: &DrainMsg, leave: bool) -> bool {
+        let Some(ix) = self.current_remote(&msg.executor, msg.instance) else { return false };
+        let busy = self.executors[ix].slots.iter().any(|s| s.job.is_some());
+        if !leave {
+            if !self.executors[ix].draining {
+                self.executors[ix].draining = true;
+                info!(executor = %msg.executor, "executor draining: no new shards");
+            }
+            return true;
+        }
+        if busy {
+            self.lose_executor(ix, "it left with jobs still assigned");
+            return true;
+        }
+        let e = &mut self.executors[ix];
+        e.free.clear();
+        if let Some(r) = e.remote.as_mut() {
+            r.lost = true;
+        }
+        info!(executor = %msg.executor, "executor drained and left");
+        true
     }
 
     fn on_remote_checkpoint(&mut self, cp: CheckpointMsg, reply: ractor::RpcReplyPort<Vec<u8>>) {
@@ -349,5 +522,13 @@ impl ManagerState {
             }
         }
         warn!(executor = %name, reason = why, requeued, "executor lost; its shards are reassigned");
+    }
+}
+
+fn report_key(r: &Report) -> AttemptKey {
+    match r {
+        Report::Finished { key, .. } | Report::Abandoned { key, .. } | Report::SlotFreed { key, .. } => {
+            key.clone()
+        }
     }
 }
