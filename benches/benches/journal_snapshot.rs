@@ -67,7 +67,12 @@ fn main() {
     j.flush().expect("flush");
     println!("register 1,000,000 shards (one event):      {:>8.1} ms", ms(t.elapsed()));
 
-    let dispatch = |i| shard(i, ShardEvent::Dispatch { attempt: 1, executor: "exec-1".into(), epoch: 0 });
+    let dispatch = |i| {
+        shard(
+            i,
+            ShardEvent::Dispatch { attempt: 1, executor: "exec-1".into(), epoch: 0, instance: 0 },
+        )
+    };
     let (total, worst_idle) = record_all(&mut j, dispatch);
     println!(
         "record 1,000,000 dispatches, no snapshot:   {:>8.1} ms, slowest 1,000-event batch {:.2} ms",

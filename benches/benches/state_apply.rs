@@ -75,7 +75,7 @@ fn chunk_events(first_seq: u64, from: u32, to: u32) -> Vec<DayEvent> {
     }
     for shard in from..to {
         let executor = format!("exec-{}", shard % 16);
-        push(ShardEvent::Dispatch { attempt: 1, executor, epoch: 0 }, shard);
+        push(ShardEvent::Dispatch { attempt: 1, executor, epoch: 0, instance: 0 }, shard);
     }
     for shard in from..to {
         push(ShardEvent::Succeed, shard);

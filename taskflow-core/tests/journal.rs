@@ -42,7 +42,8 @@ fn run_import(j: &mut Journal, n: u32) {
     j.record(kind, 2).unwrap();
     j.record(EventKind::TaskReady { task: TaskId::new("import") }, 3).unwrap();
     for i in 0..n {
-        let dispatch = ShardEvent::Dispatch { attempt: 1, executor: "local-1".into(), epoch: 0 };
+        let dispatch =
+            ShardEvent::Dispatch { attempt: 1, executor: "local-1".into(), epoch: 0, instance: 0 };
         j.record(shard("import", i, dispatch), 4).unwrap();
         j.record(shard("import", i, ShardEvent::Succeed), 5).unwrap();
         if i % 97 == 0 {
@@ -122,7 +123,11 @@ fn an_event_that_does_not_apply_is_neither_applied_nor_logged() {
     run_import(&mut j, 3);
     let before = j.state().clone();
     // A succeeded shard cannot be dispatched again.
-    let bad = shard("import", 1, ShardEvent::Dispatch { attempt: 2, executor: "x".into(), epoch: 0 });
+    let bad = shard(
+        "import",
+        1,
+        ShardEvent::Dispatch { attempt: 2, executor: "x".into(), epoch: 0, instance: 0 },
+    );
     let err = j.record(bad, 9).unwrap_err();
     assert!(err.to_string().contains("succeeded"), "{err}");
     assert!(j.record(shard("nope", 0, ShardEvent::Succeed), 9).is_err());

@@ -187,7 +187,8 @@ pub(crate) struct ClusterRt {
     /// Shards that were running on an executor process when this manager started, by the
     /// executor they were dispatched to: reconciled from its re-reported outcomes when it
     /// joins again, unconfirmed when the window ends.
-    pub(crate) awaiting: HashMap<(TaskIx, u32), String>,
+    /// The value is the executor's name and process instance.
+    pub(crate) awaiting: HashMap<(TaskIx, u32), (String, u64)>,
     /// Behaviors no joined executor hosts (logged once each).
     pub(crate) unhosted: HashSet<String>,
     pub(crate) _inbox: ActorRef<Wire>,
@@ -207,12 +208,22 @@ pub(crate) struct Manager;
 
 /// An effect held until the events it depends on are durable.
 pub(crate) enum Effect {
-    Assign { executor: usize, assignment: Assignment },
-    Stop { executor: usize, slot: u32, key: AttemptKey },
+    Assign {
+        executor: usize,
+        assignment: Assignment,
+    },
+    Stop {
+        executor: usize,
+        slot: u32,
+        key: AttemptKey,
+    },
     Publish(Notice),
     Reply(Box<dyn FnOnce(u64) + Send>),
     /// Tell a remote executor it may forget an outcome (its settlement is durable).
-    Confirm { executor: usize, key: AttemptKey },
+    Confirm {
+        executor: usize,
+        key: AttemptKey,
+    },
 }
 
 /// The manager's view of one executor.

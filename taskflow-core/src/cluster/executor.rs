@@ -186,7 +186,7 @@ impl Upstream for RemoteUpstream {
         Box::pin(async move {
             let (manager, epoch) = {
                 let st = link.lock();
-                (st.manager.clone(), st.epoch)
+                (st.manager.clone(), st.job_epochs.get(&key).copied().unwrap_or(st.epoch))
             };
             let manager = manager.ok_or("no session with the manager")?;
             let msg = ToManager::Checkpoint(CheckpointMsg {
@@ -329,9 +329,12 @@ impl Actor for Agent {
                     }
                 };
                 {
+                    // An assignment can overtake the answer to our join (it is sent once the
+                    // dispatch is durable; the answer once the join is): accept the current
+                    // epoch and newer ones, refuse only an older manager's.
                     let mut st = state.link.lock();
-                    if st.manager.is_none() || st.epoch != a.epoch {
-                        warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of another epoch or registration refused");
+                    if a.epoch < st.epoch {
+                        warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of an older epoch refused");
                         return Ok(());
                     }
                     st.running.insert(a.slot, assignment.key.clone());
@@ -441,8 +444,8 @@ async fn connection_loop(
         .await
         .map_err(ExecutorError::Startup)?;
         let end = session(cfg, behaviors, link, executor, &node, &mut rx, drained).await;
-        fence(link, executor, "the session ended");
         link.lock().manager = None;
+        fence(link, executor, "the session ended");
         node.stop(None);
         match end {
             Err(SessionFail::Handshake) => {
@@ -557,7 +560,12 @@ async fn session(
         while !link.lock().busy.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let held_outcomes: Vec<HeldOutcome> = link.lock().held.values().cloned().collect();
+        // From here on reports go to this session (the manager judges them after the join).
+        let held_outcomes: Vec<HeldOutcome> = {
+            let mut st = link.lock();
+            st.manager = Some(inbox.clone());
+            st.held.values().cloned().collect()
+        };
         let join = ToManager::Join(Join {
             executor: cfg.name.clone(),
             instance: link.instance,

@@ -166,8 +166,12 @@ impl Actor for Inbox {
             (Ok(ToManager::Heartbeat(hb)), Some(reply)) => ClusterIn::Heartbeat { hb, reply },
             (Ok(ToManager::Checkpoint(cp)), Some(reply)) => ClusterIn::Checkpoint { cp, reply },
             (Ok(ToManager::Report(r)), None) => ClusterIn::Report(r),
-            (Ok(ToManager::Drain(msg)), Some(reply)) => ClusterIn::Drain { msg, leave: false, reply },
-            (Ok(ToManager::Leave(msg)), Some(reply)) => ClusterIn::Drain { msg, leave: true, reply },
+            (Ok(ToManager::Drain(msg)), Some(reply)) => {
+                ClusterIn::Drain { msg, leave: false, reply }
+            }
+            (Ok(ToManager::Leave(msg)), Some(reply)) => {
+                ClusterIn::Drain { msg, leave: true, reply }
+            }
             (Ok(other), reply) => {
                 let what = if reply.is_some() { "a call" } else { "a cast" };
                 let err = codec::WireError::Body {

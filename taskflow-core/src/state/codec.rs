@@ -26,7 +26,9 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::day::{Assignees, AuditEntry, DayState, Interner, KeyArena, NONE, ShardRecord, TaskState};
+use super::day::{
+    Assignees, AuditEntry, DayState, Interner, KeyArena, NONE, ShardRecord, TaskState,
+};
 use super::event::AuditRecord;
 use super::machine::ShardStatus;
 use super::status::{StatusCounts, TaskStatus};
@@ -95,10 +97,11 @@ struct Meta {
     last_seq: u64,
     task_ids: Vec<TaskId>,
     executors: Vec<String>,
-    /// `(executor name id, epoch)` per dispatch target; absent when it is the identity with
-    /// epoch 0 (standalone days, and snapshots written before epochs were recorded).
+    /// `(executor name id, epoch, instance)` per dispatch target; absent when it is the
+    /// identity with epoch and instance 0 (standalone days, and snapshots written before
+    /// epochs were recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    assignees: Vec<(u32, u64)>,
+    assignees: Vec<(u32, u64, u64)>,
     step_names: Vec<String>,
     products: Vec<String>,
     distributors: Vec<String>,
@@ -136,7 +139,7 @@ impl DayState {
             task_ids: self.graph.indices().map(|ix| self.graph.id(ix).clone()).collect(),
             executors: self.executors.names.clone(),
             assignees: if self.assignees.pairs.len() == self.executors.names.len()
-                && self.assignees.pairs.iter().enumerate().all(|(i, &p)| p == (i as u32, 0))
+                && self.assignees.pairs.iter().enumerate().all(|(i, &p)| p == (i as u32, 0, 0))
             {
                 Vec::new()
             } else {
@@ -244,11 +247,11 @@ impl DayState {
         };
         let executors = interner(meta.executors, "executor table")?;
         let assignees = if meta.assignees.is_empty() {
-            (0..executors.names.len() as u32).map(|i| (i, 0)).collect()
+            (0..executors.names.len() as u32).map(|i| (i, 0, 0)).collect()
         } else {
             meta.assignees
         };
-        if assignees.iter().any(|&(name, _)| name as usize >= executors.names.len()) {
+        if assignees.iter().any(|&(name, _, _)| name as usize >= executors.names.len()) {
             return Err(malformed("assignee table", "unknown executor id".into()));
         }
         let assignees = Assignees::from_pairs(assignees)

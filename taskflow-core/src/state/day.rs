@@ -177,6 +177,8 @@ pub struct ShardView<'a> {
     pub executor: Option<&'a str>,
     /// The manager epoch of its last dispatch (0: standalone or never dispatched).
     pub epoch: u64,
+    /// The executor process instance of its last dispatch (0: in-process or unknown).
+    pub instance: u64,
     /// Its progress in the current generation, if any step completed.
     pub checkpoint: Option<Checkpoint<'a>>,
     /// When its last run or rollback started (ms since the epoch).
@@ -269,15 +271,18 @@ impl Interner {
     }
 }
 
-/// The distinct `(executor name id, epoch)` pairs shards were dispatched to.
+/// The distinct `(executor name id, epoch, instance)` triples shards were dispatched to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Assignees {
-    pub(super) pairs: Vec<(u32, u64)>,
-    index: HashMap<(u32, u64), u32>,
+    pub(super) pairs: Vec<Assignee>,
+    index: HashMap<Assignee, u32>,
 }
 
+/// `(executor name id, epoch, instance)`.
+pub(super) type Assignee = (u32, u64, u64);
+
 impl Assignees {
-    pub(super) fn from_pairs(pairs: Vec<(u32, u64)>) -> Option<Self> {
+    pub(super) fn from_pairs(pairs: Vec<Assignee>) -> Option<Self> {
         let mut index = HashMap::with_capacity(pairs.len());
         for (i, p) in pairs.iter().enumerate() {
             if index.insert(*p, i as u32).is_some() {
@@ -287,17 +292,17 @@ impl Assignees {
         Some(Assignees { pairs, index })
     }
 
-    fn intern(&mut self, name: u32, epoch: u64) -> u32 {
-        if let Some(&i) = self.index.get(&(name, epoch)) {
+    fn intern(&mut self, a: Assignee) -> u32 {
+        if let Some(&i) = self.index.get(&a) {
             return i;
         }
         let i = self.pairs.len() as u32;
-        self.pairs.push((name, epoch));
-        self.index.insert((name, epoch), i);
+        self.pairs.push(a);
+        self.index.insert(a, i);
         i
     }
 
-    pub(super) fn get(&self, id: u32) -> Option<(u32, u64)> {
+    pub(super) fn get(&self, id: u32) -> Option<Assignee> {
         self.pairs.get(id as usize).copied()
     }
 }
@@ -612,9 +617,9 @@ impl DayState {
     /// Applies a checked transition to one shard record and its task's counts.
     fn commit(&mut self, ix: TaskIx, shard: u32, event: &ShardEvent, to: ShardStatus, at: i64) {
         let executor = match event {
-            ShardEvent::Dispatch { executor, epoch, .. } => {
+            ShardEvent::Dispatch { executor, epoch, instance, .. } => {
                 let name = self.executors.intern(executor);
-                self.assignees.intern(name, *epoch)
+                self.assignees.intern((name, *epoch, *instance))
             }
             _ => NONE,
         };

@@ -128,6 +128,10 @@ pub enum ShardEvent {
         /// is accepted iff it carries this epoch and attempt.
         #[serde(default, skip_serializing_if = "is_zero")]
         epoch: u64,
+        /// The executor process's random instance id (0: in-process). After a manager
+        /// restart, the same live process re-joining without the shard proves it never ran.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        instance: u64,
     },
     /// The executor reports success: `running | stopping → succeeded`.
     Succeed,

@@ -127,8 +127,9 @@ impl DayState {
             executor: self
                 .assignees
                 .get(rec.executor)
-                .and_then(|(name, _)| self.executors.get(name)),
-            epoch: self.assignees.get(rec.executor).map_or(0, |(_, epoch)| epoch),
+                .and_then(|(name, _, _)| self.executors.get(name)),
+            epoch: self.assignees.get(rec.executor).map_or(0, |(_, epoch, _)| epoch),
+            instance: self.assignees.get(rec.executor).map_or(0, |(_, _, instance)| instance),
             checkpoint: (rec.steps_done > 0).then(|| Checkpoint {
                 steps_done: rec.steps_done,
                 last_step: self.step_names.get(rec.step_name).unwrap_or(""),

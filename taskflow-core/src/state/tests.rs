@@ -73,7 +73,12 @@ impl Day {
 
     fn dispatch(&mut self, t: &str, shard: u32) -> Applied {
         let attempt = self.st.shard(self.ix(t), shard).map_or(0, |v| v.attempt) + 1;
-        self.shard(t, shard, SE::Dispatch { attempt, executor: "exec-1".into(), epoch: 0 }).expect("dispatch")
+        self.shard(
+            t,
+            shard,
+            SE::Dispatch { attempt, executor: "exec-1".into(), epoch: 0, instance: 0 },
+        )
+        .expect("dispatch")
     }
 
     /// Registers (if needed), readies, dispatches and succeeds every shard of `t`.
@@ -123,7 +128,7 @@ impl Day {
 
 /// A path of events from `registered` to each status.
 fn path_to(status: ShardStatus) -> Vec<ShardEvent> {
-    let dispatch = SE::Dispatch { attempt: 1, executor: "e".into(), epoch: 0 };
+    let dispatch = SE::Dispatch { attempt: 1, executor: "e".into(), epoch: 0, instance: 0 };
     let run = vec![SE::Ready, dispatch];
     let mut p = match status {
         S::Registered => vec![],
@@ -150,7 +155,9 @@ fn path_to(status: ShardStatus) -> Vec<ShardEvent> {
 fn sample_event(kind: ShardEventKind) -> ShardEvent {
     match kind {
         ShardEventKind::Ready => SE::Ready,
-        ShardEventKind::Dispatch => SE::Dispatch { attempt: 9, executor: "e2".into(), epoch: 0 },
+        ShardEventKind::Dispatch => {
+            SE::Dispatch { attempt: 9, executor: "e2".into(), epoch: 0, instance: 0 }
+        }
         ShardEventKind::Succeed => SE::Succeed,
         ShardEventKind::Fail => SE::Fail { reason: "boom".into() },
         ShardEventKind::Stop => SE::Stop,
@@ -405,7 +412,8 @@ fn a_replayed_dispatch_is_rejected_by_its_attempt() {
     d.ok(EventKind::TaskReady { task: tid("a") });
     d.dispatch("a", 0);
     d.shard("a", 0, SE::Requeue).expect("requeue");
-    let err = d.shard("a", 0, SE::Dispatch { attempt: 1, executor: "e".into(), epoch: 0 });
+    let err =
+        d.shard("a", 0, SE::Dispatch { attempt: 1, executor: "e".into(), epoch: 0, instance: 0 });
     assert_eq!(err, Err(Error::StaleAttempt { task: tid("a"), shard: 0, last: 1, got: 1 }));
     let v = d.dispatch("a", 0);
     assert_eq!(v.shard.map(|c| c.to), Some(S::Running));
@@ -693,7 +701,12 @@ fn event_golden_bytes() {
             kind: EventKind::Shard {
                 task: tid("confirm_trades"),
                 shard: 3,
-                event: SE::Dispatch { attempt: 2, executor: "exec-1".into(), epoch: 0 },
+                event: SE::Dispatch {
+                    attempt: 2,
+                    executor: "exec-1".into(),
+                    epoch: 0,
+                    instance: 0,
+                },
             },
         },
         DayEvent {
@@ -786,6 +799,7 @@ fn shard_event() -> impl Strategy<Value = ShardEvent> {
             attempt,
             executor: ["e1", "e2"][e].into(),
             epoch,
+            instance: epoch * 7,
         }),
         3 => Just(SE::Succeed),
         2 => Just(SE::Fail { reason: "boom".into() }),

@@ -118,26 +118,35 @@ impl Cluster {
     }
 
     pub fn manager(&self, lease_ms: u64, env: &[(&str, &str)]) -> Proc {
-        let data = self.dir.path().join("data");
+        self.manager_with(lease_ms, env, &[])
+    }
+
+    /// The data directory of the manager.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A manager with extra flags (e.g. `--flow DIR`).
+    pub fn manager_with(&self, lease_ms: u64, env: &[(&str, &str)], extra: &[&str]) -> Proc {
+        let data = self.data();
         let report = self.report();
         let lease = lease_ms.to_string();
-        let p = Proc::spawn(
-            &[
-                "manager",
-                "--cluster",
-                &self.addr,
-                "--date",
-                DATE,
-                "--until-done",
-                "--lease",
-                &lease,
-                "--data",
-                data.to_str().unwrap(),
-                "--report",
-                report.to_str().unwrap(),
-            ],
-            env,
-        );
+        let mut args = vec![
+            "manager",
+            "--cluster",
+            &self.addr,
+            "--date",
+            DATE,
+            "--until-done",
+            "--lease",
+            &lease,
+            "--data",
+            data.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let p = Proc::spawn(&args, env);
         assert!(p.wait_for("accepting executors", Duration::from_secs(30)), "{}", p.output());
         p
     }
@@ -145,6 +154,14 @@ impl Cluster {
     pub fn executor(&self, name: &str, slots: u32, env: &[(&str, &str)]) -> Proc {
         let slots = slots.to_string();
         Proc::spawn(&["executor", "--manager", &self.addr, "--name", name, "--slots", &slots], env)
+    }
+
+    /// Whether the report says every task ended well.
+    pub fn report_ok(&self) -> bool {
+        std::fs::read(self.report())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|r| r["ok"] == true)
     }
 
     pub fn read_report(&self) -> serde_json::Value {

@@ -245,10 +245,12 @@ impl ManagerState {
                 self.load_timings(ix);
                 continue;
             }
-            let work: Vec<(u32, ShardStatus, u32, Option<String>)> = s
+            let work: Vec<(u32, ShardStatus, u32, Option<(String, u64)>)> = s
                 .shards(ix, None, 0, usize::MAX)
                 .into_iter()
-                .map(|v| (v.index, v.status, v.attempt, v.executor.map(str::to_owned)))
+                .map(|v| {
+                    (v.index, v.status, v.attempt, v.executor.map(|e| (e.to_owned(), v.instance)))
+                })
                 .collect();
             self.load_timings(ix);
             self.ensure_actor(ix);
@@ -257,12 +259,12 @@ impl ManagerState {
                     ShardStatus::Running | ShardStatus::Stopping => {
                         // A shard dispatched to an executor process may have finished there:
                         // wait for that executor to re-report before declaring it unconfirmed.
-                        let remote = executor.filter(|name| {
+                        let remote = executor.filter(|(name, _)| {
                             !self.executors.iter().any(|e| e.remote.is_none() && &e.name == name)
                         });
                         match (remote, self.cluster.as_mut()) {
-                            (Some(name), Some(c)) => {
-                                c.awaiting.insert((ix, shard), name);
+                            (Some(who), Some(c)) => {
+                                c.awaiting.insert((ix, shard), who);
                             }
                             _ => unconfirmed.push((ix, shard)),
                         }
@@ -696,6 +698,7 @@ impl ManagerState {
                     attempt: attempt + 1,
                     executor: self.executors[executor].name.clone(),
                     epoch: self.cluster.as_ref().map_or(0, |c| c.epoch),
+                    instance: self.executors[executor].remote.as_ref().map_or(0, |r| r.instance),
                 };
                 if self.record(EventKind::Shard { task: task.clone(), shard, event }).is_none() {
                     return;

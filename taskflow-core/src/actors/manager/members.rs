@@ -108,7 +108,11 @@ impl ManagerState {
             return reject(format!(
                 "unknown behavior: this executor hosts {} but the flow uses only {}; it could \
                  run nothing",
-                if join.behaviors.is_empty() { "nothing".into() } else { join.behaviors.join(", ") },
+                if join.behaviors.is_empty() {
+                    "nothing".into()
+                } else {
+                    join.behaviors.join(", ")
+                },
                 used.join(", ")
             ));
         }
@@ -148,7 +152,7 @@ impl ManagerState {
         for held in &join.held_outcomes {
             reconciled += usize::from(self.reconcile_held(&join.executor, held));
         }
-        self.unvouched(&join.executor);
+        self.unvouched(&join.executor, join.instance);
         if let Some(ix) = existing
             && self.executors[ix].remote.as_ref().is_some_and(|r| !r.lost)
         {
@@ -267,9 +271,33 @@ impl ManagerState {
             crate::actors::Upstream::note(&*self.local_up, notice);
             return;
         }
+        let current_epoch = self.cluster.as_ref().map_or(0, |c| c.epoch);
+        if let ReportBody::Finished { outcome, last_step } = &body
+            && r.epoch < current_epoch
+        {
+            // Assigned before this manager restarted (held by the executor across it): judged
+            // against the persisted assignment like a re-report in a join.
+            let held = HeldOutcome {
+                epoch: r.epoch,
+                key: r.key.clone(),
+                outcome: outcome.clone(),
+                last_step: last_step.clone(),
+            };
+            self.reconcile_held(&r.executor, &held);
+            if let Some(ix) = self.current_remote(&r.executor, r.instance) {
+                self.push_effect(self.last_seq(), Effect::Confirm { executor: ix, key });
+            }
+            return;
+        }
         let Some(executor) =
             self.fenced_origin("report", &r.executor, r.instance, r.epoch, r.slot, &key)
         else {
+            // A stale outcome from a live registration: it may forget it.
+            if matches!(body, ReportBody::Finished { .. })
+                && let Some(ix) = self.current_remote(&r.executor, r.instance)
+            {
+                self.push_effect(self.last_seq(), Effect::Confirm { executor: ix, key });
+            }
             return;
         };
         let slot = r.slot;
@@ -348,23 +376,52 @@ impl ManagerState {
         true
     }
 
-    /// Shards this executor ran before the manager restarted and did not re-report: nobody
-    /// can vouch for them.
-    fn unvouched(&mut self, executor: &str) {
+    /// Shards dispatched to this executor name before the manager restarted that it did not
+    /// re-report. If the very process they were dispatched to re-joins, they never started
+    /// (it keeps every outcome until confirmed, and fenced jobs end before it joins): they
+    /// run again from their checkpoint. If another process took the name, nobody can vouch
+    /// for them: unconfirmed.
+    fn unvouched(&mut self, executor: &str, instance: u64) {
         let Some(c) = self.cluster.as_mut() else { return };
-        let lost: Vec<(crate::graph::TaskIx, u32)> =
-            c.awaiting.iter().filter(|(_, e)| e.as_str() == executor).map(|(k, _)| *k).collect();
-        for k in &lost {
+        let mine: Vec<((crate::graph::TaskIx, u32), u64)> = c
+            .awaiting
+            .iter()
+            .filter(|(_, (e, _))| e.as_str() == executor)
+            .map(|(k, (_, i))| (*k, *i))
+            .collect();
+        for (k, _) in &mine {
             c.awaiting.remove(k);
+        }
+        let (never_started, lost): (Vec<_>, Vec<_>) =
+            mine.into_iter().partition(|&(_, i)| i == instance && i != 0);
+        if !never_started.is_empty() {
+            info!(
+                %executor,
+                shards = never_started.len(),
+                "the executor never received these shards before the manager stopped; they run again"
+            );
+        }
+        for ((ix, shard), _) in never_started {
+            let running = self.journal_state().shard(ix, shard).is_some_and(|v| {
+                matches!(
+                    v.status,
+                    crate::state::ShardStatus::Running | crate::state::ShardStatus::Stopping
+                )
+            });
+            if running {
+                let task = self.flow.graph().id(ix).clone();
+                self.record(EventKind::Shard { task, shard, event: ShardEvent::Requeue });
+            }
         }
         if !lost.is_empty() {
             warn!(
                 %executor,
                 shards = lost.len(),
-                "the executor re-joined without the outcome of shards it ran; they are unconfirmed"
+                "another process re-joined under this executor's name without the outcome of \
+                 shards it ran; they are unconfirmed"
             );
         }
-        self.mark_unconfirmed(lost);
+        self.mark_unconfirmed(lost.into_iter().map(|(k, _)| k).collect());
     }
 
     /// The reconcile window is over.
@@ -527,8 +584,8 @@ impl ManagerState {
 
 fn report_key(r: &Report) -> AttemptKey {
     match r {
-        Report::Finished { key, .. } | Report::Abandoned { key, .. } | Report::SlotFreed { key, .. } => {
-            key.clone()
-        }
+        Report::Finished { key, .. }
+        | Report::Abandoned { key, .. }
+        | Report::SlotFreed { key, .. } => key.clone(),
     }
 }
