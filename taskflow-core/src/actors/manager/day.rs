@@ -28,6 +28,9 @@ use crate::state::{
 
 /// A digest of the flow's task definitions, recorded in `day_opened` so that a recovery with
 /// a changed flow is noticed.
+/// An executor name and process instance.
+type Assignee = (String, u64);
+
 pub(super) fn flow_digest(flow: &Flow) -> String {
     format!("crc32:{:08x}", crc32fast::hash(format!("{:?}", flow.tasks()).as_bytes()))
 }
@@ -245,7 +248,7 @@ impl ManagerState {
                 self.load_timings(ix);
                 continue;
             }
-            let work: Vec<(u32, ShardStatus, u32, Option<(String, u64)>)> = s
+            let work: Vec<(u32, ShardStatus, u32, Option<Assignee>)> = s
                 .shards(ix, None, 0, usize::MAX)
                 .into_iter()
                 .map(|v| {
@@ -1097,7 +1100,7 @@ impl ManagerState {
                 Effect::Publish(n) => notices.push(n),
                 Effect::Reply(f) => f(durable),
                 Effect::Confirm { executor, key } => {
-                    confirms.entry(executor).or_insert_with(Vec::new).push((&key).into());
+                    confirms.entry(executor).or_default().push((&key).into());
                 }
             }
         }

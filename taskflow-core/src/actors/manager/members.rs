@@ -128,14 +128,13 @@ impl ManagerState {
         if let Some(ix) = existing
             && let Some(r) = &self.executors[ix].remote
             && !r.lost
+            && r.instance != join.instance
         {
-            if r.instance != join.instance {
-                return reject(format!(
-                    "duplicate name: an executor named `{}` is already connected; give each \
-                     executor a unique --name",
-                    join.executor
-                ));
-            }
+            return reject(format!(
+                "duplicate name: an executor named `{}` is already connected; give each \
+                 executor a unique --name",
+                join.executor
+            ));
         }
         if existing.is_some_and(|ix| self.executors[ix].remote.is_none()) {
             return reject(format!(
