@@ -24,7 +24,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskflow"));
+        Proc::spawn_exe(Path::new(env!("CARGO_BIN_EXE_taskflow")), args, env)
+    }
+
+    /// Spawns another executable with the cluster cookie and quiet logs.
+    pub fn spawn_exe(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(exe);
         cmd.args(args)
             .env("TASKFLOW_COOKIE", COOKIE)
             .env("TASKFLOW_LOG", "warn")
