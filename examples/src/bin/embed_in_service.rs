@@ -1,31 +1,26 @@
 //! Embedding taskflow-core in an existing tokio service, with a behavior of the service's own.
 //!
-//! Run: `cargo run -p taskflow-examples --bin embed_in_service -- [DATE] [TASK...]`
-//! e.g. `cargo run -p taskflow-examples --bin embed_in_service -- 2026-09-30 money_fund_income`
-//! (defaults: 2026-09-30, the last business day before the National Day holiday, and the tasks
-//! `money_fund_income clearing bank_reconciliation`). `TASKFLOW_FUND_STEP_DELAY=1s` slows the
-//! steps down; `TASKFLOW_INJECT_FAILURES=clearing:D101:1` makes a shard fail; Ctrl-C cancels.
+//! Run: `cargo run -p taskflow-examples --bin embed_in_service -- [DATE]`
+//! (default 2026-09-30, the last business day before the National Day holiday).
+//! `TASKFLOW_FUND_STEP_DELAY=1s` slows the steps down; `TASKFLOW_INJECT_FAILURES=clearing:D101:1`
+//! makes a shard fail once (it is retried only if its task has retries); Ctrl-C stops the
+//! runtime (running shards are stopped, the journal closed; a rerun resumes the day).
 //!
 //! The service builds one `BehaviorRegistry` with the built-ins, the fund behaviors and its
-//! own `bank.reconcile_statement`, and extends the bundled flow with a task that uses it. The
-//! actor runtime (whose `Manager` handle will schedule, retry and record all of this) is not
-//! written yet, so for now the example drives shards itself: registration and split of one
-//! task on one date, then `run_shard` for each shard concurrently, printing the outcomes. It
-//! will be rewritten around the runtime's handle once that exists.
+//! own `bank.reconcile_statement`, extends the bundled flow with a task that uses it, and
+//! starts the actor runtime in-process (`Runtime::start`, journal in a temp directory). It
+//! follows the day through a subscription (task status changes) and waits for the end with
+//! `ManagerHandle::wait_until_done` — the same handle the HTTP server uses.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use taskflow_core::behavior::{
-    BehaviorError, BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine,
-    Progress, RunOptions, ShardContext, ShardOutcome, ShardSink, TaskBehavior, run_shard,
-};
+use taskflow_core::behavior::{BehaviorError, BehaviorRegistry, ShardContext, TaskBehavior};
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
+use taskflow_core::runtime::{DayOutcome, Notice, Runtime, RuntimeOptions, Topic};
 use taskflow_examples::fund_clearing::{self, FundOptions};
-use taskflow_examples::shards::shard_specs;
-use tokio::task::JoinSet;
 
 /// The service's own task, appended to the bundled flow: after settlement, match each agent's
 /// bank statement against the day's settlement instructions.
@@ -64,42 +59,18 @@ impl TaskBehavior for BankReconciliation {
     }
 }
 
-/// Prints a shard's log lines and checkpoints to stdout, prefixed with `task/shard`.
-struct PrintSink {
-    prefix: String,
-}
-
-impl ShardSink for PrintSink {
-    fn checkpoint(&self, checkpoint: Checkpoint) -> BoxFuture<'_, Result<(), CheckpointError>> {
-        println!("{}  ✓ {}", self.prefix, checkpoint.name);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn progress(&self, _progress: Progress) {}
-
-    fn log(&self, line: LogLine) {
-        println!("{}  {:?}: {}", self.prefix, line.level, line.message);
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let date: BusinessDate = match args.next() {
+    let date: BusinessDate = match std::env::args().nth(1) {
         Some(text) => text.parse().with_context(|| format!("`{text}` is not a YYYY-MM-DD date"))?,
         None => "2026-09-30".parse()?,
     };
-    let mut tasks: Vec<String> = args.collect();
-    if tasks.is_empty() {
-        tasks = ["money_fund_income", "clearing", "bank_reconciliation"].map(String::from).into();
-    }
 
     let mut registry = BehaviorRegistry::with_builtins();
-    let options = FundOptions { step_delay: Duration::from_millis(200), ..FundOptions::default() }
+    let options = FundOptions { step_delay: Duration::from_millis(20), ..FundOptions::default() }
         .with_env()?;
     fund_clearing::register_with(&mut registry, options)?;
     registry.register("bank.reconcile_statement", || BankReconciliation)?;
-    let registry = Arc::new(registry);
 
     let flow_text = format!("{}{BANK_TASK}", fund_clearing::FLOW_TOML);
     let flow = Flow::from_strs(
@@ -110,41 +81,44 @@ async fn main() -> anyhow::Result<()> {
     )?;
     println!("{}", flow.summary());
 
-    // One token for the whole run: Ctrl-C asks every running shard to stop.
-    let cancel = CancelToken::new();
-    tokio::spawn({
-        let cancel = cancel.clone();
-        async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
+    let data_dir = std::env::temp_dir().join(format!("taskflow-embed-{}", std::process::id()));
+    let opts = RuntimeOptions {
+        data_dir: data_dir.clone(),
+        date: Some(date),
+        // The service has no operator at hand: manual tasks (day_init) run when ready.
+        auto_execute_manual: true,
+        ..RuntimeOptions::default()
+    };
+    let (runtime, handle) = Runtime::start(Arc::new(flow), registry, opts).await?;
+    println!("day {date}: journal in {}", data_dir.display());
+
+    let mut statuses = handle.subscribe(vec![Topic::Day]).await?;
+    let printer = tokio::spawn(async move {
+        while let Some(notice) = statuses.next().await {
+            if let Notice::TaskStatus { task, status, .. } = notice {
+                println!("  {task:<28} {status}");
             }
         }
     });
-
-    for task_id in &tasks {
-        let task = flow.task_by_id(task_id).with_context(|| format!("no task `{task_id}`"))?;
-        let specs = shard_specs(&flow, task_id, date, &registry)?;
-        println!("\n== {task_id} on {date}: {} shard(s), behavior {}", specs.len(), task.behavior);
-        let options = RunOptions { timeout: task.timeout, ..RunOptions::default() };
-        let mut running = JoinSet::new();
-        for spec in specs {
-            let behavior = registry.acquire(&task.behavior)?;
-            let sink = Arc::new(PrintSink { prefix: format!("{task_id}/{}", spec.shard) });
-            let (cancel, options) = (cancel.clone(), options.clone());
-            let shard = spec.shard.clone();
-            running.spawn(async move {
-                (shard, run_shard(&*behavior, spec, cancel, sink, &options).await)
-            });
+    let outcome = tokio::select! {
+        r = handle.wait_until_done(Duration::from_secs(600)) => Some(r?),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    printer.abort();
+    runtime.shutdown().await?;
+    match outcome {
+        Some(DayOutcome::Completed(_)) => println!("day {date} completed"),
+        Some(DayOutcome::Stalled(board)) => {
+            let waiting: Vec<String> = board
+                .tasks
+                .iter()
+                .filter(|t| !t.status.is_done())
+                .map(|t| t.id.to_string())
+                .collect();
+            println!("day {date} stalled; needs an operator: {}", waiting.join(", "));
         }
-        let mut failed = 0;
-        while let Some(joined) = running.join_next().await {
-            let (shard, outcome) = joined?;
-            if outcome != ShardOutcome::Succeeded {
-                failed += 1;
-                println!("{task_id}/{shard}  => {outcome:?}");
-            }
-        }
-        println!("== {task_id}: {failed} shard(s) did not succeed");
+        None => println!("stopped; run again to resume day {date}"),
     }
+    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
