@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Assignment, AttemptKey, JobKind, Report, Upstream};
 use crate::behavior::{
@@ -201,6 +201,9 @@ impl Actor for SlotRunner {
 /// declare they block); its outcome comes back as [`SlotMsg::Done`].
 fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<SlotMsg>) {
     let key = a.key.clone();
+    // Quiet by default; multi-process fault tests enable it to learn that a process really
+    // runs a shard before they kill it.
+    debug!(job = %key, slot = a.slot, behavior = %a.behavior, "job started");
     let lease = args.registry.acquire(&a.behavior);
     let sink =
         Arc::new(Sink { up: args.up.clone(), key: key.clone(), last_step: Mutex::new(None) });
