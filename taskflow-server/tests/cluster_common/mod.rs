@@ -87,11 +87,14 @@ impl Proc {
         self.output().matches(needle).count()
     }
 
-    /// Waits (bounded) until `needle` occurs more than `seen` times: "a new one since".
-    pub fn wait_for_more(&self, needle: &str, seen: usize, within: Duration) -> bool {
+    /// Waits (bounded) until this executor is running a shard right now: more `job started`
+    /// than `job ended` lines (needs [`JOB_STARTED_LOG`]). Poll, then signal at once: a shard
+    /// of the example takes several steps, far longer than the 20 ms poll.
+    pub fn wait_running_shard(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if self.count(needle) > seen {
+            let out = self.output();
+            if out.matches("job started").count() > out.matches("job ended").count() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -181,8 +184,8 @@ impl Cluster {
     }
 }
 
-/// The log filter that makes an executor print `job started` when a slot starts a shard: the
-/// signal fault tests wait for before they kill or stop a process.
+/// The log filter that makes an executor print `job started` / `job ended` as a slot starts
+/// and finishes a shard: the signal fault tests wait for before they kill or stop a process.
 pub const JOB_STARTED_LOG: (&str, &str) =
     ("TASKFLOW_LOG", "warn,taskflow_core::actors::slot=debug");
 
