@@ -54,8 +54,10 @@ fn garbage_newer_versions_and_oversize_messages_are_rejected_and_the_day_complet
             .await
             .expect("a peer with the right cookie gets a session");
 
-        // Undecodable: a version-1 header and a byte MessagePack never uses.
-        let reason = rejected_reason(send_thrice(&peer, vec![0x00, 0x01, 0xc1]).await);
+        // Undecodable: a current version header and a byte MessagePack never uses.
+        let mut garbage = PROTOCOL_VERSION.to_be_bytes().to_vec();
+        garbage.push(0xc1);
+        let reason = rejected_reason(send_thrice(&peer, garbage).await);
         assert!(reason.contains("undecodable"), "{reason}");
 
         // Truncated: shorter than the version header.

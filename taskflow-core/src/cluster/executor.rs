@@ -21,7 +21,7 @@ use super::messages::{
 use super::node::{self, NodeEvent};
 use super::wire::Wire;
 use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
-use crate::actors::{AttemptKey, Report, Upstream};
+use crate::actors::{Assignment, AttemptKey, Report, Upstream};
 use crate::behavior::{BehaviorRegistry, BoxFuture, LogLevel};
 use crate::runtime::Notice;
 
@@ -104,6 +104,11 @@ struct LinkState {
     /// A drain was requested: tell every manager session, leave once idle and confirmed.
     draining: bool,
     notes_window: Option<(Instant, u32)>,
+    /// `Some` while a join is in flight: assignments that overtake the join's answer wait
+    /// here, with their epoch and slot. The manager dispatches as soon as it accepted the
+    /// join, and nothing orders its `Assign` cast after the join's reply reaching the session
+    /// task; refusing it lost the shard for good (the manager still counted it running).
+    early: Option<Vec<(u64, u32, Assignment)>>,
 }
 
 impl Link {
@@ -330,6 +335,12 @@ impl Actor for Agent {
                 };
                 {
                     let mut st = state.link.lock();
+                    if st.manager.is_none()
+                        && let Some(early) = st.early.as_mut()
+                    {
+                        early.push((a.epoch, a.slot, assignment));
+                        return Ok(());
+                    }
                     if st.manager.is_none() || st.epoch != a.epoch {
                         warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of another epoch or registration refused");
                         return Ok(());
@@ -442,7 +453,11 @@ async fn connection_loop(
         .map_err(ExecutorError::Startup)?;
         let end = session(cfg, behaviors, link, executor, &node, &mut rx, drained).await;
         fence(link, executor, "the session ended");
-        link.lock().manager = None;
+        {
+            let mut st = link.lock();
+            st.manager = None;
+            st.early = None;
+        }
         node.stop(None);
         match end {
             Err(SessionFail::Handshake) => {
@@ -495,6 +510,27 @@ async fn drain_call(
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Starts the assignments that arrived before the join's answer, if they are of its epoch.
+fn start_early_assignments(link: &Link, executor: &ActorRef<ExecutorMsg>, epoch: u64) {
+    let early = link.lock().early.take().unwrap_or_default();
+    if !early.is_empty() {
+        info!(jobs = early.len(), "assignments that overtook the join's answer are started");
+    }
+    for (job_epoch, slot, assignment) in early {
+        if job_epoch != epoch {
+            warn!(job = %assignment.key, epoch = job_epoch, current = epoch, "assignment of another epoch refused");
+            continue;
+        }
+        {
+            let mut st = link.lock();
+            st.running.insert(slot, assignment.key.clone());
+            st.job_epochs.insert(assignment.key.clone(), epoch);
+            st.busy.insert(slot);
+        }
+        let _ = executor.cast(ExecutorMsg::Assign(assignment));
     }
 }
 
@@ -569,6 +605,7 @@ async fn session(
         let bytes = codec::encode_version(cfg.protocol_version, "join", &join)
             .map_err(|e| SessionFail::Rejected(e.to_string()))?;
         let sent = Instant::now();
+        link.lock().early.get_or_insert_with(Vec::new);
         let answer = inbox.call(|r| Wire::Call(bytes, r), Some(Duration::from_secs(10))).await;
         let (epoch, lease, every) = match answer {
             Ok(CallResult::Success(b)) => match codec::decode::<Reply>("join reply", &b) {
@@ -598,6 +635,7 @@ async fn session(
             st.manager = Some(inbox.clone());
             st.epoch = epoch;
         }
+        start_early_assignments(link, executor, epoch);
         if !held_outcomes.is_empty() {
             info!(outcomes = held_outcomes.len(), "held outcomes re-reported and reconciled");
         }
