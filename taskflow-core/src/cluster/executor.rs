@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::codec::{self, RejectLog};
 use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
@@ -338,6 +338,7 @@ impl Actor for Agent {
                     if st.manager.is_none()
                         && let Some(early) = st.early.as_mut()
                     {
+                        debug!(job = %assignment.key, "assignment held until the join is answered");
                         early.push((a.epoch, a.slot, assignment));
                         return Ok(());
                     }
