@@ -90,7 +90,7 @@ enum StoreCommand {
     },
     /// Print a business day's logged events, one JSON object per line, oldest first.
     ///
-    /// Read-only; the store must not be open in another process. Events compacted into a
+    /// Changes no event; the store must not be open in another process. Events compacted into a
     /// snapshot are gone from the log: a note on stderr then says where the log starts.
     Events {
         /// A data directory, or one day's store directory.

@@ -87,8 +87,9 @@ fn single_store(dir: &Path) -> anyhow::Result<PathBuf> {
 /// `taskflow store events DIR [--date D]`: prints the events in the store's log, one JSON
 /// object per line (`{"seq":…,"at_ms":…,"kind":{…}}`, the event's serde form), oldest first.
 ///
-/// Read-only apart from recovery's usual truncation of a torn tail; the store must not be open
-/// in another process (a running manager holds its lock). Events before the newest kept
+/// Opens the store as `backup` does — recovery may truncate a torn tail, and closing records
+/// the durable seq — but changes no event; the store must not be open in another process (a
+/// running manager holds its lock). Events before the newest kept
 /// snapshot may have been compacted away: a note on stderr then says from which seq the log
 /// starts, so a count over the printed events is known to be partial.
 pub(crate) fn events(dir: &Path, date: Option<&str>) -> anyhow::Result<ExitCode> {
