@@ -23,6 +23,7 @@
 
 mod behaviors;
 mod failure;
+mod file_ledger;
 mod ledger;
 
 use std::fmt;
@@ -36,6 +37,7 @@ use taskflow_core::model::parse_duration;
 use behaviors::{FundBehavior, Kind};
 
 pub use failure::{FailureKind, FailurePlan, FailureRule, FailureSpecError, INJECT_FAILURES_ENV};
+pub use file_ledger::{FileLedger, KeyAttempts, LEDGER_DIR_ENV};
 pub use ledger::{Ledger, MemoryLedger};
 
 /// `examples/fund-clearing/flow.toml`.
@@ -118,8 +120,10 @@ impl FundOptions {
         FundOptions { step_delay: Self::DEMO_STEP_DELAY, ..FundOptions::default() }
     }
 
-    /// The defaults, overridden by `TASKFLOW_FUND_STEP_DELAY` (a duration such as `"800ms"`)
-    /// and `TASKFLOW_INJECT_FAILURES` (a [`FailurePlan`] spec) when they are set.
+    /// The defaults, overridden by `TASKFLOW_FUND_STEP_DELAY` (a duration such as `"800ms"`),
+    /// `TASKFLOW_INJECT_FAILURES` (a [`FailurePlan`] spec) and `TASKFLOW_LEDGER_DIR` (a
+    /// directory: postings go to a [`FileLedger`] there, shared by every process using it)
+    /// when they are set.
     pub fn from_env() -> Result<Self, OptionsError> {
         Self::default().with_env()
     }
@@ -139,6 +143,11 @@ impl FundOptions {
         }
         if let Some(spec) = var(INJECT_FAILURES_ENV) {
             self.failures = FailurePlan::parse(&spec)?;
+        }
+        if let Some(dir) = var(LEDGER_DIR_ENV).filter(|d| !d.is_empty()) {
+            let ledger = FileLedger::open(&dir)
+                .map_err(|e| OptionsError::Ledger { dir, problem: e.to_string() })?;
+            self.ledger = Some(Arc::new(ledger));
         }
         Ok(self)
     }
@@ -180,6 +189,14 @@ pub enum OptionsError {
     /// `TASKFLOW_INJECT_FAILURES` is not a valid spec.
     #[error("{INJECT_FAILURES_ENV}: {0}")]
     Failures(#[from] FailureSpecError),
+    /// `TASKFLOW_LEDGER_DIR` cannot be opened as a ledger directory.
+    #[error("{LEDGER_DIR_ENV}=`{dir}`: cannot open the ledger directory: {problem}")]
+    Ledger {
+        /// The directory as set.
+        dir: String,
+        /// The I/O error.
+        problem: String,
+    },
 }
 
 #[cfg(test)]
@@ -205,6 +222,27 @@ mod tests {
             .with_vars(|name| (name == STEP_DELAY_ENV).then(|| "soon".to_owned()))
             .expect_err("bad delay");
         assert!(matches!(bad, OptionsError::StepDelay { .. }), "{bad}");
+    }
+
+    #[test]
+    fn the_ledger_directory_variable_makes_a_file_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger");
+        let path_str = path.to_str().unwrap().to_owned();
+        let options = FundOptions::default()
+            .with_vars(|name| (name == LEDGER_DIR_ENV).then(|| path_str.clone()))
+            .expect("a creatable directory");
+        let ledger = options.ledger.expect("a ledger");
+        assert!(ledger.post("k", 1));
+        assert!(path.join("entries").is_dir());
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let file_str = file.to_str().unwrap().to_owned();
+        let bad = FundOptions::default()
+            .with_vars(|name| (name == LEDGER_DIR_ENV).then(|| file_str.clone()))
+            .expect_err("a file is not a ledger directory");
+        assert!(bad.to_string().starts_with("TASKFLOW_LEDGER_DIR="), "{bad}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub(crate) mod executor;
 pub(crate) mod manager;
 pub mod messages;
 mod node;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod wire;
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};

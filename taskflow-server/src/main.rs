@@ -88,6 +88,17 @@ enum StoreCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Print a business day's logged events, one JSON object per line, oldest first.
+    ///
+    /// Changes no event; the store must not be open in another process. Events compacted into a
+    /// snapshot are gone from the log: a note on stderr then says where the log starts.
+    Events {
+        /// A data directory, or one day's store directory.
+        data: PathBuf,
+        /// The business date, YYYY-MM-DD (needed when the data directory holds several days).
+        #[arg(long)]
+        date: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +117,9 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Restore { file, data, force }) => {
             commands::store::restore(&file, &data, force)
         }
+        Command::Store(StoreCommand::Events { data, date }) => {
+            commands::store::events(&data, date.as_deref())
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -117,7 +131,8 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr through `tracing`; levels per module come from `TASKFLOW_LOG` (or
-/// `RUST_LOG`) in env-filter syntax. The default is quiet: warnings and errors only.
+/// `RUST_LOG`) in env-filter syntax. The default is quiet: warnings and errors only. Colours
+/// only when stderr is a terminal.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("TASKFLOW_LOG")
@@ -125,5 +140,11 @@ fn init_logging() {
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or a pipe gets plain `field=value` text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }

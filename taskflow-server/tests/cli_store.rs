@@ -100,3 +100,39 @@ fn inspect_of_something_that_is_not_a_store_says_what_it_expected() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("neither a taskflow store"), "{}", text(&out));
 }
+
+#[test]
+fn events_prints_each_logged_event_as_one_json_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let day = make_day(&data);
+    let date = Path::new("2026-09-30");
+    let (store, events, flag) = (Path::new("store"), Path::new("events"), Path::new("--date"));
+
+    for args in [
+        vec![store, events, &data, flag, date],
+        vec![store, events, &data],
+        vec![store, events, &day],
+    ] {
+        let out = taskflow(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["seq"], 1);
+        assert_eq!(lines[0]["kind"]["day_opened"]["date"], "2026-09-30");
+        assert_eq!(lines[1]["kind"]["task_registered"]["shards"].as_array().unwrap().len(), 50);
+        assert!(
+            out.stderr.is_empty(),
+            "no compaction note: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let out = taskflow(&[store, events, &data, flag, Path::new("2026-10-01")]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no store for business date 2026-10-01"), "{}", text(&out));
+}

@@ -13,8 +13,11 @@ fn a_manager_and_three_executors_complete_the_example_day() {
     let c = Cluster::new();
     let mut m = c.manager(2000, &[]);
     let execs: Vec<Proc> = (1..=3).map(|i| c.executor(&format!("e{i}"), 2, &[])).collect();
+    // Under load the manager's first `Assign` can overtake its answer to the executor's join;
+    // such a shard used to be refused by the executor and the day hung until this timeout.
     let code = m.wait_exit(Duration::from_secs(120));
-    assert_eq!(code, Some(0), "manager:\n{}", m.output());
+    let outputs: Vec<String> = execs.iter().map(Proc::output).collect();
+    assert_eq!(code, Some(0), "manager:\n{}\nexecutors:\n{}", m.output(), outputs.join("\n"));
     assert_all_done(&c.read_report());
     let joined = execs.iter().filter(|e| e.output().contains("joined the manager")).count();
     assert_eq!(joined, 3, "every executor joined");

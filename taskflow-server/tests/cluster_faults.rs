@@ -10,20 +10,22 @@ use std::time::Duration;
 use support::*;
 
 const SLOW: [(&str, &str); 1] = [("TASKFLOW_FUND_STEP_DELAY", "250ms")];
+/// SLOW, and the `job started` log line the victims are watched for.
+const SLOW_WATCHED: [(&str, &str); 2] = [SLOW[0], JOB_STARTED_LOG];
 
 #[test]
 fn kill_9_of_an_executor_mid_shard_reassigns_its_shards_and_the_day_completes() {
     let c = Cluster::new();
     let mut m = c.manager(1000, &SLOW);
-    let victim = c.executor("victim", 2, &SLOW);
+    let victim = c.executor("victim", 2, &SLOW_WATCHED);
     assert!(victim.wait_for("joined the manager", Duration::from_secs(30)), "{}", victim.output());
-    // Let the victim take shards, then join the survivor and kill the victim mid-shard.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Join the survivor, then kill the victim while it runs a shard.
     let survivor = c.executor("survivor", 2, &SLOW);
     assert!(survivor.wait_for("joined the manager", Duration::from_secs(30)));
+    assert!(victim.wait_running_shard(Duration::from_secs(60)), "{}", victim.output());
     victim.signal("-9");
     assert!(
-        m.wait_for("executor lost", Duration::from_secs(10)),
+        m.wait_for_line(&["executor lost", "executor=victim"], Duration::from_secs(10)),
         "the manager noticed the dead executor:\n{}",
         m.output()
     );
@@ -37,11 +39,11 @@ fn kill_9_of_an_executor_mid_shard_reassigns_its_shards_and_the_day_completes() 
 fn a_stopped_executor_is_lost_within_the_lease_and_its_late_results_are_rejected() {
     let c = Cluster::new();
     let mut m = c.manager(1000, &SLOW);
-    let frozen = c.executor("frozen", 2, &SLOW);
+    let frozen = c.executor("frozen", 2, &SLOW_WATCHED);
     assert!(frozen.wait_for("joined the manager", Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(1200));
     let other = c.executor("other", 2, &SLOW);
     assert!(other.wait_for("joined the manager", Duration::from_secs(30)));
+    assert!(frozen.wait_running_shard(Duration::from_secs(60)), "{}", frozen.output());
     frozen.signal("-STOP");
     let stopped_at = std::time::Instant::now();
     assert!(m.wait_for("executor lost", Duration::from_secs(10)), "{}", m.output());

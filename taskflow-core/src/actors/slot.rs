@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Assignment, AttemptKey, JobKind, Report, Upstream};
 use crate::behavior::{
@@ -201,6 +201,9 @@ impl Actor for SlotRunner {
 /// declare they block); its outcome comes back as [`SlotMsg::Done`].
 fn start_job(args: &SlotArgs, a: Assignment, cancel: CancelToken, me: ActorRef<SlotMsg>) {
     let key = a.key.clone();
+    // Quiet by default; multi-process fault tests enable it (with "job ended") to learn that
+    // a process is running a shard right now before they kill or stop it.
+    debug!(job = %key, slot = a.slot, behavior = %a.behavior, "job started");
     let lease = args.registry.acquire(&a.behavior);
     let sink =
         Arc::new(Sink { up: args.up.clone(), key: key.clone(), last_step: Mutex::new(None) });
@@ -260,6 +263,7 @@ impl DoneGuard {
 
     fn finish(&mut self, outcome: ShardOutcome) {
         if let Some(key) = self.key.take() {
+            debug!(job = %key, ?outcome, "job ended");
             let last_step =
                 self.sink.last_step.lock().unwrap_or_else(PoisonError::into_inner).take();
             let _ = self.me.cast(SlotMsg::Done(key, outcome, last_step));

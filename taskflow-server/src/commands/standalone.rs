@@ -128,7 +128,9 @@ impl StandaloneArgs {
 /// The behaviors the binary hosts: the built-ins (`noop`, `command`) and the bundled
 /// example's `fund.*` behaviors. `TASKFLOW_FUND_STEP_DELAY` (e.g. `800ms`) slows the simulated
 /// steps down for a demo; `TASKFLOW_INJECT_FAILURES` injects failures (see
-/// `taskflow_examples::fund_clearing::FailurePlan`).
+/// `taskflow_examples::fund_clearing::FailurePlan`); `TASKFLOW_LEDGER_DIR` makes the behaviors
+/// post their money movements to a file ledger in that directory, shared by every process that
+/// uses it (`taskflow_examples::fund_clearing::FileLedger`), so duplicates can be counted.
 pub(crate) fn registry() -> anyhow::Result<BehaviorRegistry> {
     let mut registry = BehaviorRegistry::with_builtins();
     let options = FundOptions::default().with_env().context("fund behavior options")?;

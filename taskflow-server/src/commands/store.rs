@@ -1,8 +1,8 @@
-//! `taskflow store inspect|backup|restore`: the next step when a store is in doubt.
+//! `taskflow store inspect|backup|restore|events`: the next step when a store is in doubt.
 //!
 //! A data directory holds one store per business day under `days/<YYYY-MM-DD>/`. `inspect`
 //! accepts either a data directory (every day is inspected) or one day's store; `backup` and
-//! `restore` work on one day's store.
+//! `restore` work on one day's store; `events` prints one day's logged events as JSON lines.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,4 +82,64 @@ fn single_store(dir: &Path) -> anyhow::Result<PathBuf> {
             )
         }
     }
+}
+
+/// `taskflow store events DIR [--date D]`: prints the events in the store's log, one JSON
+/// object per line (`{"seq":…,"at_ms":…,"kind":{…}}`, the event's serde form), oldest first.
+///
+/// Opens the store as `backup` does — recovery may truncate a torn tail, and closing records
+/// the durable seq — but changes no event; the store must not be open in another process (a
+/// running manager holds its lock). Events before the newest kept
+/// snapshot may have been compacted away: a note on stderr then says from which seq the log
+/// starts, so a count over the printed events is known to be partial.
+pub(crate) fn events(dir: &Path, date: Option<&str>) -> anyhow::Result<ExitCode> {
+    let store_dir = match date {
+        Some(d) => {
+            let day = dir.join("days").join(d);
+            if !day.join("STORE").exists() {
+                anyhow::bail!(
+                    "{} has no store for business date {d} (no {}): --date needs a data \
+                     directory; pass a day's store directory without --date",
+                    dir.display(),
+                    day.join("STORE").display()
+                );
+            }
+            day
+        }
+        None => match stores_under(dir)?.as_slice() {
+            [one] => one.clone(),
+            _ => single_store(dir).context("pass --date YYYY-MM-DD to choose a business day")?,
+        },
+    };
+    let (store, recovered) = store::Store::open(&store_dir, store::StoreOptions::default())
+        .with_context(|| format!("opening {}", store_dir.display()))?;
+    let mut first = None;
+    let mut count = 0u64;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for record in store.read_from(1) {
+        let (seq, payload) = record.with_context(|| format!("reading {}", store_dir.display()))?;
+        let event = taskflow_core::state::DayEvent::decode(&payload)
+            .with_context(|| format!("event {seq} in {} does not decode", store_dir.display()))?;
+        first.get_or_insert(seq);
+        count += 1;
+        serde_json::to_writer(&mut out, &event)?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+    }
+    std::io::Write::flush(&mut out)?;
+    drop(out);
+    let compacted = match first {
+        Some(seq) => seq > 1,
+        None => recovered.snapshot.is_some(),
+    };
+    if compacted {
+        eprintln!(
+            "note: the log of {} starts at seq {} (earlier events were compacted into the \
+             snapshot at seq {}); {count} events printed",
+            store_dir.display(),
+            first.unwrap_or(recovered.next_seq),
+            recovered.snapshot.as_ref().map_or(0, |s| s.seq)
+        );
+    }
+    store.close().with_context(|| format!("closing {}", store_dir.display()))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -75,6 +75,38 @@ impl Proc {
         false
     }
 
+    /// Waits (bounded) until one line of the output contains every one of `needles`.
+    pub fn wait_for_line(&self, needles: &[&str], within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.output().lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// How many times `needle` occurs in the output so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.output().matches(needle).count()
+    }
+
+    /// Waits (bounded) until this executor is running a shard right now: more `job started`
+    /// than `job ended` lines (needs [`JOB_STARTED_LOG`]). Poll, then signal at once: a shard
+    /// of the example takes several steps, far longer than the 20 ms poll.
+    pub fn wait_running_shard(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let out = self.output();
+            if out.matches("job started").count() > out.matches("job ended").count() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Waits (bounded) for the exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
@@ -172,6 +204,30 @@ impl Cluster {
     pub fn read_report(&self) -> serde_json::Value {
         read_json(&self.report())
     }
+}
+
+/// The log filter that makes an executor print `job started` / `job ended` as a slot starts
+/// and finishes a shard: the signal fault tests wait for before they kill or stop a process.
+pub const JOB_STARTED_LOG: (&str, &str) =
+    ("TASKFLOW_LOG", "warn,taskflow_core::actors::slot=debug");
+
+/// What `taskflow store events DATA --date DATE` prints: one JSON value per event.
+pub fn store_events(data: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskflow"))
+        .args(["store", "events", data.to_str().unwrap(), "--date", DATE])
+        .output()
+        .expect("run taskflow store events");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "store events failed: {stderr}");
+    assert!(
+        !stderr.contains("compacted"),
+        "the log was compacted, so counting its events would be partial: {stderr}"
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect()
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
