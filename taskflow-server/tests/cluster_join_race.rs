@@ -3,8 +3,9 @@
 //! executor's session task. The executor used to refuse it ("assignment of another epoch or
 //! registration") while the manager counted the shard as running there: the day hung (seen as
 //! `cluster_day` timing out on a loaded machine). Here a [`FakeManager`] forces that order on
-//! a real executor process: it sends the `Assign` first, waits until the executor has handled
-//! it (its debug log), and only then answers the join. The job must run and be reported.
+//! a real executor process: it sends the `Assign` first, waits until the executor has started
+//! it (the slot's debug log: an executor accepts an assignment of its current epoch or a newer
+//! one), and only then answers the join. The job must run and be reported.
 
 #[path = "cluster_common/mod.rs"]
 mod support;
@@ -37,7 +38,7 @@ fn an_assignment_that_overtakes_the_join_answer_is_run() {
     let (fake, mut rx) = rt
         .block_on(FakeManager::start(addr.parse().unwrap(), COOKIE))
         .expect("the fake manager listens");
-    let log = ("TASKFLOW_LOG", "warn,taskflow_core::cluster::executor=debug");
+    let log = ("TASKFLOW_LOG", "warn,taskflow_core::actors::slot=debug");
     let exec =
         Proc::spawn(&["executor", "--manager", &addr, "--name", "e1", "--slots", "1"], &[log]);
 
@@ -72,10 +73,9 @@ fn an_assignment_that_overtakes_the_join_answer_is_run() {
     });
     let bytes = codec::encode("assign", &assign).unwrap();
     fake.cast_to_executor(&join.executor, join.instance, bytes).expect("the agent is advertised");
-    // The agent has handled the Assign (held it, or — the old bug — refused it) before the
-    // join is answered.
+    // The agent has started the job before the join is answered (the old bug: it refused it).
     assert!(
-        exec.wait_for_line(&["t[0]"], Duration::from_secs(30)),
+        exec.wait_for_line(&["job started", "t[0]"], Duration::from_secs(30)),
         "the executor handled the early assignment:\n{}",
         exec.output()
     );
