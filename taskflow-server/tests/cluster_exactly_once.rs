@@ -1,10 +1,13 @@
-//! Exactly-once effects under executor faults, with real processes on 127.0.0.1.
+//! Exactly-once effects under executor and manager faults, with real processes on 127.0.0.1.
 //!
 //! A manager and three executor processes run the example day with slow steps, every executor
 //! posting its money movements to one shared [`FileLedger`] (`TASKFLOW_LEDGER_DIR`). While the
 //! day runs, one executor is `kill -9`ed and another `kill -STOP`ped (declared lost) and then
 //! `kill -CONT`ed, each only while it is running a shard (more `job started` than `job ended`
 //! lines in its slot debug log), so the faults hit running shards rather than idle processes.
+//!
+//! Then the manager itself is `kill -9`ed while a shard runs and started again on the same data
+//! dir: the executors re-join and re-report the outcomes they held (two-phase confirmation).
 //!
 //! What must hold, and how each check could fail:
 //! - **The day completes**: the manager exits 0 and its report says every task ended well.
@@ -89,22 +92,24 @@ fn faulted_executors_post_every_ledger_entry_exactly_once_and_each_shard_succeed
     frozen.signal("-CONT");
     assert!(lost, "the manager declared the stopped executor lost:\n{}", m.output());
 
-    // ------------------------------------------------------------------------------------
-    // FAULT 3 (reserved for the lead, once two-phase outcome confirmation lands): kill -9
-    // the MANAGER mid-day and restart it on the same --data and --cluster address, e.g.
-    //
-    //     m.signal("-9");
-    //     let _ = m.wait_exit(Duration::from_secs(10));
-    //     m = c.manager(1000, &env);   // same data dir, address, report path
-    //
-    // then let the executors re-join with their held outcomes. Every assertion below must
-    // keep holding unchanged: no posting committed twice, one `succeed` per shard (the
-    // restarted manager must confirm held outcomes, not re-run them under a new key).
-    // Note: `store_events` counts the log of the restarted manager too (same day store).
-    // ------------------------------------------------------------------------------------
+    // Fault 3: kill -9 the MANAGER while a shard runs, and start it again on the same data
+    // dir and address. The executors re-join and re-report what finished meanwhile (two-phase
+    // confirmation); nothing may become unconfirmed (the default policy would roll it back and
+    // re-post under a new generation's keys, which the ledger check below catches).
+    assert!(steady.wait_running_shard(Duration::from_secs(60)), "{}", steady.output());
+    m.signal("-9");
+    assert!(m.wait_exit(Duration::from_secs(10)).is_some(), "the manager died");
+    let before = m.output();
+    m = c.manager(1000, &env);
 
     let code = m.wait_exit(Duration::from_secs(300));
-    assert_eq!(code, Some(0), "manager:\n{}", m.output());
+    assert_eq!(code, Some(0), "manager:\n{before}\n--- restarted ---\n{}", m.output());
+    let restarted = m.output();
+    assert!(
+        restarted.contains("waiting for their executors to re-report"),
+        "shards were in flight at the manager's kill:\n{restarted}"
+    );
+    assert!(!restarted.contains("unconfirmed"), "nothing became unconfirmed:\n{restarted}");
     assert_all_done(&c.read_report());
     drop((killed, frozen, steady));
 
