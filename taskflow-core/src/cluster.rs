@@ -16,6 +16,9 @@ pub(crate) mod manager;
 pub mod messages;
 mod node;
 pub mod wire;
+// --- replication (issue 4 part 7) ---
+pub(crate) mod replica;
+// --- end replication ---
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};
 pub use manager::ClusterListen;

@@ -135,6 +135,8 @@ pub struct Journal {
     pending: Vec<DayEvent>,
     snapshots: Option<Snapshotter>,
     last_snapshot: watch::Receiver<u64>,
+    /// Replication: a bounded copy of the newest flushed events (see `set_tap`).
+    tap: Option<Arc<crate::actors::manager::ReplicationTail>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -216,6 +218,7 @@ impl Journal {
             pending: Vec::new(),
             snapshots: Some(snapshots),
             last_snapshot,
+            tap: None,
         };
         Ok((journal, recovery))
     }
@@ -248,6 +251,9 @@ impl Journal {
             return Ok(None);
         };
         let batch: Vec<(u64, Vec<u8>)> = self.pending.iter().map(|e| (e.seq, e.encode())).collect();
+        if let Some(tap) = &self.tap {
+            tap.push(&batch);
+        }
         self.store.append(batch)?;
         let events = std::mem::take(&mut self.pending);
         if let Some(s) = &self.snapshots {
@@ -283,6 +289,19 @@ impl Journal {
     pub fn log_stats(&self) -> LogStats {
         self.store.stats()
     }
+
+    // --- replication ---
+    /// Copies every flushed batch into `tap` (bounded; replication reads the live tail from
+    /// it instead of the disk).
+    pub(crate) fn set_tap(&mut self, tap: Arc<crate::actors::manager::ReplicationTail>) {
+        self.tap = Some(tap);
+    }
+
+    /// The store (replication catch-up reads the log and the snapshot from it).
+    pub(crate) fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+    // --- end replication ---
 
     /// The store's epoch metadata, bumped durably (blocking: an fsync). For manager start.
     pub fn bump_epoch(&self) -> Result<u64, store::Error> {

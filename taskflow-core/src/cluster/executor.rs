@@ -14,11 +14,13 @@ use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
 use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
+use super::messages::ReplicaPosition;
 use super::messages::{
     CheckpointMsg, Heartbeat, Join, LastStep, Reply, ReportBody, ReportMsg, ToExecutor, ToManager,
     WireAttempt,
 };
 use super::node::{self, NodeEvent};
+use super::replica::{ReplicaActor, ReplicaArgs, ReplicaMsg, ReplicaSet, ToManagerFn};
 use super::wire::Wire;
 use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::actors::{AttemptKey, Report, Upstream};
@@ -42,6 +44,9 @@ pub struct ExecutorConfig {
     pub listen: SocketAddr,
     /// The protocol version to announce (a test hook; normally [`codec::PROTOCOL_VERSION`]).
     pub protocol_version: u16,
+    /// The data directory for replicas of the manager's day logs (`--data`); none: this
+    /// executor keeps no replica.
+    pub data: Option<std::path::PathBuf>,
 }
 
 impl ExecutorConfig {
@@ -55,6 +60,7 @@ impl ExecutorConfig {
             stop_grace: Duration::from_secs(10),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             protocol_version: codec::PROTOCOL_VERSION,
+            data: None,
         }
     }
 }
@@ -85,6 +91,8 @@ struct Link {
     name: String,
     instance: u64,
     state: Mutex<LinkState>,
+    /// The replicas this process keeps, for `Join` (kept current by the replica keeper).
+    replicas: Arc<Mutex<Vec<ReplicaPosition>>>,
 }
 
 #[derive(Default)]
@@ -96,6 +104,13 @@ struct LinkState {
     /// Slots whose job has not returned yet (including fenced ones).
     busy: HashSet<u32>,
     notes_window: Option<(Instant, u32)>,
+    // --- replication ---
+    /// Where replica acks and chunks go: the manager inbox of the session (also while the
+    /// manager is recovering, when `manager` is none).
+    replica_to: Option<ActorRef<Wire>>,
+    /// The highest epoch a manager accepted this process in.
+    seen_epoch: u64,
+    // --- end replication ---
 }
 
 impl Link {
@@ -254,20 +269,21 @@ struct AgentState {
     link: Arc<Link>,
     executor: ActorRef<ExecutorMsg>,
     rejects: RejectLog,
+    replica: Option<ActorRef<ReplicaMsg>>,
 }
 
 impl Actor for Agent {
     type Msg = Wire;
     type State = AgentState;
-    type Arguments = (Arc<Link>, ActorRef<ExecutorMsg>);
+    type Arguments = (Arc<Link>, ActorRef<ExecutorMsg>, Option<ActorRef<ReplicaMsg>>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Wire>,
-        (link, executor): (Arc<Link>, ActorRef<ExecutorMsg>),
+        (link, executor, replica): (Arc<Link>, ActorRef<ExecutorMsg>, Option<ActorRef<ReplicaMsg>>),
     ) -> Result<AgentState, ActorProcessingErr> {
         ractor::pg::join(EXECUTOR_GROUP.to_owned(), vec![myself.get_cell()]);
-        Ok(AgentState { link, executor, rejects: RejectLog::default() })
+        Ok(AgentState { link, executor, rejects: RejectLog::default(), replica })
     }
 
     async fn handle(
@@ -314,6 +330,40 @@ impl Actor for Agent {
                 let key = AttemptKey::from(&s.key);
                 let _ = state.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
             }
+            // --- replication ---
+            Ok(ToExecutor::Replicate(r)) => {
+                let current = {
+                    let st = state.link.lock();
+                    st.manager.is_some() && st.epoch == r.epoch
+                };
+                match &state.replica {
+                    // Only the manager this process is registered with extends the replica.
+                    Some(replica) if current => {
+                        let _ = replica.cast(ReplicaMsg::Stream(r));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let err = codec::WireError::Body {
+                            what: "replication",
+                            detail: "this executor keeps no replica (no --data)".into(),
+                        };
+                        state.rejects.reject("manager", &err);
+                    }
+                }
+            }
+            Ok(ToExecutor::ReplicaPull(p)) => match &state.replica {
+                Some(replica) => {
+                    let _ = replica.cast(ReplicaMsg::Pull(p));
+                }
+                None => {
+                    let err = codec::WireError::Body {
+                        what: "replica pull",
+                        detail: "this executor keeps no replica (no --data)".into(),
+                    };
+                    state.rejects.reject("manager", &err);
+                }
+            },
+            // --- end replication ---
         }
         Ok(())
     }
@@ -343,6 +393,7 @@ pub async fn run_executor(
         name: cfg.name.clone(),
         instance,
         state: Mutex::new(LinkState::default()),
+        replicas: Arc::new(Mutex::new(Vec::new())),
     });
     let up: Arc<dyn Upstream> = Arc::new(RemoteUpstream(link.clone()));
     let exec_args = ExecutorArgs {
@@ -356,17 +407,57 @@ pub async fn run_executor(
     let (executor, _) = Actor::spawn(None, Executor, exec_args)
         .await
         .map_err(|e| ExecutorError::Startup(format!("cannot start the slots: {e}")))?;
+    let replica = start_replica(&cfg, &link).await?;
     let (agent, _) = Actor::spawn(
         Some(agent_name(&cfg.name, instance)),
         Agent,
-        (link.clone(), executor.clone()),
+        (link.clone(), executor.clone(), replica.clone()),
     )
     .await
     .map_err(|e| ExecutorError::Startup(format!("cannot start the agent: {e}")))?;
     let result = connection_loop(&cfg, &behaviors, &link, &executor).await;
     agent.stop(None);
     executor.stop(None);
+    if let Some(r) = replica {
+        r.stop(None);
+    }
     result
+}
+
+/// Starts the replica keeper when the executor has `--data` (says once that it keeps none
+/// otherwise).
+async fn start_replica(
+    cfg: &ExecutorConfig,
+    link: &Arc<Link>,
+) -> Result<Option<ActorRef<ReplicaMsg>>, ExecutorError> {
+    let Some(data) = &cfg.data else {
+        println!(
+            "executor {}: no --data: this executor keeps no replica of the manager's events",
+            cfg.name
+        );
+        return Ok(None);
+    };
+    let set = ReplicaSet::open(data, crate::store::StoreOptions::default())
+        .map_err(ExecutorError::Startup)?;
+    let to = link.clone();
+    let send: ToManagerFn = Arc::new(move |msg| {
+        let target = to.lock().replica_to.clone();
+        if let Some(m) = target {
+            to.send(&m, &msg);
+        }
+    });
+    let args = ReplicaArgs {
+        set,
+        executor: cfg.name.clone(),
+        instance: link.instance,
+        send,
+        positions: link.replicas.clone(),
+    };
+    let (actor, _) = Actor::spawn(None, ReplicaActor, args)
+        .await
+        .map_err(|e| ExecutorError::Startup(format!("cannot start the replica keeper: {e}")))?;
+    println!("executor {}: keeping replicas in {}", cfg.name, data.join("replica").display());
+    Ok(Some(actor))
 }
 
 enum SessionEnd {
@@ -391,7 +482,11 @@ async fn connection_loop(
         .map_err(ExecutorError::Startup)?;
         let end = session(cfg, behaviors, link, executor, &node, &mut rx).await;
         fence(link, executor, "the session ended");
-        link.lock().manager = None;
+        {
+            let mut st = link.lock();
+            st.manager = None;
+            st.replica_to = None;
+        }
         node.stop(None);
         match end {
             Err(SessionFail::Handshake) => {
@@ -482,6 +577,9 @@ async fn session(
             slots: cfg.slots.max(1),
             behaviors: behaviors.to_vec(),
             held_outcomes: Vec::new(),
+            replicas: link.replicas.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            seen_epoch: link.lock().seen_epoch,
+            keeps_replica: cfg.data.is_some(),
         });
         let bytes = codec::encode_version(cfg.protocol_version, "join", &join)
             .map_err(|e| SessionFail::Rejected(e.to_string()))?;
@@ -497,6 +595,32 @@ async fn session(
                 Ok(Reply::JoinRejected { reason } | Reply::Rejected { reason }) => {
                     return Err(SessionFail::Rejected(reason));
                 }
+                // --- replication ---
+                Ok(Reply::Recovering { retry_ms }) => {
+                    let first = link.lock().replica_to.replace(inbox.clone()).is_none();
+                    if first {
+                        println!(
+                            "executor {}: the manager is recovering its day from replicas; waiting",
+                            cfg.name
+                        );
+                    }
+                    let wait = Duration::from_millis(retry_ms.clamp(10, 10_000));
+                    let until = tokio::time::Instant::now() + wait;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            ev = rx.recv() => match ev {
+                                Some(NodeEvent::Disconnected { node_id: n, .. }) if n == node_id => {
+                                    return Ok(SessionEnd::Retry("the session closed".into()));
+                                }
+                                None => return Ok(SessionEnd::Retry("node stopped".into())),
+                                _ => {}
+                            },
+                        }
+                    }
+                    continue;
+                }
+                // --- end replication ---
                 Ok(other) => return Err(SessionFail::Rejected(format!("unexpected {other:?}"))),
                 Err(e) => return Err(SessionFail::Rejected(e.to_string())),
             },
@@ -506,6 +630,8 @@ async fn session(
             let mut st = link.lock();
             st.manager = Some(inbox.clone());
             st.epoch = epoch;
+            st.replica_to = Some(inbox.clone());
+            st.seen_epoch = st.seen_epoch.max(epoch);
         }
         println!(
             "executor {}: joined the manager at {} (epoch {epoch}, {} slots, lease {lease:?})",

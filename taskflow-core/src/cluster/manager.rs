@@ -149,6 +149,11 @@ impl Actor for Inbox {
             (Ok(ToManager::Heartbeat(hb)), Some(reply)) => ClusterIn::Heartbeat { hb, reply },
             (Ok(ToManager::Checkpoint(cp)), Some(reply)) => ClusterIn::Checkpoint { cp, reply },
             (Ok(ToManager::Report(r)), None) => ClusterIn::Report(r),
+            // Replication acks go to `actors::manager::replication`, not to `members`.
+            (Ok(ToManager::ReplicaAck(a)), None) => {
+                let _ = state.manager.cast(ManagerMsg::ReplicaAck(a));
+                return Ok(());
+            }
             (Ok(other), reply) => {
                 let what = if reply.is_some() { "a call" } else { "a cast" };
                 let err = codec::WireError::Body {
@@ -189,6 +194,8 @@ fn variant_name(m: &ToManager) -> &'static str {
         ToManager::Heartbeat(_) => "heartbeat",
         ToManager::Checkpoint(_) => "checkpoint",
         ToManager::Report(_) => "report",
+        ToManager::ReplicaAck(_) => "replica ack",
+        ToManager::ReplicaChunk(_) => "replica chunk",
     }
 }
 
@@ -198,6 +205,8 @@ fn peer_of(m: &ToManager) -> &str {
         ToManager::Heartbeat(h) => &h.executor,
         ToManager::Checkpoint(c) => &c.executor,
         ToManager::Report(r) => &r.executor,
+        ToManager::ReplicaAck(a) => &a.executor,
+        ToManager::ReplicaChunk(c) => &c.executor,
     }
 }
 

@@ -14,6 +14,11 @@ use crate::actors::{Assignment, AttemptKey, JobKind};
 use crate::behavior::{Params, ShardOutcome};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 
+// --- replication (issue 4 part 7) ---
+mod replica;
+pub use replica::*;
+// --- end replication ---
+
 /// Executor → manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToManager {
@@ -27,6 +32,10 @@ pub enum ToManager {
     Checkpoint(CheckpointMsg),
     /// A cast: a job ended, was abandoned, freed its slot, or logged / made progress.
     Report(ReportMsg),
+    /// A cast: a replica's durable position (replication).
+    ReplicaAck(ReplicaAckMsg),
+    /// A cast: part of a replica, answering a recovering manager's [`ToExecutor::ReplicaPull`].
+    ReplicaChunk(ReplicaChunkMsg),
 }
 
 /// Manager → executor (casts).
@@ -36,6 +45,10 @@ pub enum ToExecutor {
     Assign(AssignMsg),
     /// Stop a job (cooperative, forced after the grace).
     Stop(StopMsg),
+    /// Part of the replication stream (executors with `--data`).
+    Replicate(ReplicateMsg),
+    /// A recovering manager asks for part of the executor's replica.
+    ReplicaPull(ReplicaPullMsg),
 }
 
 /// The answer to every call.
@@ -73,6 +86,12 @@ pub enum Reply {
         /// Clear text.
         reason: String,
     },
+    /// The manager is recovering its day from replicas: the executor keeps the session,
+    /// answers [`ToExecutor::ReplicaPull`] and joins again after `retry_ms`.
+    Recovering {
+        /// When to send `Join` again.
+        retry_ms: u64,
+    },
 }
 
 /// Registration.
@@ -92,6 +111,15 @@ pub struct Join {
     /// Outcomes it still holds, unconfirmed (two-phase confirmation; empty for now).
     #[serde(default)]
     pub held_outcomes: Vec<HeldOutcome>,
+    /// The replicas this executor keeps (none without `--data`), newest dates first.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaPosition>,
+    /// The highest manager epoch this executor process was accepted in (0: none yet).
+    #[serde(default)]
+    pub seen_epoch: u64,
+    /// Whether this executor keeps replicas (`--data`): only then is it sent the stream.
+    #[serde(default)]
+    pub keeps_replica: bool,
 }
 
 /// An outcome an executor keeps until the manager confirms it.
