@@ -18,6 +18,8 @@ mod node;
 pub mod wire;
 // --- replication (issue 4 part 7) ---
 pub(crate) mod replica;
+pub mod recovery;
+pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_replicas};
 // --- end replication ---
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};

@@ -373,6 +373,21 @@ impl ReplicatorState {
                 && p.seq + 1 >= first_log
                 && !self.recovered_from.is_some_and(|(e, s)| p.epoch < e && p.seq > s)
         });
+        if let Some(other) = replicas.iter().find(|p| {
+            p.date == self.args.date && p.cluster_id != self.args.cluster_id && p.seq > self.durable
+        }) {
+            // An operator may have started this day afresh after losing the manager's data:
+            // the other replica is kept (replicas are per cluster id) and can still be recovered.
+            warn!(
+                executor = %name,
+                other_cluster = %other.cluster_id,
+                other_seq = other.seq,
+                "this executor holds a longer replica of the day from another cluster id: if the \
+                 manager's data was lost, stop it, remove the day's directory and restart with \
+                 --recover-from-replicas --recover-cluster-id {}",
+                other.cluster_id
+            );
+        }
         let (stage, next) = match continues {
             Some(p) => (Stage::Events, p.seq + 1),
             None => (Stage::NeedsBegin, 0),
