@@ -17,8 +17,8 @@ pub mod messages;
 mod node;
 pub mod wire;
 // --- replication (issue 4 part 7) ---
-pub(crate) mod replica;
 pub mod recovery;
+pub(crate) mod replica;
 pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_replicas};
 // --- end replication ---
 

@@ -23,7 +23,7 @@ use super::node::{self, NodeEvent};
 use super::replica::{ReplicaActor, ReplicaArgs, ReplicaMsg, ReplicaSet, ToManagerFn};
 use super::wire::Wire;
 use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
-use crate::actors::{AttemptKey, Report, Upstream};
+use crate::actors::{Assignment, AttemptKey, Report, Upstream};
 use crate::behavior::{BehaviorRegistry, BoxFuture, LogLevel};
 use crate::runtime::Notice;
 
@@ -110,6 +110,9 @@ struct LinkState {
     replica_to: Option<ActorRef<Wire>>,
     /// The highest epoch a manager accepted this process in.
     seen_epoch: u64,
+    /// Assignments of a newer epoch that arrived before the join answer that announces the
+    /// epoch was processed (a recovered manager assigns at once); run once it is.
+    early: Vec<(u64, Assignment)>,
     // --- end replication ---
 }
 
@@ -317,6 +320,12 @@ impl Actor for Agent {
                 };
                 {
                     let mut st = state.link.lock();
+                    // --- replication: the join answer may still be on its way ---
+                    if a.epoch > st.epoch && st.early.len() < 4096 {
+                        st.early.push((a.epoch, assignment));
+                        return Ok(());
+                    }
+                    // --- end replication ---
                     if st.manager.is_none() || st.epoch != a.epoch {
                         warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of another epoch or registration refused");
                         return Ok(());
@@ -486,6 +495,7 @@ async fn connection_loop(
             let mut st = link.lock();
             st.manager = None;
             st.replica_to = None;
+            st.early.clear();
         }
         node.stop(None);
         match end {
@@ -632,6 +642,15 @@ async fn session(
             st.epoch = epoch;
             st.replica_to = Some(inbox.clone());
             st.seen_epoch = st.seen_epoch.max(epoch);
+            // --- replication: assignments that overtook the join answer ---
+            for (e, a) in std::mem::take(&mut st.early) {
+                if e == epoch {
+                    st.running.insert(a.slot, a.key.clone());
+                    st.busy.insert(a.slot);
+                    let _ = executor.cast(ExecutorMsg::Assign(a));
+                }
+            }
+            // --- end replication ---
         }
         println!(
             "executor {}: joined the manager at {} (epoch {epoch}, {} slots, lease {lease:?})",

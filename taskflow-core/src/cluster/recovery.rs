@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::codec::{self, RejectLog};
 use super::manager::{ClusterListen, MANAGER_GROUP, MANAGER_INBOX, RemoteExecutor, send_reply};
 use super::messages::{
-    ChunkBody, PullPart, Reply, ReplicaChunkMsg, ReplicaPosition, ReplicaPullMsg, ToExecutor,
+    ChunkBody, PullPart, ReplicaChunkMsg, ReplicaPosition, ReplicaPullMsg, Reply, ToExecutor,
     ToManager,
 };
 use super::node;
@@ -83,7 +83,14 @@ pub struct RecoveryError(pub String);
 const PULL_BYTES: u64 = 1 << 20;
 
 enum Input {
-    Join { name: String, instance: u64, replicas: Vec<ReplicaPosition>, seen_epoch: u64, keeps: bool, agent: Option<ActorRef<Wire>> },
+    Join {
+        name: String,
+        instance: u64,
+        replicas: Vec<ReplicaPosition>,
+        seen_epoch: u64,
+        keeps: bool,
+        agent: Option<ActorRef<Wire>>,
+    },
     Chunk(ReplicaChunkMsg),
 }
 
@@ -134,7 +141,9 @@ impl Actor for RecoveryInbox {
                 if let Some(reply) = reply {
                     send_reply(
                         reply,
-                        &Reply::Rejected { reason: "the manager is recovering from replicas".into() },
+                        &Reply::Rejected {
+                            reason: "the manager is recovering from replicas".into(),
+                        },
                     );
                 }
             }
@@ -174,21 +183,27 @@ pub async fn recover_from_replicas(
     let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), RecoveryInbox, tx)
         .await
         .map_err(|e| RecoveryError(format!("cannot start the recovery inbox: {e}")))?;
-    let node = match node::start("taskflow-manager".into(), listen.cookie.clone(), listen.addr, |_| {}).await {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = inbox.stop_and_wait(None, Some(Duration::from_secs(5))).await;
-            return Err(RecoveryError(e));
-        }
-    };
+    let node =
+        match node::start("taskflow-manager".into(), listen.cookie.clone(), listen.addr, |_| {})
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = inbox.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+                return Err(RecoveryError(e));
+            }
+        };
     println!(
         "taskflow manager: recovering {date} from executor replicas: waiting for {} executor(s) \
          with --data (at most {:?}) on {}",
         opts.quorum, opts.wait, listen.addr
     );
     let result = run(&mut rx, day_dir, date, opts, store_opts).await;
-    let _ = node.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+    // The node first (it would respawn a stopped listener), then its listener and sessions,
+    // so the manager can bind the address again at once.
+    let cell = node.get_cell();
     let _ = node.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+    let _ = cell.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
     let _ = inbox.stop_and_wait(None, Some(Duration::from_secs(5))).await;
     result
 }
@@ -288,7 +303,14 @@ async fn run(
         std::fs::remove_dir_all(&staging)
             .map_err(|e| RecoveryError(format!("cannot clear {}: {e}", staging.display())))?;
     }
-    let mut puller = Puller { rx, agent, name: name.clone(), position: position.clone(), request: 0, timeout: opts.chunk_timeout };
+    let mut puller = Puller {
+        rx,
+        agent,
+        name: name.clone(),
+        position: position.clone(),
+        request: 0,
+        timeout: opts.chunk_timeout,
+    };
     let snapshot_seq = puller.pull_into(&staging, store_opts, max_epoch).await?;
     if let Some(parent) = day_dir.parent() {
         std::fs::create_dir_all(parent)
@@ -337,14 +359,17 @@ impl Puller<'_> {
             date: self.position.date.clone(),
             part,
         });
-        let bytes = codec::encode("replica pull", &msg).map_err(|e| RecoveryError(e.to_string()))?;
-        self.agent
-            .cast(Wire::Cast(bytes))
-            .map_err(|_| RecoveryError(format!("executor {} went away during recovery", self.name)))?;
+        let bytes =
+            codec::encode("replica pull", &msg).map_err(|e| RecoveryError(e.to_string()))?;
+        self.agent.cast(Wire::Cast(bytes)).map_err(|_| {
+            RecoveryError(format!("executor {} went away during recovery", self.name))
+        })?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Input::Chunk(c))) if c.executor == self.name && c.request == self.request => {
+                Ok(Some(Input::Chunk(c)))
+                    if c.executor == self.name && c.request == self.request =>
+                {
                     return match c.body {
                         ChunkBody::Error { reason } => Err(RecoveryError(format!(
                             "executor {} cannot serve its replica: {reason}",
@@ -437,7 +462,9 @@ impl Puller<'_> {
         }
         // The manager bumps the epoch at start: it will be max_epoch + 1, above every epoch
         // an executor reported. `recovered_from` bounds which replicas may continue later.
-        store.meta_put(crate::actors::manager::META_CLUSTER_ID, &self.position.cluster_id).map_err(err)?;
+        store
+            .meta_put(crate::actors::manager::META_CLUSTER_ID, &self.position.cluster_id)
+            .map_err(err)?;
         store.meta_put("epoch", &max_epoch).map_err(err)?;
         store
             .meta_put(crate::actors::manager::META_RECOVERED_FROM, &(max_epoch + 1, last))

@@ -176,13 +176,8 @@ fn recover(args: &ManagerArgs, opts: &RuntimeOptions, date: BusinessDate) -> any
     };
     let day_dir = opts.day_dir(date);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(recover_from_replicas(
-        listen,
-        &day_dir,
-        date,
-        &ropts,
-        &opts.journal.store,
-    ));
+    let outcome =
+        rt.block_on(recover_from_replicas(listen, &day_dir, date, &ropts, &opts.journal.store));
     rt.shutdown_timeout(Duration::from_millis(500));
     match outcome? {
         RecoveryOutcome::NotNeeded => {
