@@ -75,7 +75,13 @@ impl ReplicationTail {
 
     /// Events `from..=upto` (at most `max_bytes`, at least one), if the tail still holds
     /// `from`; `None` if `from` was evicted.
-    fn take(&self, from: u64, upto: u64, max_bytes: usize) -> Option<Vec<Arc<[u8]>>> {
+    fn take(
+        &self,
+        from: u64,
+        upto: u64,
+        max_events: u64,
+        max_bytes: usize,
+    ) -> Option<Vec<Arc<[u8]>>> {
         let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let first = t.events.front()?.0;
         if from < first {
@@ -84,7 +90,10 @@ impl ReplicationTail {
         let mut out = Vec::new();
         let mut size = 0;
         for (seq, p) in t.events.iter().skip((from - first) as usize) {
-            if *seq > upto || (!out.is_empty() && size + p.len() > max_bytes) {
+            if *seq > upto
+                || out.len() as u64 >= max_events
+                || (!out.is_empty() && size + p.len() > max_bytes)
+            {
                 break;
             }
             size += p.len();
@@ -461,11 +470,15 @@ impl ReplicatorState {
                     break;
                 }
                 let room = (WINDOW_BYTES - p.inflight_bytes).min(PART_BYTES);
+                let credits = WINDOW_EVENTS - unacked;
                 let events: Vec<Arc<[u8]>> = if !p.buffered.is_empty() {
                     let mut out = Vec::new();
                     let mut size = 0;
                     while let Some((seq, e)) = p.buffered.front() {
-                        if *seq > durable || (!out.is_empty() && size + e.len() > room) {
+                        if *seq > durable
+                            || out.len() as u64 >= credits
+                            || (!out.is_empty() && size + e.len() > room)
+                        {
                             break;
                         }
                         size += e.len();
@@ -473,7 +486,7 @@ impl ReplicatorState {
                         p.buffered.pop_front();
                     }
                     out
-                } else if let Some(ev) = self.args.tail.take(p.next, durable, room) {
+                } else if let Some(ev) = self.args.tail.take(p.next, durable, credits, room) {
                     ev
                 } else {
                     if p.next < self.args.store.first_log_seq() {
@@ -612,3 +625,6 @@ pub(crate) async fn start(
     info!(%cluster_id, "replicating events to executors with --data");
     Ok(actor)
 }
+
+#[cfg(test)]
+mod tests;
