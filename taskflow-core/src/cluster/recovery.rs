@@ -85,7 +85,6 @@ const PULL_BYTES: u64 = 1 << 20;
 enum Input {
     Join {
         name: String,
-        instance: u64,
         replicas: Vec<ReplicaPosition>,
         seen_epoch: u64,
         keeps: bool,
@@ -127,7 +126,6 @@ impl Actor for RecoveryInbox {
                 let agent = RemoteExecutor::find(&join, 0).map(|r| r.agent);
                 let _ = tx.send(Input::Join {
                     name: join.executor,
-                    instance: join.instance,
                     replicas: join.replicas,
                     seen_epoch: join.seen_epoch,
                     keeps: join.keeps_replica,
@@ -209,7 +207,6 @@ pub async fn recover_from_replicas(
 }
 
 struct Joined {
-    instance: u64,
     replicas: Vec<ReplicaPosition>,
     agent: Option<ActorRef<Wire>>,
 }
@@ -227,7 +224,7 @@ async fn run(
     let mut keepers = BTreeSet::new();
     while keepers.len() < opts.quorum.max(1) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Input::Join { name, instance, replicas, seen_epoch, keeps, agent })) => {
+            Ok(Some(Input::Join { name, replicas, seen_epoch, keeps, agent })) => {
                 max_epoch = max_epoch.max(seen_epoch);
                 for r in &replicas {
                     max_epoch = max_epoch.max(r.epoch);
@@ -242,58 +239,26 @@ async fn run(
                         if keeps { "" } else { " (it keeps none: no --data)" }
                     );
                 }
-                joined.insert(name, Joined { instance, replicas, agent });
+                joined.insert(name, Joined { replicas, agent });
             }
             Ok(Some(Input::Chunk(_))) => {}
             Ok(None) => return Err(RecoveryError("the recovery inbox stopped".into())),
             Err(_) => break,
         }
     }
-    let date_s = date.to_string();
-    let mut candidates: Vec<(String, ReplicaPosition)> = joined
-        .iter()
-        .flat_map(|(n, j)| j.replicas.iter().map(move |r| (n.clone(), r.clone())))
-        .filter(|(_, r)| r.date == date_s)
-        .filter(|(_, r)| opts.cluster_id.as_ref().is_none_or(|c| &r.cluster_id == c))
-        .collect();
-    let ids: BTreeSet<&str> = candidates.iter().map(|(_, r)| r.cluster_id.as_str()).collect();
-    if ids.len() > 1 {
-        let list: Vec<String> = ids
-            .iter()
-            .map(|id| {
-                let best = candidates
-                    .iter()
-                    .filter(|(_, r)| r.cluster_id == *id)
-                    .map(|(n, r)| format!("{n}: epoch {} seq {}", r.epoch, r.seq))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("{id} ({best})")
-            })
-            .collect();
-        return Err(RecoveryError(format!(
-            "executors hold replicas of {date} from {} different clusters: {}; name the one to \
-             recover with --recover-cluster-id ID",
-            ids.len(),
-            list.join("; ")
-        )));
-    }
-    if candidates.is_empty() {
-        return Err(RecoveryError(format!(
-            "no executor that joined ({} joined within {:?}) holds a replica of {date}{}; start \
-             executors with --data, or run without --recover-from-replicas to open the day afresh",
-            joined.len(),
-            opts.wait,
-            opts.cluster_id.as_ref().map(|c| format!(" of cluster {c}")).unwrap_or_default()
-        )));
-    }
-    candidates.sort_by(|a, b| a.1.freshness().cmp(&b.1.freshness()).then(b.0.cmp(&a.0)));
-    let Some((name, position)) = candidates.pop() else {
-        return Err(RecoveryError("no candidate".into()));
-    };
+    let held: Vec<(String, Vec<ReplicaPosition>)> =
+        joined.iter().map(|(n, j)| (n.clone(), j.replicas.clone())).collect();
+    let (name, position) =
+        choose(&held, &date.to_string(), opts.cluster_id.as_deref()).map_err(|reason| {
+            RecoveryError(format!(
+                "{reason} ({} executor(s) joined within {:?})",
+                joined.len(),
+                opts.wait
+            ))
+        })?;
     let Some(agent) = joined.get(&name).and_then(|j| j.agent.clone()) else {
         return Err(RecoveryError(format!("executor {name}'s agent is not reachable")));
     };
-    let _ = joined.get(&name).map(|j| j.instance);
     println!(
         "taskflow manager: recovering from the replica of executor {name} (cluster {}, epoch {}, seq {})",
         position.cluster_id, position.epoch, position.seq
@@ -333,6 +298,52 @@ async fn run(
         position.seq
     );
     Ok(RecoveryOutcome::Recovered { executor: name, position, snapshot_seq, max_epoch })
+}
+
+/// Picks the replica to recover `date` from: among the replicas of that date (of `cluster_id`
+/// if named; ids that are not valid are ignored), the freshest by (epoch, seq), ties going to
+/// the first executor name. Replicas of several cluster ids, or none, are refused.
+pub(crate) fn choose(
+    held: &[(String, Vec<ReplicaPosition>)],
+    date: &str,
+    cluster_id: Option<&str>,
+) -> Result<(String, ReplicaPosition), String> {
+    let mut candidates: Vec<(String, ReplicaPosition)> = held
+        .iter()
+        .flat_map(|(n, rs)| rs.iter().map(move |r| (n.clone(), r.clone())))
+        .filter(|(_, r)| r.date == date && super::replica::valid_id(&r.cluster_id))
+        .filter(|(_, r)| cluster_id.is_none_or(|c| r.cluster_id == c))
+        .collect();
+    let ids: BTreeSet<&str> = candidates.iter().map(|(_, r)| r.cluster_id.as_str()).collect();
+    if ids.len() > 1 {
+        let list: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                let held = candidates
+                    .iter()
+                    .filter(|(_, r)| r.cluster_id == *id)
+                    .map(|(n, r)| format!("{n}: epoch {} seq {}", r.epoch, r.seq))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("{id} ({held})")
+            })
+            .collect();
+        return Err(format!(
+            "executors hold replicas of {date} from {} different clusters: {}; name the one to \
+             recover with --recover-cluster-id ID",
+            ids.len(),
+            list.join("; ")
+        ));
+    }
+    if candidates.is_empty() {
+        return Err(format!(
+            "no executor holds a replica of {date}{}; start executors with --data, or run \
+             without --recover-from-replicas to open the day afresh",
+            cluster_id.map(|c| format!(" of cluster {c}")).unwrap_or_default()
+        ));
+    }
+    candidates.sort_by(|a, b| a.1.freshness().cmp(&b.1.freshness()).then(b.0.cmp(&a.0)));
+    candidates.pop().ok_or_else(|| "no candidate".to_owned())
 }
 
 fn staging_dir(day_dir: &Path) -> PathBuf {
@@ -482,5 +493,55 @@ fn kind(b: &ChunkBody) -> &'static str {
         ChunkBody::Snapshot { .. } => "snapshot chunk",
         ChunkBody::Events { .. } => "events chunk",
         ChunkBody::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(cluster_id: &str, date: &str, epoch: u64, seq: u64) -> ReplicaPosition {
+        ReplicaPosition { cluster_id: cluster_id.into(), date: date.into(), epoch, seq }
+    }
+
+    const D: &str = "2026-09-30";
+
+    #[test]
+    fn the_freshest_replica_by_epoch_then_seq_is_chosen() {
+        let held = vec![
+            ("a".to_owned(), vec![pos("c1", D, 2, 900), pos("c1", "2026-09-29", 9, 9_999)]),
+            ("b".to_owned(), vec![pos("c1", D, 3, 100)]),
+            ("c".to_owned(), vec![pos("c1", D, 3, 100)]),
+            ("d".to_owned(), vec![]),
+        ];
+        let (name, p) = choose(&held, D, None).unwrap();
+        // A newer epoch beats a longer log of an older one; ties go to the first name.
+        assert_eq!((name.as_str(), p.epoch, p.seq), ("b", 3, 100));
+    }
+
+    #[test]
+    fn replicas_of_several_clusters_are_refused_unless_one_is_named() {
+        let held = vec![
+            ("a".to_owned(), vec![pos("c1", D, 2, 900)]),
+            ("b".to_owned(), vec![pos("c2", D, 5, 10)]),
+        ];
+        let err = choose(&held, D, None).unwrap_err();
+        assert!(
+            err.contains("2 different clusters") && err.contains("c1") && err.contains("c2"),
+            "{err}"
+        );
+        assert!(err.contains("--recover-cluster-id"), "{err}");
+        let (name, _) = choose(&held, D, Some("c1")).unwrap();
+        assert_eq!(name, "a");
+    }
+
+    #[test]
+    fn no_replica_of_the_date_is_refused_rather_than_opening_an_empty_day() {
+        let held = vec![("a".to_owned(), vec![pos("c1", "2026-09-29", 2, 900)])];
+        let err = choose(&held, D, None).unwrap_err();
+        assert!(err.contains("no executor holds a replica of 2026-09-30"), "{err}");
+        // A malformed cluster id from a peer is never chosen.
+        let held = vec![("a".to_owned(), vec![pos("../x", D, 2, 900)])];
+        assert!(choose(&held, D, None).is_err());
     }
 }

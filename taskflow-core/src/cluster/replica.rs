@@ -81,7 +81,8 @@ pub(crate) struct ReplicaSet {
     generation: u64,
 }
 
-fn valid_id(s: &str) -> bool {
+/// A cluster id usable as a directory name (peer-controlled: checked before any use).
+pub(crate) fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
