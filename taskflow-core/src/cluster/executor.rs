@@ -20,7 +20,7 @@ use super::messages::{
     WireAttempt,
 };
 use super::node::{self, NodeEvent};
-use super::replica::{ReplicaActor, ReplicaArgs, ReplicaMsg, ReplicaSet, ToManagerFn};
+use super::replica::{ReplicaMsg, ToManagerFn};
 use super::wire::Wire;
 use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::actors::{Assignment, AttemptKey, Report, Upstream};
@@ -433,21 +433,11 @@ pub async fn run_executor(
     result
 }
 
-/// Starts the replica keeper when the executor has `--data` (says once that it keeps none
-/// otherwise).
+/// Starts the replica keeper (`cluster::replica`) when the executor has `--data`.
 async fn start_replica(
     cfg: &ExecutorConfig,
     link: &Arc<Link>,
 ) -> Result<Option<ActorRef<ReplicaMsg>>, ExecutorError> {
-    let Some(data) = &cfg.data else {
-        println!(
-            "executor {}: no --data: this executor keeps no replica of the manager's events",
-            cfg.name
-        );
-        return Ok(None);
-    };
-    let set = ReplicaSet::open(data, crate::store::StoreOptions::default())
-        .map_err(ExecutorError::Startup)?;
     let to = link.clone();
     let send: ToManagerFn = Arc::new(move |msg| {
         let target = to.lock().replica_to.clone();
@@ -455,18 +445,9 @@ async fn start_replica(
             to.send(&m, &msg);
         }
     });
-    let args = ReplicaArgs {
-        set,
-        executor: cfg.name.clone(),
-        instance: link.instance,
-        send,
-        positions: link.replicas.clone(),
-    };
-    let (actor, _) = Actor::spawn(None, ReplicaActor, args)
+    super::replica::start(cfg, link.instance, send, link.replicas.clone())
         .await
-        .map_err(|e| ExecutorError::Startup(format!("cannot start the replica keeper: {e}")))?;
-    println!("executor {}: keeping replicas in {}", cfg.name, data.join("replica").display());
-    Ok(Some(actor))
+        .map_err(ExecutorError::Startup)
 }
 
 enum SessionEnd {

@@ -273,7 +273,7 @@ impl ReplicaSet {
         len: u64,
         crc: u32,
     ) -> Result<Applied, String> {
-        if len > (1 << 34) || (len == 0 && base_seq != 0) {
+        if len > (1 << 32) || (len == 0 && base_seq != 0) {
             return Err(format!("implausible replica start: base seq {base_seq}, {len} bytes"));
         }
         // Start over: the old copy of this (cluster id, date) goes.
@@ -484,6 +484,30 @@ impl ReplicaSet {
             }
         }
     }
+}
+
+/// Starts the replica keeper of an executor with `--data` (says once that it keeps none
+/// otherwise). `send` reaches the current manager; `positions` is kept current for `Join`.
+pub(crate) async fn start(
+    cfg: &super::ExecutorConfig,
+    instance: u64,
+    send: ToManagerFn,
+    positions: Arc<Mutex<Vec<ReplicaPosition>>>,
+) -> Result<Option<ActorRef<ReplicaMsg>>, String> {
+    let Some(data) = &cfg.data else {
+        println!(
+            "executor {}: no --data: this executor keeps no replica of the manager's events",
+            cfg.name
+        );
+        return Ok(None);
+    };
+    let set = ReplicaSet::open(data, StoreOptions::default())?;
+    let args = ReplicaArgs { set, executor: cfg.name.clone(), instance, send, positions };
+    let (actor, _) = Actor::spawn(None, ReplicaActor, args)
+        .await
+        .map_err(|e| format!("cannot start the replica keeper: {e}"))?;
+    println!("executor {}: keeping replicas in {}", cfg.name, data.join("replica").display());
+    Ok(Some(actor))
 }
 
 /// Messages of the [`ReplicaActor`].
