@@ -47,7 +47,7 @@ fn executor(c: &Cluster, name: &str, data: &Path) -> Proc {
             "--data",
             data.to_str().unwrap(),
         ],
-        &[STEP_DELAY],
+        &[STEP_DELAY, ("TASKFLOW_LOG", "warn,taskflow_core::cluster=debug"), ("NO_COLOR", "1")],
     )
 }
 

@@ -14,11 +14,11 @@ use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
 use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
-use super::messages::ReplicaPosition;
 use super::messages::{
     CheckpointMsg, Heartbeat, Join, LastStep, Reply, ReportBody, ReportMsg, ToExecutor, ToManager,
     WireAttempt,
 };
+use super::messages::{ReplicaPosition, ReplicateMsg};
 use super::node::{self, NodeEvent};
 use super::replica::{ReplicaMsg, ToManagerFn};
 use super::wire::Wire;
@@ -113,6 +113,10 @@ struct LinkState {
     /// Assignments of a newer epoch that arrived before the join answer that announces the
     /// epoch was processed (a recovered manager assigns at once); run once it is.
     early: Vec<(u64, Assignment)>,
+    /// Replication parts that overtook the join answer the same way (bounded).
+    early_replication: Vec<ReplicateMsg>,
+    /// The replica keeper, if this executor has `--data`.
+    replica: Option<ActorRef<ReplicaMsg>>,
     // --- end replication ---
 }
 
@@ -350,7 +354,12 @@ impl Actor for Agent {
                     Some(replica) if current => {
                         let _ = replica.cast(ReplicaMsg::Stream(r));
                     }
-                    Some(_) => {}
+                    Some(_) => {
+                        let mut st = state.link.lock();
+                        if r.epoch > st.epoch && st.early_replication.len() < 256 {
+                            st.early_replication.push(r);
+                        }
+                    }
                     None => {
                         let err = codec::WireError::Body {
                             what: "replication",
@@ -417,6 +426,7 @@ pub async fn run_executor(
         .await
         .map_err(|e| ExecutorError::Startup(format!("cannot start the slots: {e}")))?;
     let replica = start_replica(&cfg, &link).await?;
+    link.lock().replica = replica.clone();
     let (agent, _) = Actor::spawn(
         Some(agent_name(&cfg.name, instance)),
         Agent,
@@ -441,8 +451,9 @@ async fn start_replica(
     let to = link.clone();
     let send: ToManagerFn = Arc::new(move |msg| {
         let target = to.lock().replica_to.clone();
-        if let Some(m) = target {
-            to.send(&m, &msg);
+        match target {
+            Some(m) => to.send(&m, &msg),
+            None => tracing::debug!("no manager session: a replica message is dropped"),
         }
     });
     super::replica::start(cfg, link.instance, send, link.replicas.clone())
@@ -477,6 +488,7 @@ async fn connection_loop(
             st.manager = None;
             st.replica_to = None;
             st.early.clear();
+            st.early_replication.clear();
         }
         node.stop(None);
         match end {
@@ -629,6 +641,12 @@ async fn session(
                     st.running.insert(a.slot, a.key.clone());
                     st.busy.insert(a.slot);
                     let _ = executor.cast(ExecutorMsg::Assign(a));
+                }
+            }
+            let early_replication = std::mem::take(&mut st.early_replication);
+            if let Some(replica) = &st.replica {
+                for r in early_replication.into_iter().filter(|r| r.epoch == epoch) {
+                    let _ = replica.cast(ReplicaMsg::Stream(r));
                 }
             }
             // --- end replication ---

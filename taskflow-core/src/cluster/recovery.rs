@@ -81,6 +81,8 @@ pub enum RecoveryOutcome {
 pub struct RecoveryError(pub String);
 
 const PULL_BYTES: u64 = 1 << 20;
+/// An unanswered pull is sent again after this long.
+const RESEND_PULL: Duration = Duration::from_secs(1);
 
 enum Input {
     Join {
@@ -363,39 +365,48 @@ struct Puller<'a> {
 impl Puller<'_> {
     /// One request, one answer (a credit of one chunk: nothing queues on either side).
     async fn ask(&mut self, part: PullPart) -> Result<ChunkBody, RecoveryError> {
-        self.request += 1;
-        let msg = ToExecutor::ReplicaPull(ReplicaPullMsg {
-            request: self.request,
-            cluster_id: self.position.cluster_id.clone(),
-            date: self.position.date.clone(),
-            part,
-        });
-        let bytes =
-            codec::encode("replica pull", &msg).map_err(|e| RecoveryError(e.to_string()))?;
-        self.agent.cast(Wire::Cast(bytes)).map_err(|_| {
-            RecoveryError(format!("executor {} went away during recovery", self.name))
-        })?;
+        // A pull is idempotent: it is sent again every second until one of its copies is
+        // answered (the first copy can overtake the executor's processing of the join
+        // answer, and a chunk sent before that has nowhere to go).
+        let first = self.request + 1;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Input::Chunk(c)))
-                    if c.executor == self.name && c.request == self.request =>
-                {
-                    return match c.body {
-                        ChunkBody::Error { reason } => Err(RecoveryError(format!(
-                            "executor {} cannot serve its replica: {reason}",
-                            self.name
-                        ))),
-                        body => Ok(body),
-                    };
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(RecoveryError("the recovery inbox stopped".into())),
-                Err(_) => {
-                    return Err(RecoveryError(format!(
-                        "executor {} did not answer a replica pull within {:?}",
-                        self.name, self.timeout
-                    )));
+            self.request += 1;
+            let msg = ToExecutor::ReplicaPull(ReplicaPullMsg {
+                request: self.request,
+                cluster_id: self.position.cluster_id.clone(),
+                date: self.position.date.clone(),
+                part: part.clone(),
+            });
+            let bytes =
+                codec::encode("replica pull", &msg).map_err(|e| RecoveryError(e.to_string()))?;
+            self.agent.cast(Wire::Cast(bytes)).map_err(|_| {
+                RecoveryError(format!("executor {} went away during recovery", self.name))
+            })?;
+            let resend = (tokio::time::Instant::now() + RESEND_PULL).min(deadline);
+            loop {
+                match tokio::time::timeout_at(resend, self.rx.recv()).await {
+                    Ok(Some(Input::Chunk(c)))
+                        if c.executor == self.name
+                            && (first..=self.request).contains(&c.request) =>
+                    {
+                        return match c.body {
+                            ChunkBody::Error { reason } => Err(RecoveryError(format!(
+                                "executor {} cannot serve its replica: {reason}",
+                                self.name
+                            ))),
+                            body => Ok(body),
+                        };
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err(RecoveryError("the recovery inbox stopped".into())),
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        return Err(RecoveryError(format!(
+                            "executor {} did not answer a replica pull within {:?}",
+                            self.name, self.timeout
+                        )));
+                    }
+                    Err(_) => break,
                 }
             }
         }

@@ -276,6 +276,15 @@ impl ReplicaSet {
         if len > (1 << 32) || (len == 0 && base_seq != 0) {
             return Err(format!("implausible replica start: base seq {base_seq}, {len} bytes"));
         }
+        let held_epoch = self
+            .positions()
+            .into_iter()
+            .find_map(|p| (p.cluster_id == cluster_id && p.date == date).then_some(p.epoch));
+        if let Some(held) = held_epoch.filter(|&h| h > epoch) {
+            return Err(format!(
+                "a start-over from epoch {epoch} refused: the replica is at epoch {held}"
+            ));
+        }
         // Start over: the old copy of this (cluster id, date) goes.
         if self.open.as_ref().is_some_and(|o| o.cluster_id == cluster_id && o.date == date) {
             self.close_open();
@@ -632,6 +641,7 @@ impl Actor for ReplicaActor {
                 }
             }
             ReplicaMsg::Pull(p) => {
+                tracing::debug!(request = p.request, part = ?p.part, "replica pull");
                 let body = st.args.set.serve(&p);
                 if let ChunkBody::Error { reason } = &body {
                     warn!(%reason, "cannot serve a replica pull");

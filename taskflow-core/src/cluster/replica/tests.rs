@@ -50,6 +50,7 @@ fn events_apply_strictly_in_order_and_a_gap_is_not_applied() {
     // A newer epoch is recorded; an older one may not extend the replica.
     assert_eq!(need(&mut set, msg(4, events(5, &[b"e"]))), ReplicaNeed::Nothing);
     assert!(set.apply(msg(3, events(6, &[b"f"]))).is_err());
+    assert!(set.apply(msg(3, begin_empty())).is_err(), "nor start it over");
     wait_durable(&set, 5);
     drop(set);
     let set = ReplicaSet::open(dir.path(), StoreOptions::for_test()).unwrap();
