@@ -34,6 +34,9 @@ use crate::model::BusinessDate;
 use crate::state::{self, Applied, CodecError, DayEvent, DayState, EventKind};
 use crate::store::{self, Durable, LogStats, Store, StoreOptions, TornTail};
 
+/// A hook shown every flushed batch of `(seq, encoded event)` (replication).
+pub(crate) type Tap = Box<dyn Fn(&[(u64, Vec<u8>)]) + Send>;
+
 /// Options of a [`Journal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalOptions {
@@ -135,8 +138,8 @@ pub struct Journal {
     pending: Vec<DayEvent>,
     snapshots: Option<Snapshotter>,
     last_snapshot: watch::Receiver<u64>,
-    /// Replication: a bounded copy of the newest flushed events (see `set_tap`).
-    tap: Option<Arc<crate::actors::manager::ReplicationTail>>,
+    /// Replication: sees every flushed batch (see `set_tap`).
+    tap: Option<Tap>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -252,7 +255,7 @@ impl Journal {
         };
         let batch: Vec<(u64, Vec<u8>)> = self.pending.iter().map(|e| (e.seq, e.encode())).collect();
         if let Some(tap) = &self.tap {
-            tap.push(&batch);
+            tap(&batch);
         }
         self.store.append(batch)?;
         let events = std::mem::take(&mut self.pending);
@@ -291,9 +294,9 @@ impl Journal {
     }
 
     // --- replication ---
-    /// Copies every flushed batch into `tap` (bounded; replication reads the live tail from
-    /// it instead of the disk).
-    pub(crate) fn set_tap(&mut self, tap: Arc<crate::actors::manager::ReplicationTail>) {
+    /// Shows every flushed batch to `tap` before it is handed to the store (replication keeps
+    /// a bounded copy of the newest events, so it reads the live tail from memory).
+    pub(crate) fn set_tap(&mut self, tap: Tap) {
         self.tap = Some(tap);
     }
 

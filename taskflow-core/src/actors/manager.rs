@@ -14,7 +14,7 @@ mod members;
 mod replication;
 mod views;
 
-pub(crate) use replication::{META_CLUSTER_ID, META_RECOVERED_FROM, ReplicationTail};
+pub(crate) use replication::{META_CLUSTER_ID, META_RECOVERED_FROM};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

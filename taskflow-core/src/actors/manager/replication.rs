@@ -613,7 +613,8 @@ pub(crate) async fn start(
 ) -> Result<ActorRef<ReplicatorMsg>, ActorProcessingErr> {
     let cluster_id = cluster_id(journal)?;
     let tail = Arc::new(ReplicationTail::default());
-    journal.set_tap(tail.clone());
+    let copy = tail.clone();
+    journal.set_tap(Box::new(move |batch| copy.push(batch)));
     let args = ReplicatorArgs {
         store: journal.store(),
         tail,
