@@ -28,7 +28,7 @@ use crate::cluster::messages::{
 };
 use crate::cluster::wire::Wire;
 use crate::journal::Journal;
-use crate::store::Store;
+use crate::store::{LogReader, Store};
 
 /// Caller metadata of the manager's day store: its cluster id (random, set at creation).
 pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
@@ -150,7 +150,12 @@ pub(crate) enum ReadResult {
     /// The store's snapshot at `seq` (none: the log starts at 1).
     Snapshot(Option<(u64, Arc<Vec<u8>>)>),
     /// Durable events from `first`.
-    Events { first: u64, events: Vec<Arc<[u8]>> },
+    Events {
+        first: u64,
+        events: Vec<Arc<[u8]>>,
+        /// The reader, when it stopped at the window (more to read).
+        reader: Option<(u64, LogReader)>,
+    },
 }
 
 /// Arguments of the [`Replicator`].
@@ -187,6 +192,8 @@ struct Peer {
     reading: bool,
     /// Events read from the store, not yet sent (catch-up).
     buffered: VecDeque<(u64, Arc<[u8]>)>,
+    /// The catch-up log reader and the seq it continues at.
+    reader: Option<(u64, LogReader)>,
 }
 
 pub(crate) struct ReplicatorState {
@@ -282,9 +289,10 @@ impl Actor for Replicator {
                             return Ok(());
                         }
                     }
-                    Ok(ReadResult::Events { first, events }) => {
+                    Ok(ReadResult::Events { first, events, reader }) => {
                         if first == p.next && p.buffered.is_empty() {
                             p.buffered.extend((first..).zip(events));
+                            p.reader = reader;
                         }
                     }
                     Err(e) => {
@@ -417,6 +425,7 @@ impl ReplicatorState {
             inflight_bytes: 0,
             reading: false,
             buffered: VecDeque::new(),
+            reader: None,
         }
     }
 
@@ -499,11 +508,16 @@ impl ReplicatorState {
                     let store = self.args.store.clone();
                     let (me, n, instance, from) =
                         (myself.clone(), name.to_owned(), p.instance, p.next);
+                    // A reader left by the previous read continues where it stopped (each
+                    // segment is read once, not once per window).
+                    let kept = p.reader.take().filter(|(next, _)| *next == from);
                     tokio::task::spawn_blocking(move || {
                         let mut events = Vec::new();
                         let mut size = 0;
                         let mut err = None;
-                        for item in store.read_from(from) {
+                        let mut reader = kept.map_or_else(|| store.read_from(from), |(_, r)| r);
+                        let mut full = false;
+                        for item in reader.by_ref() {
                             match item {
                                 Ok((seq, _)) if seq != from + events.len() as u64 => {
                                     err = Some(format!("the log no longer holds seq {from}"));
@@ -513,6 +527,7 @@ impl ReplicatorState {
                                     size += e.len();
                                     events.push(Arc::from(e.as_slice()));
                                     if size >= WINDOW_BYTES {
+                                        full = true;
                                         break;
                                     }
                                 }
@@ -524,7 +539,11 @@ impl ReplicatorState {
                         }
                         let result = match err {
                             Some(e) => Err(e),
-                            None => Ok(ReadResult::Events { first: from, events }),
+                            None => {
+                                let next = from + events.len() as u64;
+                                let reader = full.then_some((next, reader));
+                                Ok(ReadResult::Events { first: from, events, reader })
+                            }
                         };
                         let _ = me.cast(ReplicatorMsg::Read { name: n, instance, result });
                     });
