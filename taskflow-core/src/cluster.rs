@@ -18,6 +18,11 @@ mod node;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod wire;
+// --- replication (issue 4 part 7) ---
+pub mod recovery;
+pub(crate) mod replica;
+pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_replicas};
+// --- end replication ---
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};
 pub use manager::ClusterListen;

@@ -34,6 +34,9 @@ use crate::model::BusinessDate;
 use crate::state::{self, Applied, CodecError, DayEvent, DayState, EventKind};
 use crate::store::{self, Durable, LogStats, Store, StoreOptions, TornTail};
 
+/// A hook shown every flushed batch of `(seq, encoded event)` (replication).
+pub(crate) type Tap = Box<dyn Fn(&[(u64, Vec<u8>)]) + Send>;
+
 /// Options of a [`Journal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalOptions {
@@ -135,6 +138,8 @@ pub struct Journal {
     pending: Vec<DayEvent>,
     snapshots: Option<Snapshotter>,
     last_snapshot: watch::Receiver<u64>,
+    /// Replication: sees every flushed batch (see `set_tap`).
+    tap: Option<Tap>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -216,6 +221,7 @@ impl Journal {
             pending: Vec::new(),
             snapshots: Some(snapshots),
             last_snapshot,
+            tap: None,
         };
         Ok((journal, recovery))
     }
@@ -248,6 +254,9 @@ impl Journal {
             return Ok(None);
         };
         let batch: Vec<(u64, Vec<u8>)> = self.pending.iter().map(|e| (e.seq, e.encode())).collect();
+        if let Some(tap) = &self.tap {
+            tap(&batch);
+        }
         self.store.append(batch)?;
         let events = std::mem::take(&mut self.pending);
         if let Some(s) = &self.snapshots {
@@ -283,6 +292,19 @@ impl Journal {
     pub fn log_stats(&self) -> LogStats {
         self.store.stats()
     }
+
+    // --- replication ---
+    /// Shows every flushed batch to `tap` before it is handed to the store (replication keeps
+    /// a bounded copy of the newest events, so it reads the live tail from memory).
+    pub(crate) fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
+    }
+
+    /// The store (replication catch-up reads the log and the snapshot from it).
+    pub(crate) fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+    // --- end replication ---
 
     /// The store's epoch metadata, bumped durably (blocking: an fsync). For manager start.
     pub fn bump_epoch(&self) -> Result<u64, store::Error> {

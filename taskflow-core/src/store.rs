@@ -48,6 +48,7 @@ mod backup;
 mod error;
 mod format;
 mod log;
+mod seed; // replication: stores seeded from a snapshot
 mod snap;
 
 use std::fs::{self, File, OpenOptions};
@@ -63,6 +64,7 @@ pub use backup::{Report, SegmentReport, Verdict, backup, inspect, restore};
 pub use error::{Error, Result};
 pub use format::{FORMAT_VERSION, Manifest};
 pub use log::{Durable, LogReader, LogStats, MAX_PAYLOAD, SegmentInfo, TornTail};
+pub use seed::create_seeded;
 pub use snap::GenerationReport;
 
 use format::{encode_manifest, now_unix, read_manifest, sync_dir, write_file_durably};

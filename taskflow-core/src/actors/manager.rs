@@ -11,7 +11,10 @@
 
 mod day;
 mod members;
+mod replication;
 mod views;
+
+pub(crate) use replication::{META_CLUSTER_ID, META_RECOVERED_FROM};
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -87,6 +90,8 @@ pub(crate) enum ManagerMsg {
     },
     /// A decoded message from an executor process, or a session event.
     Cluster(ClusterIn),
+    /// An executor's replica acknowledged (forwarded to the replicator).
+    ReplicaAck(crate::cluster::messages::ReplicaAckMsg),
     /// Time to look for executors whose lease ran out (internal timer).
     Sweep,
     /// The window for executors to re-report the shards they ran before this manager
@@ -314,6 +319,8 @@ pub(crate) struct ManagerState {
     pub(crate) flow_digest: String,
     pub(crate) local_up: Arc<LocalUpstream>,
     pub(crate) cluster: Option<ClusterRt>,
+    /// Replication to executors with `--data` (cluster managers only).
+    pub(crate) replicator: Option<ActorRef<replication::ReplicatorMsg>>,
 }
 
 impl Actor for Manager {
@@ -369,12 +376,19 @@ impl Actor for Manager {
                 draining: false,
             });
         }
-        let journal = args.journal;
+        let mut journal = args.journal;
+        let mut replicator = None;
         let cluster = match &opts.cluster {
             None => None,
             Some(listen) => {
                 // A new epoch for every manager start, durable before any executor joins.
                 let epoch = journal.bump_epoch()?;
+                // --- replication ---
+                replicator = Some(
+                    replication::start(&mut journal, args.date.to_string(), epoch, cell.clone())
+                        .await?,
+                );
+                // --- end replication ---
                 let (inbox, node) = crate::cluster::manager::start(listen, myself.clone()).await?;
                 let every = (listen.heartbeat / 2).max(std::time::Duration::from_millis(10));
                 myself.send_interval(every, || ManagerMsg::Sweep);
@@ -444,6 +458,7 @@ impl Actor for Manager {
             flow_digest,
             local_up,
             cluster,
+            replicator,
         })
     }
 
@@ -484,7 +499,12 @@ impl Actor for Manager {
                 state.on_retry_due(task, shard, attempt)
             }
             ManagerMsg::Report(report) => state.on_report(report),
-            ManagerMsg::Cluster(input) => state.on_cluster(input),
+            ManagerMsg::Cluster(input) => {
+                let joining = replication::joining(&input);
+                state.on_cluster(input);
+                state.replication_after_join(joining);
+            }
+            ManagerMsg::ReplicaAck(ack) => state.on_replica_ack(ack),
             ManagerMsg::Sweep => state.sweep(),
             ManagerMsg::ReconcileDue => state.reconcile_due(),
             ManagerMsg::Checkpoint { key, step, name, reply } => {

@@ -18,7 +18,9 @@ use super::messages::{
     CheckpointMsg, DrainMsg, Heartbeat, HeldOutcome, Join, LastStep, Reply, ReportBody, ReportMsg,
     ToExecutor, ToManager, WireAttempt, WireOutcome,
 };
+use super::messages::{ReplicaPosition, ReplicateMsg};
 use super::node::{self, NodeEvent};
+use super::replica::{ReplicaMsg, ToManagerFn};
 use super::wire::Wire;
 use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::actors::{AttemptKey, Report, Upstream};
@@ -42,6 +44,9 @@ pub struct ExecutorConfig {
     pub listen: SocketAddr,
     /// The protocol version to announce (a test hook; normally [`codec::PROTOCOL_VERSION`]).
     pub protocol_version: u16,
+    /// The data directory for replicas of the manager's day logs (`--data`); none: this
+    /// executor keeps no replica.
+    pub data: Option<std::path::PathBuf>,
 }
 
 impl ExecutorConfig {
@@ -55,6 +60,7 @@ impl ExecutorConfig {
             stop_grace: Duration::from_secs(10),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             protocol_version: codec::PROTOCOL_VERSION,
+            data: None,
         }
     }
 }
@@ -85,6 +91,8 @@ struct Link {
     name: String,
     instance: u64,
     state: Mutex<LinkState>,
+    /// The replicas this process keeps, for `Join` (kept current by the replica keeper).
+    replicas: Arc<Mutex<Vec<ReplicaPosition>>>,
 }
 
 #[derive(Default)]
@@ -104,6 +112,17 @@ struct LinkState {
     /// A drain was requested: tell every manager session, leave once idle and confirmed.
     draining: bool,
     notes_window: Option<(Instant, u32)>,
+    // --- replication ---
+    /// Where replica acks and chunks go: the manager inbox of the session (also while the
+    /// manager is recovering, when `manager` is none).
+    replica_to: Option<ActorRef<Wire>>,
+    /// The highest epoch a manager accepted this process in.
+    seen_epoch: u64,
+    /// Replication parts that overtook the join answer the same way (bounded).
+    early_replication: Vec<ReplicateMsg>,
+    /// The replica keeper, if this executor has `--data`.
+    replica: Option<ActorRef<ReplicaMsg>>,
+    // --- end replication ---
 }
 
 impl Link {
@@ -283,20 +302,21 @@ struct AgentState {
     link: Arc<Link>,
     executor: ActorRef<ExecutorMsg>,
     rejects: RejectLog,
+    replica: Option<ActorRef<ReplicaMsg>>,
 }
 
 impl Actor for Agent {
     type Msg = Wire;
     type State = AgentState;
-    type Arguments = (Arc<Link>, ActorRef<ExecutorMsg>);
+    type Arguments = (Arc<Link>, ActorRef<ExecutorMsg>, Option<ActorRef<ReplicaMsg>>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Wire>,
-        (link, executor): (Arc<Link>, ActorRef<ExecutorMsg>),
+        (link, executor, replica): (Arc<Link>, ActorRef<ExecutorMsg>, Option<ActorRef<ReplicaMsg>>),
     ) -> Result<AgentState, ActorProcessingErr> {
         ractor::pg::join(EXECUTOR_GROUP.to_owned(), vec![myself.get_cell()]);
-        Ok(AgentState { link, executor, rejects: RejectLog::default() })
+        Ok(AgentState { link, executor, rejects: RejectLog::default(), replica })
     }
 
     async fn handle(
@@ -353,6 +373,45 @@ impl Actor for Agent {
                     st.held.remove(&AttemptKey::from(k));
                 }
             }
+            // --- replication ---
+            Ok(ToExecutor::Replicate(r)) => {
+                let current = {
+                    let st = state.link.lock();
+                    st.manager.is_some() && st.epoch == r.epoch
+                };
+                match &state.replica {
+                    // Only the manager this process is registered with extends the replica.
+                    Some(replica) if current => {
+                        let _ = replica.cast(ReplicaMsg::Stream(r));
+                    }
+                    Some(_) => {
+                        let mut st = state.link.lock();
+                        if r.epoch > st.epoch && st.early_replication.len() < 256 {
+                            st.early_replication.push(r);
+                        }
+                    }
+                    None => {
+                        let err = codec::WireError::Body {
+                            what: "replication",
+                            detail: "this executor keeps no replica (no --data)".into(),
+                        };
+                        state.rejects.reject("manager", &err);
+                    }
+                }
+            }
+            Ok(ToExecutor::ReplicaPull(p)) => match &state.replica {
+                Some(replica) => {
+                    let _ = replica.cast(ReplicaMsg::Pull(p));
+                }
+                None => {
+                    let err = codec::WireError::Body {
+                        what: "replica pull",
+                        detail: "this executor keeps no replica (no --data)".into(),
+                    };
+                    state.rejects.reject("manager", &err);
+                }
+            },
+            // --- end replication ---
         }
         Ok(())
     }
@@ -385,6 +444,7 @@ pub async fn run_executor(
         name: cfg.name.clone(),
         instance,
         state: Mutex::new(LinkState::default()),
+        replicas: Arc::new(Mutex::new(Vec::new())),
     });
     let up: Arc<dyn Upstream> = Arc::new(RemoteUpstream(link.clone()));
     let exec_args = ExecutorArgs {
@@ -398,10 +458,12 @@ pub async fn run_executor(
     let (executor, _) = Actor::spawn(None, Executor, exec_args)
         .await
         .map_err(|e| ExecutorError::Startup(format!("cannot start the slots: {e}")))?;
+    let replica = start_replica(&cfg, &link).await?;
+    link.lock().replica = replica.clone();
     let (agent, _) = Actor::spawn(
         Some(agent_name(&cfg.name, instance)),
         Agent,
-        (link.clone(), executor.clone()),
+        (link.clone(), executor.clone(), replica.clone()),
     )
     .await
     .map_err(|e| ExecutorError::Startup(format!("cannot start the agent: {e}")))?;
@@ -418,7 +480,28 @@ pub async fn run_executor(
     watcher.abort();
     agent.stop(None);
     executor.stop(None);
+    if let Some(r) = replica {
+        r.stop(None);
+    }
     result
+}
+
+/// Starts the replica keeper (`cluster::replica`) when the executor has `--data`.
+async fn start_replica(
+    cfg: &ExecutorConfig,
+    link: &Arc<Link>,
+) -> Result<Option<ActorRef<ReplicaMsg>>, ExecutorError> {
+    let to = link.clone();
+    let send: ToManagerFn = Arc::new(move |msg| {
+        let target = to.lock().replica_to.clone();
+        match target {
+            Some(m) => to.send(&m, &msg),
+            None => tracing::debug!("no manager session: a replica message is dropped"),
+        }
+    });
+    super::replica::start(cfg, link.instance, send, link.replicas.clone())
+        .await
+        .map_err(ExecutorError::Startup)
 }
 
 enum SessionEnd {
@@ -446,6 +529,11 @@ async fn connection_loop(
         let end = session(cfg, behaviors, link, executor, &node, &mut rx, drained).await;
         link.lock().manager = None;
         fence(link, executor, "the session ended");
+        {
+            let mut st = link.lock();
+            st.replica_to = None;
+            st.early_replication.clear();
+        }
         node.stop(None);
         match end {
             Err(SessionFail::Handshake) => {
@@ -573,6 +661,9 @@ async fn session(
             slots: cfg.slots.max(1),
             behaviors: behaviors.to_vec(),
             held_outcomes: held_outcomes.clone(),
+            replicas: link.replicas.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            seen_epoch: link.lock().seen_epoch,
+            keeps_replica: cfg.data.is_some(),
         });
         let bytes = codec::encode_version(cfg.protocol_version, "join", &join)
             .map_err(|e| SessionFail::Rejected(e.to_string()))?;
@@ -588,6 +679,37 @@ async fn session(
                 Ok(Reply::JoinRejected { reason } | Reply::Rejected { reason }) => {
                     return Err(SessionFail::Rejected(reason));
                 }
+                // --- replication ---
+                Ok(Reply::Recovering { retry_ms }) => {
+                    let first = {
+                        let mut st = link.lock();
+                        // Not a registration: reports stay held until a real join.
+                        st.manager = None;
+                        st.replica_to.replace(inbox.clone()).is_none()
+                    };
+                    if first {
+                        println!(
+                            "executor {}: the manager is recovering its day from replicas; waiting",
+                            cfg.name
+                        );
+                    }
+                    let wait = Duration::from_millis(retry_ms.clamp(10, 10_000));
+                    let until = tokio::time::Instant::now() + wait;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            ev = rx.recv() => match ev {
+                                Some(NodeEvent::Disconnected { node_id: n, .. }) if n == node_id => {
+                                    return Ok(SessionEnd::Retry("the session closed".into()));
+                                }
+                                None => return Ok(SessionEnd::Retry("node stopped".into())),
+                                _ => {}
+                            },
+                        }
+                    }
+                    continue;
+                }
+                // --- end replication ---
                 Ok(other) => return Err(SessionFail::Rejected(format!("unexpected {other:?}"))),
                 Err(e) => return Err(SessionFail::Rejected(e.to_string())),
             },
@@ -605,6 +727,16 @@ async fn session(
             }
             st.manager = Some(inbox.clone());
             st.epoch = epoch;
+            st.replica_to = Some(inbox.clone());
+            st.seen_epoch = st.seen_epoch.max(epoch);
+            // --- replication: parts that overtook the join answer ---
+            let early_replication = std::mem::take(&mut st.early_replication);
+            if let Some(replica) = &st.replica {
+                for r in early_replication.into_iter().filter(|r| r.epoch == epoch) {
+                    let _ = replica.cast(ReplicaMsg::Stream(r));
+                }
+            }
+            // --- end replication ---
         }
         if !held_outcomes.is_empty() {
             info!(outcomes = held_outcomes.len(), "held outcomes re-reported and reconciled");

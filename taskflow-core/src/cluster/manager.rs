@@ -172,6 +172,11 @@ impl Actor for Inbox {
             (Ok(ToManager::Leave(msg)), Some(reply)) => {
                 ClusterIn::Drain { msg, leave: true, reply }
             }
+            // Replication acks go to `actors::manager::replication`, not to `members`.
+            (Ok(ToManager::ReplicaAck(a)), None) => {
+                let _ = state.manager.cast(ManagerMsg::ReplicaAck(a));
+                return Ok(());
+            }
             (Ok(other), reply) => {
                 let what = if reply.is_some() { "a call" } else { "a cast" };
                 let err = codec::WireError::Body {
@@ -214,6 +219,8 @@ fn variant_name(m: &ToManager) -> &'static str {
         ToManager::Report(_) => "report",
         ToManager::Drain(_) => "drain",
         ToManager::Leave(_) => "leave",
+        ToManager::ReplicaAck(_) => "replica ack",
+        ToManager::ReplicaChunk(_) => "replica chunk",
     }
 }
 
@@ -224,6 +231,8 @@ fn peer_of(m: &ToManager) -> &str {
         ToManager::Checkpoint(c) => &c.executor,
         ToManager::Report(r) => &r.executor,
         ToManager::Drain(d) | ToManager::Leave(d) => &d.executor,
+        ToManager::ReplicaAck(a) => &a.executor,
+        ToManager::ReplicaChunk(c) => &c.executor,
     }
 }
 

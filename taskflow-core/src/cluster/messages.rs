@@ -14,6 +14,11 @@ use crate::actors::{Assignment, AttemptKey, JobKind};
 use crate::behavior::{Params, ShardOutcome};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 
+// --- replication (issue 4 part 7) ---
+mod replica;
+pub use replica::*;
+// --- end replication ---
+
 /// Executor → manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToManager {
@@ -33,6 +38,10 @@ pub enum ToManager {
     /// A call: a drained executor leaves (its slots are empty, its outcomes confirmed).
     /// Answered by [`Reply::DrainAck`].
     Leave(DrainMsg),
+    /// A cast: a replica's durable position (replication).
+    ReplicaAck(ReplicaAckMsg),
+    /// A cast: part of a replica, answering a recovering manager's [`ToExecutor::ReplicaPull`].
+    ReplicaChunk(ReplicaChunkMsg),
 }
 
 /// Manager → executor (casts).
@@ -44,6 +53,10 @@ pub enum ToExecutor {
     Stop(StopMsg),
     /// These outcomes are durable on the manager (or were judged stale): forget them.
     Confirm(ConfirmMsg),
+    /// Part of the replication stream (executors with `--data`).
+    Replicate(ReplicateMsg),
+    /// A recovering manager asks for part of the executor's replica.
+    ReplicaPull(ReplicaPullMsg),
 }
 
 /// The answer to every call.
@@ -86,6 +99,12 @@ pub enum Reply {
         /// Clear text.
         reason: String,
     },
+    /// The manager is recovering its day from replicas: the executor keeps the session,
+    /// answers [`ToExecutor::ReplicaPull`] and joins again after `retry_ms`.
+    Recovering {
+        /// When to send `Join` again.
+        retry_ms: u64,
+    },
 }
 
 /// Registration.
@@ -107,6 +126,15 @@ pub struct Join {
     /// once they are durable, so the executor forgets every outcome it sent on acceptance.
     #[serde(default)]
     pub held_outcomes: Vec<HeldOutcome>,
+    /// The replicas this executor keeps (none without `--data`), newest dates first.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaPosition>,
+    /// The highest manager epoch this executor process was accepted in (0: none yet).
+    #[serde(default)]
+    pub seen_epoch: u64,
+    /// Whether this executor keeps replicas (`--data`): only then is it sent the stream.
+    #[serde(default)]
+    pub keeps_replica: bool,
 }
 
 /// An outcome an executor keeps until the manager confirms it.

@@ -48,6 +48,9 @@ fn every_message_round_trips() {
         slots: 4,
         behaviors: vec!["noop".into()],
         held_outcomes: vec![],
+        replicas: vec![],
+        seen_epoch: 0,
+        keeps_replica: false,
     });
     let report = ToManager::Report(ReportMsg {
         epoch: 1,

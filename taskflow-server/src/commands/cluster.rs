@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use taskflow_core::cluster::{ClusterListen, ExecutorConfig, run_executor};
+use taskflow_core::cluster::{
+    ClusterListen, ExecutorConfig, RecoverOptions, RecoveryOutcome, recover_from_replicas,
+    run_executor,
+};
 use taskflow_core::flow;
 use taskflow_core::model::BusinessDate;
 use taskflow_core::runtime::{RuntimeOptions, previous_open_day, today_in};
@@ -74,10 +77,31 @@ pub(crate) struct ManagerArgs {
     #[arg(long, default_value_t = 0)]
     local_executors: usize,
     #[command(flatten)]
+    replicas: RecoverArgs,
+    #[command(flatten)]
     cookie: CookieArgs,
     /// The HTTP console (as for `taskflow standalone`; not served with --until-done).
     #[command(flatten)]
     console: ConsoleArgs,
+}
+
+/// Recovery of a lost day store from executor replicas (`taskflow manager`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct RecoverArgs {
+    /// If the day's journal is missing from --data, rebuild it from the freshest executor
+    /// replica before starting (never done without this flag; with it, a day without any
+    /// replica is refused rather than opened afresh).
+    #[arg(long)]
+    recover_from_replicas: bool,
+    /// Choose the replica once this many executors with --data have joined.
+    #[arg(long, default_value_t = 1)]
+    replica_quorum: usize,
+    /// ...or after this many milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    replica_wait: u64,
+    /// Recover only replicas of this cluster id (required when executors hold several).
+    #[arg(long)]
+    recover_cluster_id: Option<String>,
 }
 
 /// Flags of `taskflow executor`.
@@ -95,6 +119,10 @@ pub(crate) struct ExecutorArgs {
     /// Announce this protocol version (testing version skew).
     #[arg(long, hide = true)]
     protocol_version: Option<u16>,
+    /// Keep a replica of the manager's day log in DIR/replica (a manager whose data is lost
+    /// recovers from it with --recover-from-replicas). Without it the executor keeps none.
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[command(flatten)]
     cookie: CookieArgs,
 }
@@ -128,8 +156,39 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         cluster: Some(ClusterListen { addr: args.cluster, cookie, lease, heartbeat }),
         ..RuntimeOptions::default()
     };
+    if args.replicas.recover_from_replicas {
+        recover(&args, &opts, date)?;
+    }
     println!("taskflow manager: accepting executors on {}", args.cluster);
     run_day(flow, opts, args.until_done, args.report.as_deref(), "manager", &args.console)
+}
+
+/// Rebuilds the day's store from executor replicas when it is missing (before the manager
+/// starts; the listener is released again before the manager binds it).
+fn recover(args: &ManagerArgs, opts: &RuntimeOptions, date: BusinessDate) -> anyhow::Result<()> {
+    let Some(listen) = &opts.cluster else { return Ok(()) };
+    let r = &args.replicas;
+    let ropts = RecoverOptions {
+        quorum: r.replica_quorum.max(1),
+        wait: Duration::from_millis(r.replica_wait),
+        cluster_id: r.recover_cluster_id.clone(),
+        ..RecoverOptions::default()
+    };
+    let day_dir = opts.day_dir(date);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome =
+        rt.block_on(recover_from_replicas(listen, &day_dir, date, &ropts, &opts.journal.store));
+    rt.shutdown_timeout(Duration::from_millis(500));
+    match outcome? {
+        RecoveryOutcome::NotNeeded => {
+            println!(
+                "taskflow manager: the journal of {date} exists in {}; not recovering from replicas",
+                day_dir.display()
+            );
+        }
+        RecoveryOutcome::Recovered { .. } => {}
+    }
+    Ok(())
 }
 
 fn default_name() -> String {
@@ -150,6 +209,7 @@ pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.protocol_version {
         cfg.protocol_version = v;
     }
+    cfg.data = args.data.clone();
     #[cfg(target_os = "linux")]
     if let Err(e) = taskflow_core::behavior::CommandBehavior::adopt_orphans() {
         tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");

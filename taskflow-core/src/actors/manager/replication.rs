@@ -1,0 +1,650 @@
+//! Replication of the manager's durable events to executors that keep a replica.
+//!
+//! ```text
+//! Manager ── Journal::flush ──► ReplicationTail (bounded copy of the newest events)
+//!    │ Joined / ReplicaAck                     │
+//!    ▼                                         ▼
+//! Replicator (own actor) ── durable watch ── per executor: Begin + SnapshotChunk… then
+//!                                            Events batches, within a credit window
+//! ```
+//!
+//! The manager's only costs are copying each flushed batch into the tail (bounded) and
+//! forwarding joins and acks; everything else happens in the [`Replicator`], off the dispatch
+//! path. Only **durable** events are sent. Each executor has a credit window (events and
+//! bytes sent but not acknowledged as durable by its replica); a slow executor stops receiving
+//! until it acknowledges, falls behind the tail, and catches up from the store (log reads on a
+//! blocking thread; the snapshot first if its position was compacted away).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{info, warn};
+
+use super::{ClusterIn, ExecLink, ManagerState};
+use crate::cluster::codec;
+use crate::cluster::messages::{
+    Bytes, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition, ReplicateMsg, ToExecutor,
+};
+use crate::cluster::wire::Wire;
+use crate::journal::Journal;
+use crate::store::{LogReader, Store};
+
+/// Caller metadata of the manager's day store: its cluster id (random, set at creation).
+pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
+/// Caller metadata written by a recovery from replicas: `(epoch, seq)` — the first epoch and
+/// the last seq taken from the replica. A replica of an older epoch that holds more than `seq`
+/// holds a tail this history does not have, and is started over.
+pub(crate) const META_RECOVERED_FROM: &str = "recovered_from";
+
+/// Unacknowledged events per executor.
+const WINDOW_EVENTS: u64 = 16_384;
+/// Unacknowledged bytes per executor (events and snapshot chunks).
+const WINDOW_BYTES: usize = 8 << 20;
+/// Payload bytes per `Events` or `SnapshotChunk` message (far below the 4 MiB cap).
+const PART_BYTES: usize = 512 << 10;
+/// The tail keeps at most this many bytes of the newest events.
+const TAIL_BYTES: usize = 16 << 20;
+
+/// A bounded copy of the newest flushed events, shared by the journal (writer) and the
+/// replicator (reader). Older events are evicted; a peer behind them reads the store.
+#[derive(Default)]
+pub(crate) struct ReplicationTail {
+    inner: Mutex<TailBuf>,
+}
+
+#[derive(Default)]
+struct TailBuf {
+    events: VecDeque<(u64, Arc<[u8]>)>,
+    bytes: usize,
+}
+
+impl ReplicationTail {
+    pub(crate) fn push(&self, batch: &[(u64, Vec<u8>)]) {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (seq, payload) in batch {
+            t.bytes += payload.len();
+            t.events.push_back((*seq, Arc::from(payload.as_slice())));
+        }
+        while t.bytes > TAIL_BYTES && t.events.len() > 1 {
+            if let Some((_, p)) = t.events.pop_front() {
+                t.bytes -= p.len();
+            }
+        }
+    }
+
+    /// Events `from..=upto` (at most `max_bytes`, at least one), if the tail still holds
+    /// `from`; `None` if `from` was evicted.
+    fn take(
+        &self,
+        from: u64,
+        upto: u64,
+        max_events: u64,
+        max_bytes: usize,
+    ) -> Option<Vec<Arc<[u8]>>> {
+        let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let first = t.events.front()?.0;
+        if from < first {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut size = 0;
+        for (seq, p) in t.events.iter().skip((from - first) as usize) {
+            if *seq > upto
+                || out.len() as u64 >= max_events
+                || (!out.is_empty() && size + p.len() > max_bytes)
+            {
+                break;
+            }
+            size += p.len();
+            out.push(p.clone());
+        }
+        Some(out)
+    }
+}
+
+/// Reads (or creates, durably) the day store's cluster id.
+pub(crate) fn cluster_id(journal: &Journal) -> Result<String, crate::store::Error> {
+    let store = journal.store();
+    if let Some(id) = store.meta_get::<String>(META_CLUSTER_ID)? {
+        return Ok(id);
+    }
+    let id = random_id();
+    store.meta_put(META_CLUSTER_ID, &id)?;
+    Ok(id)
+}
+
+/// A random 128-bit id in hex.
+pub(crate) fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u32 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id() ^ i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Messages of the [`Replicator`].
+pub(crate) enum ReplicatorMsg {
+    /// The journal's durable watermark moved.
+    Durable(u64),
+    /// An executor that keeps replicas joined (or joined again).
+    Joined { name: String, instance: u64, agent: ActorRef<Wire>, replicas: Vec<ReplicaPosition> },
+    /// An executor's replica acknowledged.
+    Ack(ReplicaAckMsg),
+    /// A catch-up read finished (on a blocking thread).
+    Read { name: String, instance: u64, result: Result<ReadResult, String> },
+}
+
+impl ractor::Message for ReplicatorMsg {}
+
+/// What a catch-up read found.
+pub(crate) enum ReadResult {
+    /// The store's snapshot at `seq` (none: the log starts at 1).
+    Snapshot(Option<(u64, Arc<Vec<u8>>)>),
+    /// Durable events from `first`.
+    Events {
+        first: u64,
+        events: Vec<Arc<[u8]>>,
+        /// The reader, when it stopped at the window (more to read).
+        reader: Option<(u64, LogReader)>,
+    },
+}
+
+/// Arguments of the [`Replicator`].
+pub(crate) struct ReplicatorArgs {
+    pub(crate) store: Arc<Store>,
+    pub(crate) tail: Arc<ReplicationTail>,
+    pub(crate) cluster_id: String,
+    pub(crate) date: String,
+    pub(crate) epoch: u64,
+}
+
+/// The replication actor (a child of the manager).
+pub(crate) struct Replicator;
+
+enum Stage {
+    /// The replica must start over (`Begin`): a snapshot read is due.
+    NeedsBegin,
+    /// Sending the snapshot.
+    Snapshot { base_seq: u64, bytes: Arc<Vec<u8>>, sent: usize, acked: usize },
+    /// Streaming events from `next`.
+    Events,
+}
+
+struct Peer {
+    instance: u64,
+    agent: ActorRef<Wire>,
+    stage: Stage,
+    next: u64,
+    acked: u64,
+    /// `(last seq, bytes)` of each unacknowledged `Events` message.
+    inflight: VecDeque<(u64, usize)>,
+    inflight_bytes: usize,
+    /// A blocking read is under way.
+    reading: bool,
+    /// Events read from the store, not yet sent (catch-up).
+    buffered: VecDeque<(u64, Arc<[u8]>)>,
+    /// The catch-up log reader and the seq it continues at.
+    reader: Option<(u64, LogReader)>,
+}
+
+pub(crate) struct ReplicatorState {
+    args: ReplicatorArgs,
+    /// Recovery bound: (first epoch, last seq taken from the replica).
+    recovered_from: Option<(u64, u64)>,
+    durable: u64,
+    peers: HashMap<String, Peer>,
+}
+
+impl Actor for Replicator {
+    type Msg = ReplicatorMsg;
+    type State = ReplicatorState;
+    type Arguments = ReplicatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ReplicatorMsg>,
+        args: ReplicatorArgs,
+    ) -> Result<ReplicatorState, ActorProcessingErr> {
+        let recovered_from = args.store.meta_get::<(u64, u64)>(META_RECOVERED_FROM)?;
+        let mut rx = args.store.durable();
+        let durable = rx.borrow().seq;
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let seq = rx.borrow_and_update().seq;
+                if myself.cast(ReplicatorMsg::Durable(seq)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ReplicatorState { args, recovered_from, durable, peers: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ReplicatorMsg>,
+        msg: ReplicatorMsg,
+        st: &mut ReplicatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ReplicatorMsg::Durable(seq) => {
+                st.durable = st.durable.max(seq);
+                let names: Vec<String> = st.peers.keys().cloned().collect();
+                for n in names {
+                    st.pump(&n, &myself);
+                }
+            }
+            ReplicatorMsg::Joined { name, instance, agent, replicas } => {
+                let peer = st.new_peer(&name, instance, agent, &replicas);
+                st.peers.insert(name.clone(), peer);
+                st.pump(&name, &myself);
+            }
+            ReplicatorMsg::Ack(a) => {
+                if a.cluster_id != st.args.cluster_id || a.date != st.args.date {
+                    return Ok(());
+                }
+                let Some(p) = st.peers.get_mut(&a.executor).filter(|p| p.instance == a.instance)
+                else {
+                    return Ok(());
+                };
+                p.on_ack(&a);
+                st.pump(&a.executor, &myself);
+            }
+            ReplicatorMsg::Read { name, instance, result } => {
+                let Some(p) = st.peers.get_mut(&name).filter(|p| p.instance == instance) else {
+                    return Ok(());
+                };
+                p.reading = false;
+                match result {
+                    Ok(ReadResult::Snapshot(snap)) => {
+                        let (base_seq, bytes) = snap.unwrap_or((0, Arc::new(Vec::new())));
+                        let begin = ReplicaBody::Begin {
+                            base_seq,
+                            snapshot_len: bytes.len() as u64,
+                            snapshot_crc: crc32fast::hash(&bytes),
+                        };
+                        info!(executor = %name, base_seq, bytes = bytes.len(), "replica starts over");
+                        p.buffered.clear();
+                        p.inflight.clear();
+                        p.inflight_bytes = 0;
+                        p.acked = base_seq;
+                        p.next = base_seq + 1;
+                        p.stage = if bytes.is_empty() {
+                            Stage::Events
+                        } else {
+                            Stage::Snapshot { base_seq, bytes, sent: 0, acked: 0 }
+                        };
+                        let (epoch, cid, date) =
+                            (st.args.epoch, st.args.cluster_id.clone(), st.args.date.clone());
+                        if !send(&p.agent, epoch, &cid, &date, begin) {
+                            st.peers.remove(&name);
+                            return Ok(());
+                        }
+                    }
+                    Ok(ReadResult::Events { first, events, reader }) => {
+                        if first == p.next && p.buffered.is_empty() {
+                            p.buffered.extend((first..).zip(events));
+                            p.reader = reader;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(executor = %name, error = %e, "replication read failed; the replica starts over");
+                        p.stage = Stage::NeedsBegin;
+                    }
+                }
+                st.pump(&name, &myself);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one stream part; false if the executor is gone.
+fn send(
+    agent: &ActorRef<Wire>,
+    epoch: u64,
+    cluster_id: &str,
+    date: &str,
+    body: ReplicaBody,
+) -> bool {
+    let msg = ToExecutor::Replicate(ReplicateMsg {
+        epoch,
+        cluster_id: cluster_id.to_owned(),
+        date: date.to_owned(),
+        body,
+    });
+    match codec::encode("replication", &msg) {
+        Ok(bytes) => agent.cast(Wire::Cast(bytes)).is_ok(),
+        Err(e) => {
+            warn!(error = %e, "replication part refused (an event over the message limit?)");
+            true
+        }
+    }
+}
+
+impl Peer {
+    fn on_ack(&mut self, a: &ReplicaAckMsg) {
+        if let Stage::Snapshot { base_seq, acked, sent, .. } = &mut self.stage {
+            if a.next_seq == *base_seq + 1 && a.need == ReplicaNeed::Nothing {
+                // Installed: stream the events after it.
+                self.stage = Stage::Events;
+                self.acked = a.durable_seq.max(self.acked);
+                return;
+            }
+            *acked = (a.snapshot_received as usize).max(*acked);
+            match a.need {
+                ReplicaNeed::ResendFrom => *sent = a.snapshot_received as usize,
+                ReplicaNeed::Reset => self.stage = Stage::NeedsBegin,
+                ReplicaNeed::Nothing => {}
+            }
+            return;
+        }
+        self.acked = self.acked.max(a.durable_seq);
+        while self.inflight.front().is_some_and(|(last, _)| *last <= self.acked) {
+            if let Some((_, b)) = self.inflight.pop_front() {
+                self.inflight_bytes -= b;
+            }
+        }
+        match a.need {
+            ReplicaNeed::Nothing => {}
+            ReplicaNeed::ResendFrom if a.next_seq > 0 => {
+                self.next = a.next_seq;
+                self.inflight.clear();
+                self.inflight_bytes = 0;
+                self.buffered.clear();
+            }
+            ReplicaNeed::ResendFrom | ReplicaNeed::Reset => {
+                self.stage = Stage::NeedsBegin;
+                self.inflight.clear();
+                self.inflight_bytes = 0;
+                self.buffered.clear();
+            }
+        }
+    }
+}
+
+impl ReplicatorState {
+    fn new_peer(
+        &self,
+        name: &str,
+        instance: u64,
+        agent: ActorRef<Wire>,
+        replicas: &[ReplicaPosition],
+    ) -> Peer {
+        let mine = replicas
+            .iter()
+            .find(|p| p.cluster_id == self.args.cluster_id && p.date == self.args.date);
+        let first_log = self.args.store.first_log_seq();
+        // A replica continues iff it is a prefix of this history: not ahead of it, not
+        // compacted past, and not holding an older epoch's tail beyond a recovery point.
+        let continues = mine.filter(|p| {
+            p.seq <= self.durable
+                && p.seq + 1 >= first_log
+                && !self.recovered_from.is_some_and(|(e, s)| p.epoch < e && p.seq > s)
+        });
+        if let Some(other) = replicas.iter().find(|p| {
+            p.date == self.args.date && p.cluster_id != self.args.cluster_id && p.seq > self.durable
+        }) {
+            // An operator may have started this day afresh after losing the manager's data:
+            // the other replica is kept (replicas are per cluster id) and can still be recovered.
+            warn!(
+                executor = %name,
+                other_cluster = %other.cluster_id,
+                other_seq = other.seq,
+                "this executor holds a longer replica of the day from another cluster id: if the \
+                 manager's data was lost, stop it, remove the day's directory and restart with \
+                 --recover-from-replicas --recover-cluster-id {}",
+                other.cluster_id
+            );
+        }
+        let (stage, next) = match continues {
+            Some(p) => (Stage::Events, p.seq + 1),
+            None => (Stage::NeedsBegin, 0),
+        };
+        info!(
+            executor = %name,
+            replica_seq = ?mine.map(|p| p.seq),
+            continues = continues.is_some(),
+            "replicating to executor"
+        );
+        Peer {
+            instance,
+            agent,
+            stage,
+            next,
+            acked: next.saturating_sub(1),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            reading: false,
+            buffered: VecDeque::new(),
+            reader: None,
+        }
+    }
+
+    /// Sends what the peer's credits allow; starts a blocking read when the data is not in
+    /// memory.
+    fn pump(&mut self, name: &str, myself: &ActorRef<ReplicatorMsg>) {
+        let (epoch, durable) = (self.args.epoch, self.durable);
+        let cid = self.args.cluster_id.clone();
+        let date = self.args.date.clone();
+        let Some(p) = self.peers.get_mut(name) else { return };
+        if p.reading {
+            return;
+        }
+        let mut alive = true;
+        match &mut p.stage {
+            Stage::NeedsBegin => {
+                p.reading = true;
+                let store = self.args.store.clone();
+                let (me, n, instance) = (myself.clone(), name.to_owned(), p.instance);
+                tokio::task::spawn_blocking(move || {
+                    let result = store
+                        .current_snapshot()
+                        .map(|s| {
+                            // Without a snapshot the log must still start at 1.
+                            ReadResult::Snapshot(s.map(|s| (s.seq, Arc::new(s.bytes))))
+                        })
+                        .map_err(|e| e.to_string());
+                    let _ = me.cast(ReplicatorMsg::Read { name: n, instance, result });
+                });
+                return;
+            }
+            Stage::Snapshot { base_seq, bytes, sent, acked } => {
+                while *sent < bytes.len() && *sent - *acked < WINDOW_BYTES {
+                    let end = (*sent + PART_BYTES).min(bytes.len());
+                    let body = ReplicaBody::SnapshotChunk {
+                        base_seq: *base_seq,
+                        offset: *sent as u64,
+                        bytes: Bytes(bytes[*sent..end].to_vec()),
+                    };
+                    alive = send(&p.agent, epoch, &cid, &date, body);
+                    if !alive {
+                        break;
+                    }
+                    *sent = end;
+                }
+            }
+            Stage::Events => loop {
+                let unacked = p.next.saturating_sub(1).saturating_sub(p.acked);
+                if p.next > durable || unacked >= WINDOW_EVENTS || p.inflight_bytes >= WINDOW_BYTES
+                {
+                    break;
+                }
+                let room = (WINDOW_BYTES - p.inflight_bytes).min(PART_BYTES);
+                let credits = WINDOW_EVENTS - unacked;
+                let events: Vec<Arc<[u8]>> = if !p.buffered.is_empty() {
+                    let mut out = Vec::new();
+                    let mut size = 0;
+                    while let Some((seq, e)) = p.buffered.front() {
+                        if *seq > durable
+                            || out.len() as u64 >= credits
+                            || (!out.is_empty() && size + e.len() > room)
+                        {
+                            break;
+                        }
+                        size += e.len();
+                        out.push(e.clone());
+                        p.buffered.pop_front();
+                    }
+                    out
+                } else if let Some(ev) = self.args.tail.take(p.next, durable, credits, room) {
+                    ev
+                } else {
+                    if p.next < self.args.store.first_log_seq() {
+                        // Compacted away: start over from the snapshot.
+                        p.stage = Stage::NeedsBegin;
+                        self.pump(name, myself);
+                        return;
+                    }
+                    p.reading = true;
+                    let store = self.args.store.clone();
+                    let (me, n, instance, from) =
+                        (myself.clone(), name.to_owned(), p.instance, p.next);
+                    // A reader left by the previous read continues where it stopped (each
+                    // segment is read once, not once per window).
+                    let kept = p.reader.take().filter(|(next, _)| *next == from);
+                    tokio::task::spawn_blocking(move || {
+                        let mut events = Vec::new();
+                        let mut size = 0;
+                        let mut err = None;
+                        let mut reader = kept.map_or_else(|| store.read_from(from), |(_, r)| r);
+                        let mut full = false;
+                        for item in reader.by_ref() {
+                            match item {
+                                Ok((seq, _)) if seq != from + events.len() as u64 => {
+                                    err = Some(format!("the log no longer holds seq {from}"));
+                                    break;
+                                }
+                                Ok((_, e)) => {
+                                    size += e.len();
+                                    events.push(Arc::from(e.as_slice()));
+                                    if size >= WINDOW_BYTES {
+                                        full = true;
+                                        break;
+                                    }
+                                }
+                                Err(e) => {
+                                    err = Some(e.to_string());
+                                    break;
+                                }
+                            }
+                        }
+                        let result = match err {
+                            Some(e) => Err(e),
+                            None => {
+                                let next = from + events.len() as u64;
+                                let reader = full.then_some((next, reader));
+                                Ok(ReadResult::Events { first: from, events, reader })
+                            }
+                        };
+                        let _ = me.cast(ReplicatorMsg::Read { name: n, instance, result });
+                    });
+                    return;
+                };
+                if events.is_empty() {
+                    break;
+                }
+                let first = p.next;
+                let size: usize = events.iter().map(|e| e.len()).sum();
+                let n = events.len() as u64;
+                let body = ReplicaBody::Events {
+                    first_seq: first,
+                    events: events.iter().map(|e| Bytes(e.to_vec())).collect(),
+                };
+                alive = send(&p.agent, epoch, &cid, &date, body);
+                if !alive {
+                    break;
+                }
+                p.next = first + n;
+                p.inflight.push_back((p.next - 1, size));
+                p.inflight_bytes += size;
+            },
+        }
+        if !alive {
+            info!(executor = %name, "executor unreachable; replication to it stops until it joins again");
+            self.peers.remove(name);
+        }
+    }
+}
+
+// ----- hooks called from the manager ---------------------------------------------------
+
+/// What a `Join` carries for replication, taken before the join is handled.
+pub(crate) struct Joining {
+    name: String,
+    instance: u64,
+    replicas: Vec<ReplicaPosition>,
+}
+
+/// The replication part of a cluster input, if it is a join of an executor with replicas.
+pub(crate) fn joining(input: &ClusterIn) -> Option<Joining> {
+    match input {
+        ClusterIn::Join { join, .. } if join.keeps_replica => Some(Joining {
+            name: join.executor.clone(),
+            instance: join.instance,
+            replicas: join.replicas.clone(),
+        }),
+        _ => None,
+    }
+}
+
+impl ManagerState {
+    /// After a join was handled: if it was accepted, start replicating to the executor.
+    pub(super) fn replication_after_join(&mut self, joining: Option<Joining>) {
+        let (Some(j), Some(rep)) = (joining, self.replicator.as_ref()) else { return };
+        let Some(ix) = self.cluster.as_ref().and_then(|c| c.by_name.get(&j.name)).copied() else {
+            return;
+        };
+        let e = &self.executors[ix];
+        let current = e.remote.as_ref().is_some_and(|r| r.instance == j.instance && !r.lost);
+        if let (true, ExecLink::Remote(r)) = (current, &e.actor) {
+            let _ = rep.cast(ReplicatorMsg::Joined {
+                name: j.name,
+                instance: j.instance,
+                agent: r.agent.clone(),
+                replicas: j.replicas,
+            });
+        }
+    }
+
+    /// An executor's replica acknowledged.
+    pub(super) fn on_replica_ack(&mut self, ack: ReplicaAckMsg) {
+        if let Some(rep) = &self.replicator {
+            let _ = rep.cast(ReplicatorMsg::Ack(ack));
+        }
+    }
+}
+
+/// Starts the replicator for a cluster manager (a child of the manager).
+pub(crate) async fn start(
+    journal: &mut Journal,
+    date: String,
+    epoch: u64,
+    supervisor: ractor::ActorCell,
+) -> Result<ActorRef<ReplicatorMsg>, ActorProcessingErr> {
+    let cluster_id = cluster_id(journal)?;
+    let tail = Arc::new(ReplicationTail::default());
+    let copy = tail.clone();
+    journal.set_tap(Box::new(move |batch| copy.push(batch)));
+    let args = ReplicatorArgs {
+        store: journal.store(),
+        tail,
+        cluster_id: cluster_id.clone(),
+        date,
+        epoch,
+    };
+    let (actor, _) = Actor::spawn_linked(None, Replicator, args, supervisor).await?;
+    info!(%cluster_id, "replicating events to executors with --data");
+    Ok(actor)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The replicator against real stores: a replica behind the compacted log starts from the
+//! snapshot and catches up from the store and the tail; an executor that never acknowledges
+//! receives no more than its credit window.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::*;
+use crate::cluster::messages::ToManager;
+use crate::cluster::replica::ReplicaSet;
+use crate::store::StoreOptions;
+
+const DATE: &str = "2026-09-30";
+const CID: &str = "abc123";
+
+/// A stand-in for an executor's agent: applies the stream to a real replica and acknowledges
+/// (after waiting for durability), or only counts what it receives.
+struct FakeAgent;
+
+struct FakeState {
+    set: Option<ReplicaSet>,
+    replicator: ActorRef<ReplicatorMsg>,
+    received: Arc<AtomicU64>,
+}
+
+impl Actor for FakeAgent {
+    type Msg = Wire;
+    type State = FakeState;
+    type Arguments = FakeState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Wire>,
+        st: FakeState,
+    ) -> Result<FakeState, ActorProcessingErr> {
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Wire>,
+        msg: Wire,
+        st: &mut FakeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Wire::Cast(bytes) = msg else { return Ok(()) };
+        let Ok(ToExecutor::Replicate(m)) = codec::decode::<ToExecutor>("test", &bytes) else {
+            panic!("not a replication message");
+        };
+        if let ReplicaBody::Events { events, .. } = &m.body {
+            st.received.fetch_add(events.len() as u64, Ordering::SeqCst);
+        }
+        let Some(set) = st.set.as_mut() else { return Ok(()) };
+        let applied = set.apply(m).expect("applies");
+        if let Some((store, _)) = set.open_store() {
+            let last = store.next_seq() - 1;
+            assert!(store.wait_durable(last, Duration::from_secs(10)).unwrap());
+        }
+        let ack = set.ack("e1", 7, CID, DATE, applied.need);
+        let _ = ToManager::ReplicaAck(ack.clone());
+        let _ = st.replicator.cast(ReplicatorMsg::Ack(ack));
+        Ok(())
+    }
+}
+
+fn payload(seq: u64) -> Vec<u8> {
+    // Events 2001..=2900 are large (9 MB in all): the catch-up read fills its window and
+    // continues with the same reader.
+    let pad = if (2001..=2900).contains(&seq) { 10_000 } else { 90 };
+    format!("event-{seq:06}-{}", "x".repeat(pad)).into_bytes()
+}
+
+fn append(store: &Store, tail: Option<&ReplicationTail>, seqs: std::ops::RangeInclusive<u64>) {
+    let batch: Vec<(u64, Vec<u8>)> = seqs.map(|s| (s, payload(s))).collect();
+    if let Some(t) = tail {
+        t.push(&batch);
+    }
+    let last = batch.last().map(|b| b.0).unwrap();
+    store.append(batch).unwrap();
+    assert!(store.wait_durable(last, Duration::from_secs(10)).unwrap());
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_compacted_log_starts_from_the_snapshot_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path().join("manager"), StoreOptions::for_test()).unwrap();
+    let store = Arc::new(store);
+    let tail = Arc::new(ReplicationTail::default());
+    // 3,000 events with snapshots at 1,000 and 2,000: the log is compacted through 1,000.
+    append(&store, None, 1..=1000);
+    store.write_snapshot(1000, b"snapshot-at-1000").unwrap();
+    append(&store, None, 1001..=2000);
+    store.write_snapshot(2000, b"snapshot-at-2000").unwrap();
+    append(&store, None, 2001..=2900);
+    // Only the newest events are in the tail: the rest comes from the store.
+    append(&store, Some(&tail), 2901..=3000);
+    assert!(store.first_log_seq() > 1, "the log was compacted");
+
+    let args = ReplicatorArgs {
+        store: store.clone(),
+        tail: tail.clone(),
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 3,
+    };
+    let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
+    let set = ReplicaSet::open(&dir.path().join("exec"), StoreOptions::for_test()).unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let fake = FakeState { set: Some(set), replicator: rep.clone(), received: received.clone() };
+    let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
+    rep.cast(ReplicatorMsg::Joined {
+        name: "e1".into(),
+        instance: 7,
+        agent: agent.clone(),
+        replicas: vec![],
+    })
+    .unwrap();
+    // Live events keep flowing while it catches up.
+    append(&store, Some(&tail), 3001..=3500);
+    let replica_dir = dir.path().join("exec").join("replica").join(DATE).join(CID);
+    eventually("the replica to reach seq 3500", || received.load(Ordering::SeqCst) >= 1500).await;
+    agent.stop_and_wait(None, Some(Duration::from_secs(10))).await.unwrap();
+    rep.stop_and_wait(None, Some(Duration::from_secs(10))).await.unwrap();
+
+    let (replica, rec) = Store::open(&replica_dir, StoreOptions::for_test()).unwrap();
+    let snap = rec.snapshot.expect("the replica starts from the manager's snapshot");
+    assert_eq!((snap.seq, snap.bytes.as_slice()), (2000, &b"snapshot-at-2000"[..]));
+    let expected: Vec<(u64, Vec<u8>)> = (2001..=3500).map(|s| (s, payload(s))).collect();
+    assert_eq!(rec.events, expected, "every event after the snapshot, in order, byte for byte");
+    assert_eq!(replica.meta_get::<u64>("replica_epoch").unwrap(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path().join("manager"), StoreOptions::for_test()).unwrap();
+    let store = Arc::new(store);
+    let tail = Arc::new(ReplicationTail::default());
+    append(&store, Some(&tail), 1..=40_000);
+    let args = ReplicatorArgs {
+        store: store.clone(),
+        tail,
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 1,
+    };
+    let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let fake = FakeState { set: None, replicator: rep.clone(), received: received.clone() };
+    let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
+    // The replica already holds everything up to 10: streaming continues after it.
+    let pos = ReplicaPosition { cluster_id: CID.into(), date: DATE.into(), epoch: 1, seq: 10 };
+    rep.cast(ReplicatorMsg::Joined { name: "e1".into(), instance: 7, agent, replicas: vec![pos] })
+        .unwrap();
+    eventually("the window to fill", || received.load(Ordering::SeqCst) > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = received.load(Ordering::SeqCst);
+    assert!(got <= WINDOW_EVENTS, "{got} events sent without an ack");
+    assert!(got as usize * 110 <= WINDOW_BYTES + PART_BYTES, "{got} events exceed the byte window");
+    // An ack opens the window again.
+    let ack = ReplicaAckMsg {
+        executor: "e1".into(),
+        instance: 7,
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        durable_seq: 10 + got,
+        next_seq: 11 + got,
+        snapshot_received: 0,
+        need: ReplicaNeed::Nothing,
+    };
+    rep.cast(ReplicatorMsg::Ack(ack)).unwrap();
+    eventually("more events after the ack", || received.load(Ordering::SeqCst) > got).await;
+    rep.stop(None);
+}
+
+#[test]
+fn the_tail_is_bounded_and_says_when_it_no_longer_holds_a_seq() {
+    let tail = ReplicationTail::default();
+    let big = vec![0u8; 1 << 20];
+    let batch: Vec<(u64, Vec<u8>)> = (1..=40).map(|s| (s, big.clone())).collect();
+    tail.push(&batch);
+    assert!(tail.take(1, 40, u64::MAX, 1 << 30).is_none(), "the oldest events were evicted");
+    let got = tail.take(35, 40, u64::MAX, 3 << 20).unwrap();
+    assert_eq!(got.len(), 3, "at most max_bytes (but at least one event)");
+    assert_eq!(tail.take(40, 39, u64::MAX, 1 << 30).unwrap().len(), 0, "nothing beyond upto");
+    assert_eq!(tail.take(35, 40, 2, 1 << 30).unwrap().len(), 2, "at most max_events");
+}
