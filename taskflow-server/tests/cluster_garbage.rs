@@ -72,6 +72,9 @@ fn garbage_newer_versions_and_oversize_messages_are_rejected_and_the_day_complet
             slots: 1,
             behaviors: vec!["noop".into()],
             held_outcomes: Vec::new(),
+            replicas: Vec::new(),
+            seen_epoch: 0,
+            keeps_replica: false,
         });
         let newer = codec::encode_version(PROTOCOL_VERSION + 1, "join", &join).unwrap();
         let reason = rejected_reason(send_thrice(&peer, newer).await);
