@@ -16,3 +16,5 @@ pub mod runtime;
 mod schedule;
 pub mod state;
 pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

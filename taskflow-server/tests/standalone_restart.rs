@@ -53,7 +53,7 @@ fn a_killed_day_completes_on_restart_without_rerunning_succeeded_shards() {
     let (flow, data) = (day.flow.clone(), tmp.path().join("data"));
     let report = tmp.path().join("report.json");
 
-    // 1 + 6 + 3 + 2 = 12 shards. Kill once a few have appended to the ledger.
+    // Kill once a few of the day's shards have appended to the ledger.
     let mut first = standalone(&flow, &data, &report);
     let deadline = Instant::now() + WAIT;
     while day.ledger().len() < 4 {

@@ -17,46 +17,7 @@ use taskflow_core::state::{Command, OperatorAction, Target};
 /// Every test is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-pub const PRODUCTS: &str = r#"
-[[product]]
-code = "F1"
-name = "fund one"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1", "D2"]
-
-[[product]]
-code = "F2"
-name = "fund two"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1"]
-
-[[product]]
-code = "F3"
-name = "fund three"
-mode = "open-nav"
-lifecycle = "open"
-"#;
-
-pub const DISTRIBUTORS: &str = r#"
-[[distributor]]
-code = "D1"
-name = "direct"
-type = "direct"
-
-[[distributor]]
-code = "D2"
-name = "bank"
-type = "traditional-agent"
-"#;
-
-pub const CALENDAR: &str = r#"
-[calendar]
-from = 2026-01-01
-to = 2026-12-31
-holidays = [2026-10-01, 2026-10-02]
-"#;
+pub use taskflow_core::testing::{CALENDAR, DISTRIBUTORS, PRODUCTS};
 
 /// A business day of the calendar above (a Wednesday).
 pub fn date() -> BusinessDate {

@@ -6,49 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-pub const PRODUCTS: &str = r#"
-[[product]]
-code = "F1"
-name = "fund one"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1", "D2"]
+pub use taskflow_core::testing::{CALENDAR, DISTRIBUTORS, PRODUCTS};
 
-[[product]]
-code = "F2"
-name = "fund two"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1", "D2"]
-
-[[product]]
-code = "F3"
-name = "fund three"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1", "D2"]
-"#;
-
-pub const DISTRIBUTORS: &str = r#"
-[[distributor]]
-code = "D1"
-name = "direct"
-type = "direct"
-
-[[distributor]]
-code = "D2"
-name = "bank"
-type = "traditional-agent"
-"#;
-
-pub const CALENDAR: &str = r#"
-[calendar]
-from = 2026-01-01
-to = 2026-12-31
-"#;
-
-/// The shards of the day: 1 + 6 + 3 + 2.
-pub const SHARDS: usize = 12;
+/// The shards of the day: 1 + 5 product×distributor pairs (`F2` is not sold by `D2`) + 3
+/// products + 2 distributors.
+pub const SHARDS: usize = 11;
 
 /// Where the day's files live.
 pub struct LedgerFlow {
