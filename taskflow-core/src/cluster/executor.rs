@@ -557,7 +557,19 @@ async fn connection_loop(
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        // Draining without a manager: done once nothing runs and nothing awaits confirmation
+        // (held outcomes wait for a manager; a second signal exits regardless).
+        if drained_offline(cfg, link) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = drained.notified() => {
+                if drained_offline(cfg, link) {
+                    return Ok(());
+                }
+            }
+        }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     Ok(())
@@ -566,6 +578,22 @@ async fn connection_loop(
 enum SessionFail {
     Handshake,
     Rejected(String),
+}
+
+/// Whether a drain requested while no session is up is complete.
+fn drained_offline(cfg: &ExecutorConfig, link: &Link) -> bool {
+    let st = link.lock();
+    if !st.draining {
+        return false;
+    }
+    if st.busy.is_empty() && st.held.is_empty() {
+        println!(
+            "executor {}: drained (no manager session; nothing running or unconfirmed)",
+            cfg.name
+        );
+        return true;
+    }
+    false
 }
 
 /// Sends `Drain` (or `Leave`); `Some(ok)` once answered.
