@@ -109,3 +109,14 @@ fn a_drained_executor_finishes_its_shards_and_leaves_without_any_reassignment() 
     assert!(day.starts().iter().any(|(_, m)| m == "b"), "b ran the rest");
     drop(b);
 }
+
+#[test]
+fn a_drain_without_a_manager_session_exits_at_once() {
+    // Nobody listens there: the executor keeps reconnecting until told to stop.
+    let c = Cluster::new();
+    let mut e = c.executor("lonely", 1, &[]);
+    assert!(e.wait_for("connecting to the manager", Duration::from_secs(30)), "{}", e.output());
+    e.signal("-TERM");
+    assert_eq!(e.wait_exit(Duration::from_secs(10)), Some(0), "{}", e.output());
+    assert!(e.output().contains("drained (no manager session"), "{}", e.output());
+}
