@@ -181,8 +181,8 @@ pub(crate) struct ClusterRt {
     pub(crate) epoch: u64,
     pub(crate) by_name: HashMap<String, usize>,
     pub(crate) late_logged: HashSet<(String, String)>,
-    pub(crate) _inbox: ActorRef<Wire>,
-    pub(crate) _node: ActorRef<ractor_cluster::NodeServerMessage>,
+    pub(crate) inbox: ActorRef<Wire>,
+    pub(crate) node: ActorRef<ractor_cluster::NodeServerMessage>,
 }
 
 /// Arguments of the manager.
@@ -344,8 +344,8 @@ impl Actor for Manager {
                     epoch,
                     by_name: HashMap::new(),
                     late_logged: HashSet::new(),
-                    _inbox: inbox,
-                    _node: node,
+                    inbox,
+                    node,
                 })
             }
         };
@@ -509,6 +509,22 @@ impl Actor for Manager {
             state.close().await;
             myself.stop_children(None);
             myself.stop(None);
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ManagerMsg>,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The cluster inbox (a globally named actor) and the node server are not children:
+        // stop them and wait, so that the listener is closed and a new runtime in this process
+        // can accept executors again.
+        if let Some(c) = state.cluster.take() {
+            let grace = Some(std::time::Duration::from_secs(5));
+            let _ = c.inbox.stop_and_wait(None, grace).await;
+            let _ = c.node.stop_and_wait(None, grace).await;
         }
         Ok(())
     }
