@@ -278,12 +278,17 @@ fn completed(run: &Run, shards: u64) {
     assert_eq!(execs.len(), EXECUTORS, "executors on the board: {execs:?}");
 }
 
-fn cpu_line(run: &Run) -> String {
+/// CPU use during the timed part: share of one core, and CPU µs per shard (robust to the
+/// machine's other load, which only lowers the shares).
+fn cpu_line(run: &Run, shards: u64) -> String {
     let wall = run.elapsed.as_secs_f64();
+    let per = |cpu: f64| cpu * 1e6 / shards as f64;
     format!(
-        "CPU: manager {:.0} %, executors {:.0} % of one core",
+        "CPU: manager {:.0} % = {:.1} µs/shard, executors {:.0} % = {:.1} µs/shard",
         run.cpu_manager / wall * 100.0,
-        run.cpu_executors / wall * 100.0
+        per(run.cpu_manager),
+        run.cpu_executors / wall * 100.0,
+        per(run.cpu_executors)
     )
 }
 
@@ -300,7 +305,7 @@ async fn throughput(w: Workload, s: Settings, bin: &PathBuf) -> (f64, f64) {
         println!(
             "  {name}: {shards} shards in {:>8.1} ms = {rate:>9.0} shards/s ({}; load {})",
             ms(run.elapsed),
-            cpu_line(&run),
+            cpu_line(&run, shards),
             load_average()
         );
         rates.push(rate);
@@ -339,7 +344,7 @@ async fn w2(s: Settings, bin: &PathBuf) {
             ms(chain),
             us(chain) / (W2_HOPS - 1) as f64,
             ms(run.elapsed),
-            cpu_line(&run),
+            cpu_line(&run, W2_HOPS as u64),
             load_average()
         );
         reps.push((p(0.5), p(0.9), p(0.99), chain / (W2_HOPS as u32 - 1)));

@@ -158,12 +158,15 @@ pub(crate) enum ExecLink {
 }
 
 impl ExecLink {
-    pub(crate) fn send(&self, msg: ExecutorMsg) {
+    /// Sends the messages of one manager turn: a remote executor gets them in one envelope.
+    pub(crate) fn send_all(&self, msgs: Vec<ExecutorMsg>) {
         match self {
             ExecLink::Local(a) => {
-                let _ = a.cast(msg);
+                for msg in msgs {
+                    let _ = a.cast(msg);
+                }
             }
-            ExecLink::Remote(r) => r.send(msg),
+            ExecLink::Remote(r) => r.send_all(msgs),
         }
     }
 }

@@ -85,6 +85,8 @@ struct Link {
     name: String,
     instance: u64,
     state: Mutex<LinkState>,
+    /// Casts to the manager (reports, notes), sent by [`send_casts`] in batches.
+    out: mpsc::UnboundedSender<(ActorRef<Wire>, ToManager)>,
 }
 
 #[derive(Default)]
@@ -103,12 +105,52 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn send(&self, manager: &ActorRef<Wire>, msg: &ToManager) {
-        match codec::encode("executor message", msg) {
-            Ok(b) => {
-                let _ = manager.cast(Wire::Cast(b));
+    /// Queues a cast to the manager; [`send_casts`] sends it (with whatever else is queued).
+    fn send(&self, manager: &ActorRef<Wire>, msg: ToManager) {
+        let _ = self.out.send((manager.clone(), msg));
+    }
+}
+
+/// The most casts coalesced into one envelope.
+const MAX_BATCH: usize = 4096;
+
+/// Sends the executor's casts to the manager: each wake-up takes what is queued (after one
+/// yield, so that jobs finishing together report together) and sends it as one `Batch`
+/// envelope. No timer: an idle executor's report leaves at once, so batching adds no
+/// latency to a lone shard.
+async fn send_casts(mut rx: mpsc::UnboundedReceiver<(ActorRef<Wire>, ToManager)>) {
+    let mut carry = None;
+    loop {
+        let (to, first) = match carry.take() {
+            Some(x) => x,
+            None => match rx.recv().await {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok((m, msg)) if m.get_id() == to.get_id() => batch.push(msg),
+                Ok(other) => {
+                    carry = Some(other);
+                    break;
+                }
+                Err(_) => break,
             }
-            Err(e) => warn!(error = %e, "message to the manager refused"),
+        }
+        let unwrap = |m| match m {
+            ToManager::Batch(items) => items,
+            other => vec![other],
+        };
+        for bytes in codec::encode_batch("executor message", batch, ToManager::Batch, unwrap) {
+            match bytes {
+                Ok(b) => {
+                    let _ = to.cast(Wire::Cast(b));
+                }
+                Err(e) => warn!(error = %e, "message to the manager refused"),
+            }
         }
     }
 }
@@ -152,7 +194,7 @@ impl Upstream for RemoteUpstream {
             slot,
             body,
         });
-        self.0.send(&manager, &msg);
+        self.0.send(&manager, msg);
     }
 
     fn checkpoint(
@@ -243,7 +285,7 @@ impl Upstream for RemoteUpstream {
             slot: u32::MAX,
             body,
         });
-        self.0.send(&manager, &msg);
+        self.0.send(&manager, msg);
     }
 }
 
@@ -290,32 +332,53 @@ impl Actor for Agent {
             Err(e) => {
                 state.rejects.reject("manager", &e);
             }
-            Ok(ToExecutor::Assign(a)) => {
+            Ok(ToExecutor::Batch(items)) => {
+                for item in items {
+                    if let ToExecutor::Batch(_) = item {
+                        let detail = "a batch inside a batch".to_owned();
+                        let err = codec::WireError::Body { what: "manager message", detail };
+                        state.rejects.reject("manager", &err);
+                        continue;
+                    }
+                    state.on_message(item);
+                }
+            }
+            Ok(msg) => state.on_message(msg),
+        }
+        Ok(())
+    }
+}
+
+impl AgentState {
+    /// Routes one (non-batch) message from the manager.
+    fn on_message(&mut self, msg: ToExecutor) {
+        match msg {
+            ToExecutor::Assign(a) => {
                 let assignment = match a.to_assignment() {
                     Ok(x) => x,
                     Err(detail) => {
                         let err = codec::WireError::Body { what: "assignment", detail };
-                        state.rejects.reject("manager", &err);
-                        return Ok(());
+                        self.rejects.reject("manager", &err);
+                        return;
                     }
                 };
                 {
-                    let mut st = state.link.lock();
+                    let mut st = self.link.lock();
                     if st.manager.is_none() || st.epoch != a.epoch {
                         warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of another epoch or registration refused");
-                        return Ok(());
+                        return;
                     }
                     st.running.insert(a.slot, assignment.key.clone());
                     st.busy.insert(a.slot);
                 }
-                let _ = state.executor.cast(ExecutorMsg::Assign(assignment));
+                let _ = self.executor.cast(ExecutorMsg::Assign(assignment));
             }
-            Ok(ToExecutor::Stop(s)) => {
+            ToExecutor::Stop(s) => {
                 let key = AttemptKey::from(&s.key);
-                let _ = state.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
+                let _ = self.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
             }
+            ToExecutor::Batch(_) => {}
         }
-        Ok(())
     }
 }
 
@@ -339,11 +402,14 @@ pub async fn run_executor(
 ) -> Result<(), ExecutorError> {
     let behaviors: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
     let instance = random_instance();
+    let (out, casts) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         name: cfg.name.clone(),
         instance,
         state: Mutex::new(LinkState::default()),
+        out,
     });
+    let sender = tokio::spawn(send_casts(casts));
     let up: Arc<dyn Upstream> = Arc::new(RemoteUpstream(link.clone()));
     let exec_args = ExecutorArgs {
         index: 0,
@@ -366,6 +432,7 @@ pub async fn run_executor(
     let result = connection_loop(&cfg, &behaviors, &link, &executor).await;
     agent.stop(None);
     executor.stop(None);
+    sender.abort();
     result
 }
 

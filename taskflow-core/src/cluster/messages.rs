@@ -27,6 +27,9 @@ pub enum ToManager {
     Checkpoint(CheckpointMsg),
     /// A cast: a job ended, was abandoned, freed its slot, or logged / made progress.
     Report(ReportMsg),
+    /// A cast: several casts (reports) coalesced into one envelope, handled in order. Never
+    /// nested, never a call; each envelope stays ≤ 4 MiB (senders split bigger batches).
+    Batch(Vec<ToManager>),
 }
 
 /// Manager → executor (casts).
@@ -36,6 +39,9 @@ pub enum ToExecutor {
     Assign(AssignMsg),
     /// Stop a job (cooperative, forced after the grace).
     Stop(StopMsg),
+    /// Several messages for this executor from one manager turn, in one envelope, handled in
+    /// order. Never nested; each envelope stays ≤ 4 MiB (senders split bigger batches).
+    Batch(Vec<ToExecutor>),
 }
 
 /// The answer to every call.
