@@ -9,8 +9,12 @@
 //! open included) to `wait_until_done` returning a completed day, whose board is released only
 //! once every event is durable.
 //!
-//! - **W1a** one task with 10,000 no-op shards (`shard_by = "behavior"`, the bench behavior
-//!   splits into `shards` keys); **W1b** 10,000 independent one-shard tasks.
+//! The workloads are defined once in the benches crate ([`Workload`], shared with
+//! `cluster_w123`); every task is the built-in `noop` behavior, here [`taskflow_benches::BenchNoop`]
+//! (the same split and step, plus a record of when the step ran).
+//!
+//! - **W1a** one task with 10,000 no-op shards (`shard_by = "behavior"`, `noop` splits into
+//!   `shards` keys); **W1b** 10,000 independent one-shard tasks.
 //! - **W2** a chain of 1,000 dependent one-shard tasks: per-hop latency, see [`w2`].
 //! - **W3** fan-out 1 → 5,000 → 1.
 //! - **Memory**: heap (counting allocator) and RSS growth of the process when a task of
@@ -23,88 +27,23 @@
 
 use std::alloc::System;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use taskflow_core::behavior::{
-    BehaviorError, BehaviorRegistry, ShardContext, ShardPlan, SplitContext, TaskBehavior,
+use taskflow_benches::{
+    Timings, W2_HOPS, Workload, bench_registry, best_median, date, env_num, flow, ms, quantile,
+    selected, task, us, w2_task,
 };
 use taskflow_core::flow::Flow;
 use taskflow_core::journal::JournalOptions;
-use taskflow_core::model::{BusinessDate, ScopeItem, ShardKey};
 use taskflow_core::runtime::{DayOutcome, Runtime, RuntimeOptions};
 use taskflow_core::state::TaskStatus;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const PRODUCTS: &str = r#"
-[[product]]
-code = "F1"
-name = "fund one"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1"]
-"#;
-
-const DISTRIBUTORS: &str = r#"
-[[distributor]]
-code = "D1"
-name = "direct"
-type = "direct"
-"#;
-
-const CALENDAR: &str = r#"
-[calendar]
-from = 2026-01-01
-to = 2026-12-31
-"#;
-
-/// A business day of the calendar above (a Tuesday).
-fn date() -> BusinessDate {
-    BusinessDate::from_ymd(2026, 11, 24).expect("valid date")
-}
-
 const LIMIT: Duration = Duration::from_secs(600);
-
-/// When each shard's (single) step started and ended, by task id; only for tasks with
-/// `record = "1"`.
-type Timings = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
-
-/// The bench behavior: one step that does what the built-in `noop` does (one debug log line),
-/// a split into `shards` keys when the task asks for it (`shard_by = "behavior"`), and an
-/// optional record of when the step ran.
-struct BenchNoop {
-    timings: Timings,
-}
-
-impl TaskBehavior for BenchNoop {
-    fn split(&self, ctx: &SplitContext) -> Result<Vec<ShardPlan>, BehaviorError> {
-        let Some(n) = ctx.params.get("shards") else {
-            return Ok(ctx.scope.iter().cloned().map(ShardPlan::per_item).collect());
-        };
-        let n: u32 = n.parse().map_err(|_| BehaviorError::new("`shards` is not a number"))?;
-        Ok((0..n)
-            .map(|i| ShardPlan::new(ShardKey::new(format!("s{i}")), vec![ScopeItem::system()]))
-            .collect())
-    }
-
-    fn steps(&self) -> &[&str] {
-        &["noop"]
-    }
-
-    async fn run_step(&self, ctx: &mut ShardContext, _step: usize) -> Result<(), BehaviorError> {
-        let start = Instant::now();
-        ctx.debug("nothing to do");
-        if ctx.params().get("record").is_some() {
-            let end = Instant::now();
-            let task = ctx.task().as_str().to_owned();
-            self.timings.lock().unwrap_or_else(PoisonError::into_inner).push((task, start, end));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Settings {
@@ -114,24 +53,6 @@ struct Settings {
     workers: usize,
 }
 
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn task(id: &str, deps: &[String], extra: &str) -> String {
-    let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
-    format!(
-        "[[task]]\nid = \"{id}\"\nname = \"{id}\"\nlevel = \"system\"\nbehavior = \"bench.noop\"\n\
-         depends_on = [{}]\n{extra}\n\n",
-        deps.join(", ")
-    )
-}
-
-fn flow(tasks: &str) -> Arc<Flow> {
-    let text = format!("[flow]\nname = \"bench\"\ntime_zone = \"Asia/Shanghai\"\n\n{tasks}");
-    Arc::new(Flow::from_strs(&text, PRODUCTS, DISTRIBUTORS, CALENDAR).expect("valid bench flow"))
-}
-
 struct Run {
     elapsed: Duration,
     outcome: DayOutcome,
@@ -139,9 +60,7 @@ struct Run {
 
 async fn run_day(flow: Arc<Flow>, s: Settings, timings: &Timings) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut registry = BehaviorRegistry::with_builtins();
-    let t = timings.clone();
-    registry.register("bench.noop", move || BenchNoop { timings: t.clone() }).expect("register");
+    let registry = bench_registry(timings);
     let opts = RuntimeOptions {
         data_dir: dir.path().to_path_buf(),
         date: Some(date()),
@@ -168,7 +87,11 @@ fn completed(run: &Run, shards: u64) {
 }
 
 /// Runs a throughput workload `reps` times; prints best and median shards/s.
-async fn throughput(name: &str, flow: Arc<Flow>, shards: u64, s: Settings) -> (f64, f64) {
+async fn throughput(w: Workload, s: Settings) -> (f64, f64) {
+    let (name, shards) = (w.label(), w.shards());
+    let t = Instant::now();
+    let flow = flow(&w.tasks(None));
+    println!("  ({name}: flow parsed in {:.0} ms, not counted)", ms(t.elapsed()));
     let none = Timings::default();
     let mut rates = Vec::new();
     // Warm-up (first journal, thread pools, page cache), not counted.
@@ -180,8 +103,7 @@ async fn throughput(name: &str, flow: Arc<Flow>, shards: u64, s: Settings) -> (f
         println!("  {name}: {shards} shards in {:>8.1} ms = {rate:>9.0} shards/s", ms(run.elapsed));
         rates.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
-    let (best, median) = (rates[rates.len() - 1], rates[rates.len() / 2]);
+    let (best, median) = best_median(&mut rates);
     println!("{name}: best {best:.0} shards/s, median {median:.0} shards/s (target ≥ 100,000)\n");
     (best, median)
 }
@@ -198,13 +120,8 @@ async fn throughput(name: &str, flow: Arc<Flow>, shards: u64, s: Settings) -> (f
 /// completion report, the manager's batch (success + successor registration + ready +
 /// dispatch, one fdatasync), the assignment's trip to a slot and the start of its thread.
 async fn w2(s: Settings) {
-    const N: usize = 1_000;
-    let mut text = String::new();
-    for i in 0..N {
-        let deps = if i == 0 { vec![] } else { vec![format!("c{:04}", i - 1)] };
-        text.push_str(&task(&format!("c{i:04}"), &deps, "params = { record = \"1\" }"));
-    }
-    let f = flow(&text);
+    const N: usize = W2_HOPS;
+    let f = flow(&Workload::W2.tasks(None));
     println!("W2: chain of {N} one-shard tasks");
     let mut all_p50 = Vec::new();
     for rep in 0..s.reps.max(1) {
@@ -215,11 +132,11 @@ async fn w2(s: Settings) {
         assert_eq!(rows.len(), N, "every task ran once");
         let by_task: HashMap<String, (Instant, Instant)> =
             rows.into_iter().map(|(t, a, b)| (t, (a, b))).collect();
-        let at = |i: usize| by_task[&format!("c{i:04}")];
+        let at = |i: usize| by_task[&w2_task(i)];
         let mut hops: Vec<Duration> = (1..N).map(|i| at(i).0 - at(i - 1).1).collect();
         let chain = at(N - 1).1 - at(0).0;
         hops.sort();
-        let p = |q: f64| hops[((hops.len() as f64 - 1.0) * q).round() as usize];
+        let p = |q: f64| quantile(&hops, q);
         println!(
             "  rep {}: hop p50 {:>6.0} µs, p90 {:>6.0} µs, p99 {:>6.0} µs, max {:>6.0} µs; \
              first step → last step {:.1} ms ({:.0} µs/hop); start → done {:.1} ms",
@@ -260,10 +177,7 @@ async fn memory(s: Settings) {
         let none = none.clone();
         async move {
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut registry = BehaviorRegistry::with_builtins();
-            registry
-                .register("bench.noop", move || BenchNoop { timings: none.clone() })
-                .expect("register");
+            let registry = bench_registry(&none);
             let opts = RuntimeOptions {
                 data_dir: dir.path().to_path_buf(),
                 date: Some(date()),
@@ -325,14 +239,6 @@ fn rss_kib() -> i64 {
         .unwrap_or(0)
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) do nothing.
     if !std::env::args().any(|a| a == "--bench") {
@@ -345,8 +251,6 @@ fn main() {
         reps: env_num("TF_REPS", 3),
         workers: env_num("TF_WORKERS", 2),
     };
-    let only = std::env::var("TF_ONLY").unwrap_or_default();
-    let on = |w: &str| only.is_empty() || only.split(',').any(|o| o.trim() == w);
     println!(
         "\n== taskflow runtime in one process, persistence ON: executors {} × slots {}, \
          tokio workers {}, {} reps ==\n",
@@ -358,41 +262,18 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        if on("w1a") {
-            let f =
-                flow(&task("one", &[], "shard_by = \"behavior\"\nparams = { shards = \"10000\" }"));
-            throughput("W1a one task × 10,000 shards", f, 10_000, s).await;
-        }
-        if on("w1b") {
-            let mut text = String::new();
-            for i in 0..10_000 {
-                text.push_str(&task(&format!("t{i:05}"), &[], ""));
+        for (w, name) in [(Workload::W1a, "w1a"), (Workload::W1b, "w1b")] {
+            if selected(name) {
+                throughput(w, s).await;
             }
-            let t = Instant::now();
-            let f = flow(&text);
-            println!(
-                "  (W1b flow of 10,000 tasks parsed in {:.0} ms, not counted)",
-                ms(t.elapsed())
-            );
-            throughput("W1b 10,000 one-shard tasks", f, 10_000, s).await;
         }
-        if on("w2") {
+        if selected("w2") {
             w2(s).await;
         }
-        if on("w3") {
-            let text = format!(
-                "{}{}{}",
-                task("root", &[], ""),
-                task(
-                    "fan",
-                    &["root".into()],
-                    "shard_by = \"behavior\"\nparams = { shards = \"5000\" }"
-                ),
-                task("sink", &["fan".into()], ""),
-            );
-            throughput("W3 fan-out 1 → 5,000 → 1", flow(&text), 5_002, s).await;
+        if selected("w3") {
+            throughput(Workload::W3, s).await;
         }
-        if on("mem") {
+        if selected("mem") {
             memory(s).await;
         }
     });

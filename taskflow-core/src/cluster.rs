@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Every message is one envelope ([`codec`]): `[u16 version][rmp named body]`, decoded in the
-//! handler into a `Result`. See `proto-docs/cluster.md`.
+//! handler into a `Result`. Casts to one peer are coalesced into one `Batch` envelope: the
+//! manager's per release, the executor's per wake-up of its sender (no timer). See
+//! `proto-docs/cluster.md`.
 
 pub mod codec;
 pub(crate) mod executor;

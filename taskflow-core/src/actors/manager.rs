@@ -166,12 +166,15 @@ pub(crate) enum ExecLink {
 }
 
 impl ExecLink {
-    pub(crate) fn send(&self, msg: ExecutorMsg) {
+    /// Sends the messages of one manager turn: a remote executor gets them in one envelope.
+    pub(crate) fn send_all(&self, msgs: Vec<ExecutorMsg>) {
         match self {
             ExecLink::Local(a) => {
-                let _ = a.cast(msg);
+                for msg in msgs {
+                    let _ = a.cast(msg);
+                }
             }
-            ExecLink::Remote(r) => r.send(msg),
+            ExecLink::Remote(r) => r.send_all(msgs),
         }
     }
 }
@@ -196,8 +199,8 @@ pub(crate) struct ClusterRt {
     pub(crate) awaiting: HashMap<(TaskIx, u32), (String, u64)>,
     /// Behaviors no joined executor hosts (logged once each).
     pub(crate) unhosted: HashSet<String>,
-    pub(crate) _inbox: ActorRef<Wire>,
-    pub(crate) _node: ActorRef<ractor_cluster::NodeServerMessage>,
+    pub(crate) inbox: ActorRef<Wire>,
+    pub(crate) node: ActorRef<ractor_cluster::NodeServerMessage>,
 }
 
 /// Arguments of the manager.
@@ -400,8 +403,8 @@ impl Actor for Manager {
                     late_logged: HashSet::new(),
                     awaiting: HashMap::new(),
                     unhosted: HashSet::new(),
-                    _inbox: inbox,
-                    _node: node,
+                    inbox,
+                    node,
                 })
             }
         };
@@ -572,6 +575,22 @@ impl Actor for Manager {
             state.close().await;
             myself.stop_children(None);
             myself.stop(None);
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ManagerMsg>,
+        state: &mut ManagerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The cluster inbox (a globally named actor) and the node server are not children:
+        // stop them and wait, so that the listener is closed and a new runtime in this process
+        // can accept executors again.
+        if let Some(c) = state.cluster.take() {
+            let grace = Some(std::time::Duration::from_secs(5));
+            let _ = c.inbox.stop_and_wait(None, grace).await;
+            let _ = c.node.stop_and_wait(None, grace).await;
         }
         Ok(())
     }

@@ -87,6 +87,32 @@ pub fn encode<T: Serialize>(what: &'static str, msg: &T) -> Result<Vec<u8>, Wire
     Ok(out)
 }
 
+/// Encodes several messages for one peer in as few envelopes as possible: one message as
+/// itself, several as `wrap(items)` (a `Batch` variant), split in halves until every envelope
+/// fits in [`MAX_MESSAGE_BYTES`]. A single message too large on its own is an error in its
+/// place; the others still go.
+pub fn encode_batch<T: Serialize>(
+    what: &'static str,
+    mut items: Vec<T>,
+    wrap: fn(Vec<T>) -> T,
+    unwrap: fn(T) -> Vec<T>,
+) -> Vec<Result<Vec<u8>, WireError>> {
+    if items.len() <= 1 {
+        return items.pop().map(|m| encode(what, &m)).into_iter().collect();
+    }
+    let batch = wrap(items);
+    match encode(what, &batch) {
+        Err(WireError::TooLarge { .. }) => {
+            let mut first = unwrap(batch);
+            let second = first.split_off(first.len() / 2);
+            let mut out = encode_batch(what, first, wrap, unwrap);
+            out.extend(encode_batch(what, second, wrap, unwrap));
+            out
+        }
+        other => vec![other],
+    }
+}
+
 /// Decodes an envelope into `T`, or says why it is rejected.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {

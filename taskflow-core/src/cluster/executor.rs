@@ -93,6 +93,8 @@ struct Link {
     state: Mutex<LinkState>,
     /// The replicas this process keeps, for `Join` (kept current by the replica keeper).
     replicas: Arc<Mutex<Vec<ReplicaPosition>>>,
+    /// Casts to the manager (reports, notes), sent by [`send_casts`] in batches.
+    out: mpsc::UnboundedSender<(ActorRef<Wire>, ToManager)>,
 }
 
 #[derive(Default)]
@@ -130,12 +132,63 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn send(&self, manager: &ActorRef<Wire>, msg: &ToManager) {
+    /// Queues a cast to the manager; [`send_casts`] sends it (with whatever else is queued).
+    fn send(&self, manager: &ActorRef<Wire>, msg: ToManager) {
+        let _ = self.out.send((manager.clone(), msg));
+    }
+
+    /// Sends a cast on its own envelope at once (replication: never inside a `Batch`, whose
+    /// items the manager accepts only as reports).
+    fn send_now(manager: &ActorRef<Wire>, msg: &ToManager) {
         match codec::encode("executor message", msg) {
             Ok(b) => {
                 let _ = manager.cast(Wire::Cast(b));
             }
             Err(e) => warn!(error = %e, "message to the manager refused"),
+        }
+    }
+}
+
+/// The most casts coalesced into one envelope.
+const MAX_BATCH: usize = 4096;
+
+/// Sends the executor's casts to the manager: each wake-up takes what is queued (after one
+/// yield, so that jobs finishing together report together) and sends it as one `Batch`
+/// envelope. No timer: an idle executor's report leaves at once, so batching adds no
+/// latency to a lone shard.
+async fn send_casts(mut rx: mpsc::UnboundedReceiver<(ActorRef<Wire>, ToManager)>) {
+    let mut carry = None;
+    loop {
+        let (to, first) = match carry.take() {
+            Some(x) => x,
+            None => match rx.recv().await {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok((m, msg)) if m.get_id() == to.get_id() => batch.push(msg),
+                Ok(other) => {
+                    carry = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let unwrap = |m| match m {
+            ToManager::Batch(items) => items,
+            other => vec![other],
+        };
+        for bytes in codec::encode_batch("executor message", batch, ToManager::Batch, unwrap) {
+            match bytes {
+                Ok(b) => {
+                    let _ = to.cast(Wire::Cast(b));
+                }
+                Err(e) => warn!(error = %e, "message to the manager refused"),
+            }
         }
     }
 }
@@ -192,7 +245,7 @@ impl Upstream for RemoteUpstream {
             slot,
             body,
         });
-        self.0.send(&manager, &msg);
+        self.0.send(&manager, msg);
     }
 
     fn checkpoint(
@@ -283,7 +336,7 @@ impl Upstream for RemoteUpstream {
             slot: u32::MAX,
             body,
         });
-        self.0.send(&manager, &msg);
+        self.0.send(&manager, msg);
     }
 }
 
@@ -339,53 +392,74 @@ impl Actor for Agent {
             Err(e) => {
                 state.rejects.reject("manager", &e);
             }
-            Ok(ToExecutor::Assign(a)) => {
+            Ok(ToExecutor::Batch(items)) => {
+                for item in items {
+                    if let ToExecutor::Batch(_) = item {
+                        let detail = "a batch inside a batch".to_owned();
+                        let err = codec::WireError::Body { what: "manager message", detail };
+                        state.rejects.reject("manager", &err);
+                        continue;
+                    }
+                    state.on_message(item);
+                }
+            }
+            Ok(msg) => state.on_message(msg),
+        }
+        Ok(())
+    }
+}
+
+impl AgentState {
+    /// Routes one (non-batch) message from the manager.
+    fn on_message(&mut self, msg: ToExecutor) {
+        match msg {
+            ToExecutor::Assign(a) => {
                 let assignment = match a.to_assignment() {
                     Ok(x) => x,
                     Err(detail) => {
                         let err = codec::WireError::Body { what: "assignment", detail };
-                        state.rejects.reject("manager", &err);
-                        return Ok(());
+                        self.rejects.reject("manager", &err);
+                        return;
                     }
                 };
                 {
                     // An assignment can overtake the answer to our join (it is sent once the
                     // dispatch is durable; the answer once the join is): accept the current
                     // epoch and newer ones, refuse only an older manager's.
-                    let mut st = state.link.lock();
+                    let mut st = self.link.lock();
                     if a.epoch < st.epoch {
                         warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of an older epoch refused");
-                        return Ok(());
+                        return;
                     }
                     st.running.insert(a.slot, assignment.key.clone());
                     st.job_epochs.insert(assignment.key.clone(), a.epoch);
                     st.busy.insert(a.slot);
                 }
-                let _ = state.executor.cast(ExecutorMsg::Assign(assignment));
+                let _ = self.executor.cast(ExecutorMsg::Assign(assignment));
             }
-            Ok(ToExecutor::Stop(s)) => {
+            ToExecutor::Stop(s) => {
                 let key = AttemptKey::from(&s.key);
-                let _ = state.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
+                let _ = self.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
             }
-            Ok(ToExecutor::Confirm(c)) => {
-                let mut st = state.link.lock();
+            ToExecutor::Confirm(c) => {
+                let mut st = self.link.lock();
                 for k in &c.keys {
                     st.held.remove(&AttemptKey::from(k));
                 }
             }
             // --- replication ---
-            Ok(ToExecutor::Replicate(r)) => {
+            ToExecutor::Replicate(r) => {
                 let current = {
-                    let st = state.link.lock();
+                    let st = self.link.lock();
                     st.manager.is_some() && st.epoch == r.epoch
                 };
-                match &state.replica {
+                match &self.replica {
                     // Only the manager this process is registered with extends the replica.
                     Some(replica) if current => {
                         let _ = replica.cast(ReplicaMsg::Stream(r));
                     }
                     Some(_) => {
-                        let mut st = state.link.lock();
+                        let mut st = self.link.lock();
                         if r.epoch > st.epoch && st.early_replication.len() < 256 {
                             st.early_replication.push(r);
                         }
@@ -395,11 +469,11 @@ impl Actor for Agent {
                             what: "replication",
                             detail: "this executor keeps no replica (no --data)".into(),
                         };
-                        state.rejects.reject("manager", &err);
+                        self.rejects.reject("manager", &err);
                     }
                 }
             }
-            Ok(ToExecutor::ReplicaPull(p)) => match &state.replica {
+            ToExecutor::ReplicaPull(p) => match &self.replica {
                 Some(replica) => {
                     let _ = replica.cast(ReplicaMsg::Pull(p));
                 }
@@ -408,12 +482,12 @@ impl Actor for Agent {
                         what: "replica pull",
                         detail: "this executor keeps no replica (no --data)".into(),
                     };
-                    state.rejects.reject("manager", &err);
+                    self.rejects.reject("manager", &err);
                 }
             },
             // --- end replication ---
+            ToExecutor::Batch(_) => {}
         }
-        Ok(())
     }
 }
 
@@ -440,12 +514,15 @@ pub async fn run_executor(
 ) -> Result<(), ExecutorError> {
     let behaviors: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
     let instance = random_instance();
+    let (out, casts) = mpsc::unbounded_channel();
     let link = Arc::new(Link {
         name: cfg.name.clone(),
         instance,
         state: Mutex::new(LinkState::default()),
         replicas: Arc::new(Mutex::new(Vec::new())),
+        out,
     });
+    let sender = tokio::spawn(send_casts(casts));
     let up: Arc<dyn Upstream> = Arc::new(RemoteUpstream(link.clone()));
     let exec_args = ExecutorArgs {
         index: 0,
@@ -483,6 +560,7 @@ pub async fn run_executor(
     if let Some(r) = replica {
         r.stop(None);
     }
+    sender.abort();
     result
 }
 
@@ -495,7 +573,7 @@ async fn start_replica(
     let send: ToManagerFn = Arc::new(move |msg| {
         let target = to.lock().replica_to.clone();
         match target {
-            Some(m) => to.send(&m, &msg),
+            Some(m) => Link::send_now(&m, &msg),
             None => tracing::debug!("no manager session: a replica message is dropped"),
         }
     });

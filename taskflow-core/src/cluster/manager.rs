@@ -59,12 +59,29 @@ impl ClusterListen {
 
 /// What the inbox hands the manager, decoded.
 pub(crate) enum ClusterIn {
-    Join { join: Join, reply: RpcReplyPort<Vec<u8>> },
-    Heartbeat { hb: Heartbeat, reply: RpcReplyPort<Vec<u8>> },
-    Checkpoint { cp: CheckpointMsg, reply: RpcReplyPort<Vec<u8>> },
+    Join {
+        join: Join,
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+    Heartbeat {
+        hb: Heartbeat,
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+    Checkpoint {
+        cp: CheckpointMsg,
+        reply: RpcReplyPort<Vec<u8>>,
+    },
     Report(ReportMsg),
-    Drain { msg: DrainMsg, leave: bool, reply: RpcReplyPort<Vec<u8>> },
-    SessionClosed { node_id: u64 },
+    Drain {
+        msg: DrainMsg,
+        leave: bool,
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+    /// The reports of one `Batch` envelope, in order (handled in one manager turn).
+    Reports(Vec<ReportMsg>),
+    SessionClosed {
+        node_id: u64,
+    },
 }
 
 /// Sends a reply envelope (an encoding failure is logged; the caller times out).
@@ -91,31 +108,72 @@ impl RemoteExecutor {
         self.agent.get_id().node()
     }
 
-    pub(crate) fn send(&self, msg: ExecutorMsg) {
-        let wire = match &msg {
-            ExecutorMsg::Assign(a) => ToExecutor::Assign(AssignMsg::from_assignment(self.epoch, a)),
-            ExecutorMsg::Stop { slot, key } => ToExecutor::Stop(StopMsg {
-                epoch: self.epoch,
-                slot: *slot,
-                key: WireAttempt::from(key),
-            }),
-        };
-        self.cast(&wire);
-    }
-
     /// Tells the executor it may forget these outcomes.
     pub(crate) fn confirm(&self, keys: Vec<WireAttempt>) {
-        self.cast(&ToExecutor::Confirm(ConfirmMsg { epoch: self.epoch, keys }));
-    }
-
-    fn cast(&self, wire: &ToExecutor) {
-        match codec::encode("executor message", wire) {
+        let msg = ToExecutor::Confirm(ConfirmMsg { epoch: self.epoch, keys });
+        match codec::encode("executor message", &msg) {
             Ok(bytes) => {
                 if self.agent.cast(Wire::Cast(bytes)).is_err() {
-                    info!(executor = %self.name, "executor unreachable; message dropped");
+                    info!(executor = %self.name, "executor unreachable; confirmation dropped");
                 }
             }
-            Err(e) => warn!(executor = %self.name, error = %e, "message to executor refused"),
+            Err(e) => warn!(executor = %self.name, error = %e, "confirmation refused"),
+        }
+    }
+
+    /// Sends the messages of one manager turn in as few envelopes as possible (a
+    /// [`ToExecutor::Batch`] when there are several): one encode and one ractor_cluster cast
+    /// per envelope instead of per shard.
+    pub(crate) fn send_all(&self, msgs: Vec<ExecutorMsg>) {
+        // The assignments of one task share their behavior, date, covered dates, params and
+        // timeout: those are converted once per batch (formatting a date costs more than all
+        // the rest of a shard's wire form), then cloned.
+        let mut template: Option<AssignMsg> = None;
+        let mut wire = Vec::with_capacity(msgs.len());
+        for msg in &msgs {
+            wire.push(match msg {
+                ExecutorMsg::Assign(a) => {
+                    let t = match template.take() {
+                        Some(t) if t.key.task == a.key.task.as_str() => t,
+                        _ => AssignMsg::from_assignment(self.epoch, a),
+                    };
+                    let m = AssignMsg {
+                        epoch: self.epoch,
+                        key: WireAttempt::from(&a.key),
+                        slot: a.slot,
+                        behavior: t.behavior.clone(),
+                        date: t.date.clone(),
+                        shard_key: a.shard_key.as_str().to_owned(),
+                        scope: a.scope.clone(),
+                        covered_dates: t.covered_dates.clone(),
+                        params: t.params.clone(),
+                        completed_steps: a.completed_steps as u32,
+                        timeout_ms: t.timeout_ms,
+                    };
+                    template = Some(t);
+                    ToExecutor::Assign(m)
+                }
+                ExecutorMsg::Stop { slot, key } => ToExecutor::Stop(StopMsg {
+                    epoch: self.epoch,
+                    slot: *slot,
+                    key: WireAttempt::from(key),
+                }),
+            });
+        }
+        drop(msgs);
+        let unwrap = |m| match m {
+            ToExecutor::Batch(items) => items,
+            other => vec![other],
+        };
+        for bytes in codec::encode_batch("executor message", wire, ToExecutor::Batch, unwrap) {
+            match bytes {
+                Ok(bytes) => {
+                    if self.agent.cast(Wire::Cast(bytes)).is_err() {
+                        info!(executor = %self.name, "executor unreachable; message dropped");
+                    }
+                }
+                Err(e) => warn!(executor = %self.name, error = %e, "message to executor refused"),
+            }
         }
     }
 
@@ -177,6 +235,22 @@ impl Actor for Inbox {
                 let _ = state.manager.cast(ManagerMsg::ReplicaAck(a));
                 return Ok(());
             }
+            (Ok(ToManager::Batch(items)), None) => {
+                let mut reports = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        ToManager::Report(r) => reports.push(r),
+                        other => {
+                            let err = codec::WireError::Body {
+                                what: "executor message",
+                                detail: format!("{} inside a batch", variant_name(&other)),
+                            };
+                            state.rejects.reject(peer_of(&other), &err);
+                        }
+                    }
+                }
+                ClusterIn::Reports(reports)
+            }
             (Ok(other), reply) => {
                 let what = if reply.is_some() { "a call" } else { "a cast" };
                 let err = codec::WireError::Body {
@@ -221,6 +295,7 @@ fn variant_name(m: &ToManager) -> &'static str {
         ToManager::Leave(_) => "leave",
         ToManager::ReplicaAck(_) => "replica ack",
         ToManager::ReplicaChunk(_) => "replica chunk",
+        ToManager::Batch(_) => "batch",
     }
 }
 
@@ -233,6 +308,7 @@ fn peer_of(m: &ToManager) -> &str {
         ToManager::Drain(d) | ToManager::Leave(d) => &d.executor,
         ToManager::ReplicaAck(a) => &a.executor,
         ToManager::ReplicaChunk(c) => &c.executor,
+        ToManager::Batch(items) => items.first().map_or("unknown executor", peer_of),
     }
 }
 

@@ -42,6 +42,9 @@ pub enum ToManager {
     ReplicaAck(ReplicaAckMsg),
     /// A cast: part of a replica, answering a recovering manager's [`ToExecutor::ReplicaPull`].
     ReplicaChunk(ReplicaChunkMsg),
+    /// A cast: several casts (reports) coalesced into one envelope, handled in order. Never
+    /// nested, never a call; each envelope stays ≤ 4 MiB (senders split bigger batches).
+    Batch(Vec<ToManager>),
 }
 
 /// Manager → executor (casts).
@@ -57,6 +60,9 @@ pub enum ToExecutor {
     Replicate(ReplicateMsg),
     /// A recovering manager asks for part of the executor's replica.
     ReplicaPull(ReplicaPullMsg),
+    /// Several messages for this executor from one manager turn, in one envelope, handled in
+    /// order. Never nested; each envelope stays ≤ 4 MiB (senders split bigger batches).
+    Batch(Vec<ToExecutor>),
 }
 
 /// The answer to every call.

@@ -203,3 +203,55 @@ fn an_assignment_round_trips_through_its_wire_form() {
     bad.date = "2026-02-30".into();
     assert!(bad.to_assignment().unwrap_err().contains("bad date"));
 }
+
+#[test]
+fn a_batch_is_one_envelope_and_splits_to_stay_under_the_limit() {
+    use super::codec::{decode, encode_batch};
+    let report = |i: u32, text: usize| {
+        ToManager::Report(ReportMsg {
+            epoch: 1,
+            executor: "e1".into(),
+            instance: 7,
+            key: WireAttempt {
+                task: "t".into(),
+                shard: i,
+                attempt: 1,
+                generation: 0,
+                kind: WireJobKind::Run,
+            },
+            slot: i,
+            body: ReportBody::Log {
+                at_ms: 0,
+                level: "info".into(),
+                step: None,
+                message: "x".repeat(text),
+            },
+        })
+    };
+    let unwrap = |m| match m {
+        ToManager::Batch(items) => items,
+        other => vec![other],
+    };
+    // One message travels as itself.
+    let one = encode_batch("t", vec![report(0, 1)], ToManager::Batch, unwrap);
+    assert_eq!(one.len(), 1);
+    let decoded: ToManager = decode("t", one[0].as_ref().expect("encoded")).expect("decodes");
+    assert_eq!(decoded, report(0, 1));
+    // Several small ones: one batch, in order.
+    let small: Vec<ToManager> = (0..100).map(|i| report(i, 10)).collect();
+    let out = encode_batch("t", small.clone(), ToManager::Batch, unwrap);
+    assert_eq!(out.len(), 1);
+    let decoded: ToManager = decode("t", out[0].as_ref().expect("encoded")).expect("decodes");
+    assert_eq!(decoded, ToManager::Batch(small));
+    // Too many bytes for one envelope: split, every part under the limit, nothing lost.
+    let big: Vec<ToManager> = (0..12).map(|i| report(i, 512 * 1024)).collect();
+    let out = encode_batch("t", big.clone(), ToManager::Batch, unwrap);
+    assert!(out.len() > 1, "split into {} envelopes", out.len());
+    let mut all = Vec::new();
+    for env in out {
+        let env = env.expect("every part fits");
+        assert!(env.len() <= MAX_MESSAGE_BYTES);
+        all.extend(unwrap(decode("t", &env).expect("decodes")));
+    }
+    assert_eq!(all, big);
+}

@@ -1083,6 +1083,15 @@ impl ManagerState {
         let mut notices = Vec::new();
         let mut confirms: HashMap<usize, Vec<crate::cluster::messages::WireAttempt>> =
             HashMap::new();
+        // Messages to executors leave per executor, once per release (one network envelope
+        // per executor process, not one per shard).
+        let mut outbox: Vec<Vec<ExecutorMsg>> = Vec::new();
+        let mut post = |executor: usize, msg: ExecutorMsg| {
+            if outbox.len() <= executor {
+                outbox.resize_with(executor + 1, Vec::new);
+            }
+            outbox[executor].push(msg);
+        };
         for e in effects {
             match e {
                 Effect::Assign { executor, assignment } => {
@@ -1091,11 +1100,11 @@ impl ManagerState {
                     if e.slots.get(assignment.slot as usize).and_then(|s| s.job.as_ref())
                         == Some(&assignment.key)
                     {
-                        e.actor.send(ExecutorMsg::Assign(assignment));
+                        post(executor, ExecutorMsg::Assign(assignment));
                     }
                 }
                 Effect::Stop { executor, slot, key } => {
-                    self.executors[executor].actor.send(ExecutorMsg::Stop { slot, key });
+                    post(executor, ExecutorMsg::Stop { slot, key });
                 }
                 Effect::Publish(n) => notices.push(n),
                 Effect::Reply(f) => f(durable),
@@ -1108,6 +1117,11 @@ impl ManagerState {
             if let Some(super::ExecLink::Remote(r)) = self.executors.get(executor).map(|e| &e.actor)
             {
                 r.confirm(keys);
+            }
+        }
+        for (executor, msgs) in outbox.into_iter().enumerate() {
+            if !msgs.is_empty() {
+                self.executors[executor].actor.send_all(msgs);
             }
         }
         if !notices.is_empty() {

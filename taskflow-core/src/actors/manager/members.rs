@@ -58,6 +58,11 @@ impl ManagerState {
             }
             ClusterIn::Checkpoint { cp, reply } => self.on_remote_checkpoint(cp, reply),
             ClusterIn::Report(r) => self.on_remote_report(r),
+            ClusterIn::Reports(reports) => {
+                for r in reports {
+                    self.on_remote_report(r);
+                }
+            }
             ClusterIn::SessionClosed { node_id } => {
                 let lost: Vec<usize> = (0..self.executors.len())
                     .filter(|&i| {
