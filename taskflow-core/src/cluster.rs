@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub(crate) mod executor;
+mod held;
 pub(crate) mod manager;
 pub mod messages;
 mod node;

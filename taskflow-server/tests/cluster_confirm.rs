@@ -18,6 +18,7 @@ mod support;
 mod ledger_flow;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ledger_flow::{LedgerFlow, SHARDS};
@@ -119,4 +120,47 @@ fn a_drain_without_a_manager_session_exits_at_once() {
     e.signal("-TERM");
     assert_eq!(e.wait_exit(Duration::from_secs(10)), Some(0), "{}", e.output());
     assert!(e.output().contains("drained (no manager session"), "{}", e.output());
+}
+
+#[test]
+fn an_executor_restarted_on_its_data_dir_re_reports_the_outcomes_it_held() {
+    // Manager and executor both die while a shard runs; the executor's fenced (interrupted)
+    // outcome survives in its --data dir, so the restarted manager can resume the shard
+    // instead of declaring it unconfirmed (which would roll it back: a `/g1` key).
+    let c = Cluster::new();
+    let day = LedgerFlow::write(c.dir.path(), 1.0);
+    let flow = day.flow.to_str().unwrap().to_owned();
+    let edata = c.dir.path().join("executor-data");
+    let edata = edata.to_str().unwrap().to_owned();
+    let spawn_executor = || {
+        Proc::spawn(
+            &["executor", "--manager", &c.addr, "--name", "e", "--slots", "1", "--data", &edata],
+            &[("TF_MARK", "e")],
+        )
+    };
+    let m = c.manager_with(1000, &INFO, &["--flow", &flow]);
+    let e = spawn_executor();
+    wait_until(Duration::from_secs(60), "a shard running on the executor", || {
+        let done: HashSet<String> = day.ledger().into_iter().collect();
+        day.starts().iter().any(|(k, _)| !done.contains(k))
+    });
+    m.signal("-9");
+    drop(m);
+    let held = Path::new(&edata).join("held");
+    wait_until(Duration::from_secs(10), "the interrupted outcome on disk", || {
+        std::fs::read_dir(&held)
+            .is_ok_and(|d| d.flatten().any(|f| f.path().extension().is_some_and(|x| x == "held")))
+    });
+    e.signal("-9");
+    drop(e);
+
+    let mut m2 = c.manager_with(1000, &INFO, &["--flow", &flow]);
+    let e2 = spawn_executor();
+    let code = m2.wait_exit(Duration::from_secs(120));
+    let out = m2.output();
+    assert_eq!(code, Some(0), "the restarted manager completes the day:\n{out}");
+    assert!(out.contains("re-reported outcome reconciled"), "{out}");
+    assert!(!out.contains("unconfirmed"), "nothing became unconfirmed:\n{out}");
+    assert_each_shard_once(&day);
+    drop(e2);
 }

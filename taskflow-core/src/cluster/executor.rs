@@ -111,6 +111,8 @@ struct LinkState {
     fenced: HashSet<AttemptKey>,
     /// Outcomes not yet confirmed durable by the manager (two-phase confirmation).
     held: HashMap<AttemptKey, HeldOutcome>,
+    /// Their copies on disk (with `--data`).
+    held_store: super::held::HeldStore,
     /// A drain was requested: tell every manager session, leave once idle and confirmed.
     draining: bool,
     notes_window: Option<(Instant, u32)>,
@@ -217,6 +219,7 @@ impl Upstream for RemoteUpstream {
                     outcome: outcome.clone(),
                     last_step: last_step.clone(),
                 };
+                st.held_store.put(&held);
                 st.held.insert(key.clone(), held);
                 (key, slot, ReportBody::Finished { outcome, last_step })
             }
@@ -444,7 +447,9 @@ impl AgentState {
             ToExecutor::Confirm(c) => {
                 let mut st = self.link.lock();
                 for k in &c.keys {
-                    st.held.remove(&AttemptKey::from(k));
+                    if st.held.remove(&AttemptKey::from(k)).is_some() {
+                        st.held_store.remove(k);
+                    }
                 }
             }
             // --- replication ---
@@ -515,10 +520,20 @@ pub async fn run_executor(
     let behaviors: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
     let instance = random_instance();
     let (out, casts) = mpsc::unbounded_channel();
+    let (held_store, held) =
+        super::held::HeldStore::open(cfg.data.as_deref()).map_err(ExecutorError::Startup)?;
+    if !held.is_empty() {
+        info!(outcomes = held.len(), "outcomes of a previous process are held for the next join");
+    }
+    let state = LinkState {
+        held: held.into_iter().map(|h| (AttemptKey::from(&h.key), h)).collect(),
+        held_store,
+        ..LinkState::default()
+    };
     let link = Arc::new(Link {
         name: cfg.name.clone(),
         instance,
-        state: Mutex::new(LinkState::default()),
+        state: Mutex::new(state),
         replicas: Arc::new(Mutex::new(Vec::new())),
         out,
     });
@@ -829,6 +844,7 @@ async fn session(
                 let key = AttemptKey::from(&h.key);
                 if st.held.get(&key) == Some(h) {
                     st.held.remove(&key);
+                    st.held_store.remove(&h.key);
                 }
             }
             st.manager = Some(inbox.clone());
