@@ -144,10 +144,10 @@ async fn forced_stop_of_blocking_code(behavior: &str) {
     let mut o = opts(&dir);
     o.slots_per_executor = 1;
     let (rt, m) = start(f, &ledger, o).await;
-    until("running", || async {
-        m.board().await.unwrap().task("t").unwrap().status == TaskStatus::Running
-    })
-    .await;
+    // The step has started (and blocks): a stop that reached the slot earlier would cancel the
+    // shard before it ran, which is a cooperative stop, not the forced one under test.
+    until("the step blocking", || async { ledger.lines().iter().any(|l| l.starts_with("run ")) })
+        .await;
     m.act(cmd(OperatorAction::Stop, "t", None)).await.unwrap();
     until("stopped", || async {
         m.board().await.unwrap().task("t").unwrap().status == TaskStatus::Stopped
