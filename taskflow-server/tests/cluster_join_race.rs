@@ -86,24 +86,33 @@ fn an_assignment_that_overtakes_the_join_answer_is_run() {
         heartbeat_ms: 10_000,
     }));
 
-    // The job runs: its report comes back (heartbeats and checkpoints are answered meanwhile).
-    loop {
+    // The job runs: its report comes back, alone or in a `Batch` with its notes (heartbeats
+    // and checkpoints are answered meanwhile).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    'wait: loop {
+        assert!(std::time::Instant::now() < deadline, "no report:\n{}", exec.output());
         let incoming = recv(&mut rx);
-        match decode(&incoming) {
-            ToManager::Report(r) if r.key == key => {
-                if let ReportBody::Finished { outcome, .. } = &r.body {
-                    assert_eq!(*outcome, WireOutcome::Succeeded);
-                    assert_eq!(r.epoch, EPOCH);
-                    break;
-                }
-            }
+        let casts = match decode(&incoming) {
             ToManager::Heartbeat(hb) => {
                 incoming.answer(reply(&Reply::HeartbeatAck { seq: hb.seq, ok: true }));
+                continue;
             }
             ToManager::Checkpoint(_) => {
-                incoming.answer(reply(&Reply::CheckpointAck { error: None }))
+                incoming.answer(reply(&Reply::CheckpointAck { error: None }));
+                continue;
             }
-            _ => {}
+            ToManager::Batch(items) => items,
+            other => vec![other],
+        };
+        for cast in casts {
+            if let ToManager::Report(r) = cast
+                && r.key == key
+                && let ReportBody::Finished { outcome, .. } = &r.body
+            {
+                assert_eq!(*outcome, WireOutcome::Succeeded);
+                assert_eq!(r.epoch, EPOCH);
+                break 'wait;
+            }
         }
     }
     drop(exec);
