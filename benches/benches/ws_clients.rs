@@ -38,12 +38,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use taskflow_core::behavior::{
-    BehaviorError, BehaviorRegistry, ShardContext, ShardPlan, SplitContext, TaskBehavior,
-};
+use taskflow_core::behavior::BehaviorRegistry;
 use taskflow_core::flow::Flow;
 use taskflow_core::journal::JournalOptions;
-use taskflow_core::model::{BusinessDate, ScopeItem, ShardKey};
+use taskflow_core::model::BusinessDate;
 use taskflow_core::runtime::{DayOutcome, Notice, Runtime, RuntimeOptions, Topic};
 use taskflow_core::state::EventKind;
 use taskflow_server::{AppState, Auth, ConsoleOptions, behavior_steps};
@@ -51,55 +49,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const PRODUCTS: &str = r#"
-[[product]]
-code = "F1"
-name = "fund one"
-mode = "open-nav"
-lifecycle = "open"
-distributors = ["D1"]
-"#;
-
-const DISTRIBUTORS: &str = r#"
-[[distributor]]
-code = "D1"
-name = "direct"
-type = "direct"
-"#;
-
-const CALENDAR: &str = r#"
-[calendar]
-from = 2026-01-01
-to = 2026-12-31
-"#;
+use taskflow_benches::{CALENDAR, DISTRIBUTORS, PRODUCTS};
 
 const TOKEN: &str = "bench-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(600);
-
-/// One step that does what the built-in `noop` does (one debug log line); splits into
-/// `shards` keys when the task asks for it.
-struct BenchNoop;
-
-impl TaskBehavior for BenchNoop {
-    fn split(&self, ctx: &SplitContext) -> Result<Vec<ShardPlan>, BehaviorError> {
-        let Some(n) = ctx.params.get("shards") else {
-            return Ok(ctx.scope.iter().cloned().map(ShardPlan::per_item).collect());
-        };
-        let n: u32 = n.parse().map_err(|_| BehaviorError::new("`shards` is not a number"))?;
-        Ok((0..n)
-            .map(|i| ShardPlan::new(ShardKey::new(format!("s{i}")), vec![ScopeItem::system()]))
-            .collect())
-    }
-
-    fn steps(&self) -> &[&str] {
-        &["noop"]
-    }
-
-    async fn run_step(&self, ctx: &mut ShardContext, _step: usize) -> Result<(), BehaviorError> {
-        ctx.debug("nothing to do");
-        Ok(())
-    }
-}
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -108,12 +61,12 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn flow(tasks: usize, shards: u32) -> Arc<Flow> {
     let mut text = String::from(
         "[flow]\nname = \"bench\"\ntime_zone = \"Asia/Shanghai\"\n\n[[task]]\nid = \"start\"\n\
-         name = \"start\"\nlevel = \"system\"\nbehavior = \"bench.noop\"\ntrigger = \"manual\"\n\n",
+         name = \"start\"\nlevel = \"system\"\nbehavior = \"noop\"\ntrigger = \"manual\"\n\n",
     );
     for i in 0..tasks {
         text.push_str(&format!(
             "[[task]]\nid = \"work{i}\"\nname = \"work {i}\"\nlevel = \"system\"\n\
-             behavior = \"bench.noop\"\ndepends_on = [\"start\"]\nshard_by = \"behavior\"\n\
+             behavior = \"noop\"\ndepends_on = [\"start\"]\nshard_by = \"behavior\"\n\
              params = {{ shards = \"{shards}\" }}\n\n"
         ));
     }
@@ -235,8 +188,8 @@ async fn run() {
     let slots: u32 = env_num("TF_SLOTS", 128);
     let flow = flow(tasks, shards);
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut registry = BehaviorRegistry::with_builtins();
-    registry.register("bench.noop", || BenchNoop).expect("register");
+    // The built-in `noop` splits into `params.shards` shards.
+    let registry = BehaviorRegistry::with_builtins();
     let behaviors: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
     let steps = behavior_steps(&registry);
     let opts = RuntimeOptions {
