@@ -131,6 +131,24 @@ impl Actor for TaskActor {
 
 /// Registration plus split of one task: pure given the flow, the date and the behavior.
 fn prepare(args: &TaskArgs, ix: TaskIx) -> Result<Prepared, String> {
+    prepare_task(&args.flow, &args.registry, args.date, ix)
+}
+
+/// Whether preparing `ix` is trivial enough for the manager to do inline: a system-level task
+/// (one scope item, no reference data walked) split by the flow, not by its behavior.
+pub(crate) fn is_trivial(flow: &Flow, ix: TaskIx) -> bool {
+    let def = flow.task(ix);
+    def.level == crate::model::TaskLevel::System && def.shard_by != ShardBy::Behavior
+}
+
+/// See [`prepare`].
+pub(crate) fn prepare_task(
+    flow: &Flow,
+    registry: &BehaviorRegistry,
+    date: BusinessDate,
+    ix: TaskIx,
+) -> Result<Prepared, String> {
+    let args = PrepareArgs { flow, registry, date };
     let def = args.flow.task(ix);
     let reg =
         registration::register(def, args.date, args.flow.reference()).map_err(|e| e.to_string())?;
@@ -151,4 +169,10 @@ fn prepare(args: &TaskArgs, ix: TaskIx) -> Result<Prepared, String> {
         crate::schedule::group_scope(def, &reg.items)
     };
     Ok(Prepared { items: reg.items, covered_dates: reg.covered_dates, plans })
+}
+
+struct PrepareArgs<'a> {
+    flow: &'a Flow,
+    registry: &'a BehaviorRegistry,
+    date: BusinessDate,
 }

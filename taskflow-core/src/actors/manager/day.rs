@@ -352,6 +352,14 @@ impl ManagerState {
         }
         t.preparing = true;
         self.preparing += 1;
+        if crate::actors::task::is_trivial(&self.flow, s) {
+            // A system task split by the flow: one scope item, nothing to walk. Preparing it
+            // here costs less than the actor it would otherwise need.
+            let result = crate::actors::task::prepare_task(&self.flow, &self.registry, self.date, s);
+            self.on_prepared(s, result);
+            return;
+        }
+        let t = &mut self.tasks[s.get()];
         match &t.actor {
             Some(actor) => {
                 let _ = actor.cast(TaskMsg::Prepare(vec![s]));
@@ -364,12 +372,21 @@ impl ManagerState {
     }
 
     /// Makes sure an active task has its actor (and its plans, for dispatch).
+    ///
+    /// A trivial task (prepared inline) gets its actor only when it needs one: for a retry
+    /// timer, or to prepare a non-trivial successor ahead of its success.
     fn ensure_actor(&mut self, ix: TaskIx) {
         if self.tasks[ix.get()].prepared.is_none() {
             self.request_prepare(ix);
         }
+        let needed = !crate::actors::task::is_trivial(&self.flow, ix)
+            || !self.tasks[ix.get()].retry_stash.is_empty()
+            || self.flow.graph().successors(ix).iter().any(|&s| {
+                !crate::actors::task::is_trivial(&self.flow, s)
+                    && self.tasks[s.get()].prepared.is_none()
+            });
         let t = &mut self.tasks[ix.get()];
-        if t.actor.is_none() && !t.spawning {
+        if needed && t.actor.is_none() && !t.spawning {
             t.spawning = true;
             self.to_spawn.push((ix, Vec::new()));
         }
