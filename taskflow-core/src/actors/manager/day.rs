@@ -355,7 +355,8 @@ impl ManagerState {
         if crate::actors::task::is_trivial(&self.flow, s) {
             // A system task split by the flow: one scope item, nothing to walk. Preparing it
             // here costs less than the actor it would otherwise need.
-            let result = crate::actors::task::prepare_task(&self.flow, &self.registry, self.date, s);
+            let result =
+                crate::actors::task::prepare_task(&self.flow, &self.registry, self.date, s);
             self.on_prepared(s, result);
             return;
         }
