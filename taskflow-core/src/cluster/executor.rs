@@ -129,6 +129,13 @@ struct LinkState {
     // --- end replication ---
 }
 
+impl LinkState {
+    /// Nothing runs and no outcome awaits confirmation: a drain may end.
+    fn idle(&self) -> bool {
+        self.busy.is_empty() && self.held.is_empty()
+    }
+}
+
 impl Link {
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -203,7 +210,7 @@ struct RemoteUpstream(Arc<Link>);
 impl Upstream for RemoteUpstream {
     fn report(&self, report: Report) {
         let mut st = self.0.lock();
-        let job_epoch = st.job_epochs.get(&key_of(&report)).copied().unwrap_or(st.epoch);
+        let job_epoch = st.job_epochs.get(report.key()).copied().unwrap_or(st.epoch);
         let (key, slot, body) = match report {
             Report::Finished { key, slot, outcome, last_step, .. } => {
                 let last_step = last_step.map(|c| LastStep { step: c.step as u32, name: c.name });
@@ -340,14 +347,6 @@ impl Upstream for RemoteUpstream {
             body,
         });
         self.0.send(&manager, msg);
-    }
-}
-
-fn key_of(report: &Report) -> AttemptKey {
-    match report {
-        Report::Finished { key, .. }
-        | Report::Abandoned { key, .. }
-        | Report::SlotFreed { key, .. } => key.clone(),
     }
 }
 
@@ -679,7 +678,7 @@ fn drained_offline(cfg: &ExecutorConfig, link: &Link) -> bool {
     if !st.draining {
         return false;
     }
-    if st.busy.is_empty() && st.held.is_empty() {
+    if st.idle() {
         println!(
             "executor {}: drained (no manager session; nothing running or unconfirmed)",
             cfg.name
@@ -886,10 +885,7 @@ async fn session(
                 }
             }
             if draining && drain_sent {
-                let idle = {
-                    let st = link.lock();
-                    st.busy.is_empty() && st.held.is_empty()
-                };
+                let idle = link.lock().idle();
                 if idle && drain_call(&inbox, cfg, link.instance, true, every).await.is_some() {
                     return Ok(SessionEnd::Left);
                 }

@@ -762,13 +762,9 @@ impl ManagerState {
     pub(super) fn on_report(&mut self, report: Report) {
         match report {
             Report::Finished { key, executor, slot, outcome, last_step } => {
-                self.free_slot(executor, slot, &key);
-                if let Some(c) = last_step
-                    && let Err(e) = self.record_checkpoint(&key, c.step as u32, c.name)
-                {
-                    info!(job = %key, %e, "last step's checkpoint not recorded");
-                }
-                self.settle(&key, Settle::Outcome(outcome));
+                let last_step = last_step.map(|c| (c.step as u32, c.name));
+                let at = Some((executor, slot));
+                self.finish_job(&key, at, last_step, Settle::Outcome(outcome));
             }
             Report::Abandoned { key, executor, slot, reason } => {
                 if let Some(s) =
@@ -791,6 +787,27 @@ impl ManagerState {
                 }
             }
         }
+    }
+
+    /// A job ended: frees its slot `at` (executor, slot) if it still holds one, records the
+    /// last step's checkpoint (the job completed it; nothing waited for it) and settles the
+    /// shard, in one batch.
+    pub(super) fn finish_job(
+        &mut self,
+        key: &AttemptKey,
+        at: Option<(usize, u32)>,
+        last_step: Option<(u32, String)>,
+        how: Settle,
+    ) {
+        if let Some((executor, slot)) = at {
+            self.free_slot(executor, slot, key);
+        }
+        if let Some((step, name)) = last_step
+            && let Err(e) = self.record_checkpoint(key, step, name)
+        {
+            info!(job = %key, %e, "last step's checkpoint not recorded");
+        }
+        self.settle(key, how);
     }
 
     pub(super) fn free_slot(&mut self, executor: usize, slot: u32, key: &AttemptKey) {

@@ -311,11 +311,8 @@ impl ManagerState {
                 != Some(crate::state::ShardStatus::Stopping)
         {
             // Cancelled without a stop: the executor fenced the job.
-            self.free_slot(executor, slot, &key);
-            if let Some(c) = last_step {
-                let _ = self.record_checkpoint(&key, c.step, c.name.clone());
-            }
-            self.settle(&key, Settle::Interrupted);
+            let last_step = last_step.as_ref().map(|c| (c.step, c.name.clone()));
+            self.finish_job(&key, Some((executor, slot)), last_step, Settle::Interrupted);
             self.push_effect(self.last_seq(), Effect::Confirm { executor, key });
             return;
         }
@@ -333,7 +330,7 @@ impl ManagerState {
             ReportBody::SlotFreed => Report::SlotFreed { key, executor, slot },
             ReportBody::Progress { .. } | ReportBody::Log { .. } => return,
         };
-        let confirm = finished.then(|| report_key(&report));
+        let confirm = finished.then(|| report.key().clone());
         self.on_report(report);
         if let Some(key) = confirm {
             self.push_effect(self.last_seq(), Effect::Confirm { executor, key });
@@ -364,19 +361,15 @@ impl ManagerState {
         if let Some(c) = self.cluster.as_mut() {
             c.awaiting.remove(&(ix, key.shard));
         }
-        // Whoever holds the slot in this manager's tables no longer does.
-        if let Some(&(e, slot)) = self.running.get(&(ix, key.shard)) {
-            self.free_slot(e, slot, &key);
-        }
-        if let Some(c) = &held.last_step {
-            let _ = self.record_checkpoint(&key, c.step, c.name.clone());
-        }
         let how = match &held.outcome {
             WireOutcome::Cancelled => Settle::Interrupted,
             other => Settle::Outcome(other.clone().into()),
         };
         info!(%executor, job = %key, outcome = ?held.outcome, "re-reported outcome reconciled");
-        self.settle(&key, how);
+        let last_step = held.last_step.as_ref().map(|c| (c.step, c.name.clone()));
+        // Whoever holds the slot in this manager's tables no longer does.
+        let at = self.running.get(&(ix, key.shard)).copied();
+        self.finish_job(&key, at, last_step, how);
         true
     }
 
@@ -583,13 +576,5 @@ impl ManagerState {
             }
         }
         warn!(executor = %name, reason = why, requeued, "executor lost; its shards are reassigned");
-    }
-}
-
-fn report_key(r: &Report) -> AttemptKey {
-    match r {
-        Report::Finished { key, .. }
-        | Report::Abandoned { key, .. }
-        | Report::SlotFreed { key, .. } => key.clone(),
     }
 }
