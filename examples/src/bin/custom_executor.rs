@@ -38,7 +38,9 @@ impl TaskBehavior for Stamp {
                 .append(true)
                 .open(path)
                 .map_err(|e| BehaviorError::new(format!("{}: {e}", path.display())))?;
-            writeln!(f, "{line}")
+            // One write of the whole line: concurrent shards append without interleaving
+            // (`writeln!` may split the text and the newline into two writes).
+            f.write_all(format!("{line}\n").as_bytes())
                 .map_err(|e| BehaviorError::new(format!("{}: {e}", path.display())))?;
         }
         ctx.info(format!("stamped {line}"));
