@@ -9,6 +9,7 @@ pub mod behavior;
 pub mod cluster;
 pub mod flow;
 pub mod graph;
+mod job;
 pub mod journal;
 pub mod model;
 pub mod registration;
