@@ -7,7 +7,7 @@ use crate::behavior::{Checkpoint, Params, ShardOutcome};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 
 /// What a slot runs: a shard's work, or its rollback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum JobKind {
     /// The behavior's steps, from the shard's checkpoint on.
     Run,
@@ -17,7 +17,7 @@ pub(crate) enum JobKind {
 
 /// Names one attempt of one shard; every report carries it, so a report of an attempt that is
 /// not the shard's current one is recognised and ignored (fencing).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct AttemptKey {
     /// The task.
     pub(crate) task: TaskId,

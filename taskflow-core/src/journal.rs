@@ -131,8 +131,15 @@ pub struct Recovery {
 
 /// One business day's state plus its durable log and snapshots. See the module docs.
 pub struct Journal {
-    dir: PathBuf,
     state: DayState,
+    log: DayLog,
+}
+
+/// A journal without its state: the durable log and the snapshot thread of one day. The
+/// manager's pure core owns the [`DayState`] and applies every event itself; the actor hands
+/// the applied events to this log ([`DayLog::push`]) and flushes them.
+pub(crate) struct DayLog {
+    dir: PathBuf,
     store: Arc<Store>,
     /// Applied to `state`, not yet handed to the store.
     pending: Vec<DayEvent>,
@@ -145,10 +152,10 @@ pub struct Journal {
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
-            .field("dir", &self.dir)
+            .field("dir", &self.log.dir)
             .field("date", &self.state.date())
             .field("last_seq", &self.state.last_seq())
-            .field("pending", &self.pending.len())
+            .field("pending", &self.log.pending.len())
             .finish()
     }
 }
@@ -214,15 +221,15 @@ impl Journal {
         let snapshot_seq = recovery.snapshot_seq.unwrap_or(0);
         let (snapshots, last_snapshot) =
             Snapshotter::start(state.clone(), store.clone(), opts.snapshot_every, snapshot_seq);
-        let journal = Journal {
+        let log = DayLog {
             dir,
-            state,
             store,
             pending: Vec::new(),
             snapshots: Some(snapshots),
             last_snapshot,
             tap: None,
         };
+        let journal = Journal { state, log };
         Ok((journal, recovery))
     }
 
@@ -233,7 +240,7 @@ impl Journal {
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.log.dir
     }
 
     /// Applies `kind` as the next event, stamped `at_ms`, and queues it for the log. On error
@@ -242,7 +249,7 @@ impl Journal {
         let event = DayEvent { seq: self.state.last_seq() + 1, at_ms, kind };
         let applied = self.state.apply(&event)?;
         let seq = event.seq;
-        self.pending.push(event);
+        self.log.push(event);
         Ok((seq, applied))
     }
 
@@ -250,6 +257,71 @@ impl Journal {
     /// the snapshot thread. Returns the last seq handed over, or `None` if nothing was queued.
     /// Never waits on the disk: durability is announced by [`Journal::durable`].
     pub fn flush(&mut self) -> Result<Option<u64>, store::Error> {
+        self.log.flush()
+    }
+
+    /// The durable watermark: every event with seq ≤ it survives power loss.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.log.durable()
+    }
+
+    /// The current durable watermark.
+    pub fn durable_seq(&self) -> u64 {
+        self.log.durable_seq()
+    }
+
+    /// The seq covered by the newest snapshot written (0 before the first).
+    pub fn snapshots(&self) -> watch::Receiver<u64> {
+        self.log.snapshots()
+    }
+
+    /// Asks the snapshot thread for a snapshot of everything flushed so far, as soon as it is
+    /// durable (e.g. when the day closes). Returns at once; watch [`Journal::snapshots`].
+    pub fn request_snapshot(&self) {
+        self.log.request_snapshot()
+    }
+
+    /// Group-commit counters of the log (fsyncs, events, bytes), for metrics.
+    pub fn log_stats(&self) -> LogStats {
+        self.log.log_stats()
+    }
+
+    /// The store's epoch metadata, bumped durably (blocking: an fsync). For manager start.
+    pub fn bump_epoch(&self) -> Result<u64, store::Error> {
+        self.log.bump_epoch()
+    }
+
+    /// Flushes, waits (bounded by `timeout`) until everything is durable, stops the snapshot
+    /// thread and closes the store. Blocking.
+    pub fn close(self, timeout: Duration) -> Result<(), Error> {
+        self.log.close(timeout)
+    }
+
+    /// The state and the log, apart: the manager's core owns the state, its actor the log.
+    pub(crate) fn into_parts(self) -> (DayState, DayLog) {
+        (self.state, self.log)
+    }
+}
+
+impl DayLog {
+    /// Queues an event that the caller has already applied to its state (seqs contiguous).
+    pub(crate) fn push(&mut self, event: DayEvent) {
+        self.pending.push(event);
+    }
+
+    /// Queues events the caller has already applied, in seq order.
+    pub(crate) fn extend(&mut self, events: Vec<DayEvent>) {
+        if self.pending.is_empty() {
+            self.pending = events;
+        } else {
+            self.pending.extend(events);
+        }
+    }
+
+    /// Hands every queued event to the store as one batch (one group commit covers it) and to
+    /// the snapshot thread. Returns the last seq handed over, or `None` if nothing was queued.
+    /// Never waits on the disk: durability is announced by [`DayLog::durable`].
+    pub(crate) fn flush(&mut self) -> Result<Option<u64>, store::Error> {
         let Some(last) = self.pending.last().map(|e| e.seq) else {
             return Ok(None);
         };
@@ -266,30 +338,30 @@ impl Journal {
     }
 
     /// The durable watermark: every event with seq ≤ it survives power loss.
-    pub fn durable(&self) -> watch::Receiver<Durable> {
+    pub(crate) fn durable(&self) -> watch::Receiver<Durable> {
         self.store.durable()
     }
 
     /// The current durable watermark.
-    pub fn durable_seq(&self) -> u64 {
+    pub(crate) fn durable_seq(&self) -> u64 {
         self.store.durable_seq()
     }
 
     /// The seq covered by the newest snapshot written (0 before the first).
-    pub fn snapshots(&self) -> watch::Receiver<u64> {
+    pub(crate) fn snapshots(&self) -> watch::Receiver<u64> {
         self.last_snapshot.clone()
     }
 
     /// Asks the snapshot thread for a snapshot of everything flushed so far, as soon as it is
-    /// durable (e.g. when the day closes). Returns at once; watch [`Journal::snapshots`].
-    pub fn request_snapshot(&self) {
+    /// durable (e.g. when the day closes). Returns at once; watch [`DayLog::snapshots`].
+    pub(crate) fn request_snapshot(&self) {
         if let Some(s) = &self.snapshots {
             s.send(SnapshotMsg::Now);
         }
     }
 
     /// Group-commit counters of the log (fsyncs, events, bytes), for metrics.
-    pub fn log_stats(&self) -> LogStats {
+    pub(crate) fn log_stats(&self) -> LogStats {
         self.store.stats()
     }
 
@@ -307,13 +379,13 @@ impl Journal {
     // --- end replication ---
 
     /// The store's epoch metadata, bumped durably (blocking: an fsync). For manager start.
-    pub fn bump_epoch(&self) -> Result<u64, store::Error> {
+    pub(crate) fn bump_epoch(&self) -> Result<u64, store::Error> {
         self.store.bump_epoch()
     }
 
     /// Flushes, waits (bounded by `timeout`) until everything is durable, stops the snapshot
     /// thread and closes the store. Blocking.
-    pub fn close(mut self, timeout: Duration) -> Result<(), Error> {
+    pub(crate) fn close(mut self, timeout: Duration) -> Result<(), Error> {
         let last = self.flush()?;
         if let Some(seq) = last {
             self.store.wait_durable(seq, timeout)?;

@@ -7,6 +7,7 @@
 mod actors;
 pub mod behavior;
 pub mod cluster;
+mod control;
 pub mod flow;
 pub mod graph;
 mod job;

@@ -12,7 +12,7 @@ use support::*;
 
 const STEP_DELAY: (&str, &str) = ("TASKFLOW_FUND_STEP_DELAY", "150ms");
 /// Warnings, plus the manager's task status changes (`task status task=… status=… seq=…`).
-const LOG: (&str, &str) = ("TASKFLOW_LOG", "warn,taskflow_core::actors::manager::day=info");
+const LOG: (&str, &str) = ("TASKFLOW_LOG", "warn,taskflow_core::control=info");
 
 fn manager(c: &Cluster, data: &Path, extra: &[&str]) -> Proc {
     let report = c.report();

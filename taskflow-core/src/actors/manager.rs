@@ -1,47 +1,51 @@
-//! The manager: the root of the supervision tree and the only writer of day state.
+//! The manager actor: the root of the supervision tree and a thin loop around the pure core.
 //!
 //! ```text
-//! Manager (root) ──► Notifier, Clock, TaskActor × active tasks, Executor × N ──► SlotRunner
+//! Manager (root) ──► Notifier, Clock, Replicator, TaskActor × preparing tasks, Executor × N
+//!   message ─► Input ─► control::Control::handle ─► Effects ─► day log, executors, replies
 //! ```
 //!
-//! Each handler turns its input into events (decide), records them through the journal (which
-//! assigns seqs and applies at once), queues the effects in the durability gate, pumps the
-//! dispatch queue, and flushes the batch (do). Effects leave when `Durable(seq)` arrives.
-//! See [`crate::actors`] for the whole loop and [`crate::runtime`] for the guarantees.
+//! Every message becomes an [`Input`] (with the time: monotonic and wall-clock), the core
+//! decides, and the actor carries out the [`Effect`]s in order: appended events go to the day
+//! log and are flushed once per message (one group commit), assignments and stops to the
+//! executors (one envelope per executor process), notices to the notifier, answers to the
+//! reply ports it keeps by request id, timers to `send_after` and the clock. The core holds
+//! back every effect that depends on an event until `Durable(seq)` covers it.
 
-mod day;
-mod members;
 mod replication;
-mod views;
 
 pub(crate) use replication::{META_CLUSTER_ID, META_RECOVERED_FROM};
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::clock::{Clock, ClockMsg};
 use super::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use super::notifier::{Notifier, NotifierArgs, NotifierMsg};
-use super::task::{Prepared, TaskMsg};
-use super::{Assignment, AttemptKey, LocalUpstream, Report};
+use super::task::{Prepared, TaskActor, TaskArgs, TaskMsg};
+use super::{AttemptKey, LocalUpstream, Report};
 use crate::behavior::{BehaviorRegistry, LogLine};
-use crate::cluster::ClusterListen;
 use crate::cluster::manager::{ClusterIn, RemoteExecutor};
+use crate::cluster::messages::{ReplicaPosition, Reply, ReportBody, ReportMsg, WireAttempt};
 use crate::cluster::wire::Wire;
+use crate::control::{
+    Answer, ClusterTiming, Control, ControlOptions, Effect, Held, Input, JoinAnswer, JoinIn, Now,
+    RemoteBody, RemoteReport, ReqId, Timer,
+};
 use crate::flow::Flow;
 use crate::graph::TaskIx;
-use crate::journal::Journal;
+use crate::journal::{DayLog, Journal};
 use crate::model::{BusinessDate, TaskId};
 use crate::runtime::{
     ActionError, Board, DayOutcome, Notice, RuntimeOptions, RuntimeStats, ShardInfo, Subscription,
     TaskView, Topic,
 };
-use crate::schedule::DurabilityGate;
 use crate::state::{AuditEntry, Command, ShardStatus};
 
 /// Messages of the manager.
@@ -65,16 +69,9 @@ pub(crate) enum ManagerMsg {
         /// The task.
         task: TaskIx,
     },
-    /// A retry backoff elapsed.
-    RetryDue {
-        /// The task.
-        task: TaskIx,
-        /// The shard.
-        shard: u32,
-        /// The failed attempt the timer was set for.
-        attempt: u32,
-    },
-    /// A report from an executor.
+    /// A timer the core asked for fired.
+    Timer(Timer),
+    /// A report from an in-process executor.
     Report(Report),
     /// A running job completed a step other than its last (the last one's checkpoint comes
     /// with [`Report::Finished`]); the reply comes once the checkpoint is durable.
@@ -92,11 +89,6 @@ pub(crate) enum ManagerMsg {
     Cluster(ClusterIn),
     /// An executor's replica acknowledged (forwarded to the replicator).
     ReplicaAck(crate::cluster::messages::ReplicaAckMsg),
-    /// Time to look for executors whose lease ran out (internal timer).
-    Sweep,
-    /// The window for executors to re-report the shards they ran before this manager
-    /// started is over: what no one vouched for becomes unconfirmed (internal timer).
-    ReconcileDue,
     /// An operator action.
     Act {
         /// The command.
@@ -150,8 +142,6 @@ pub(crate) enum ManagerMsg {
     WaitDone(RpcReplyPort<DayOutcome>),
     /// Graceful shutdown.
     Shutdown(RpcReplyPort<Result<(), String>>),
-    /// The shutdown grace is over (internal).
-    ShutdownDeadline,
 }
 
 impl ractor::Message for ManagerMsg {}
@@ -179,30 +169,6 @@ impl ExecLink {
     }
 }
 
-/// The manager's view of an executor process.
-pub(crate) struct RemoteRt {
-    pub(crate) instance: u64,
-    pub(crate) last_seen: std::time::Instant,
-    pub(crate) lost: bool,
-}
-
-/// The manager's cluster bookkeeping.
-pub(crate) struct ClusterRt {
-    pub(crate) listen: ClusterListen,
-    pub(crate) epoch: u64,
-    pub(crate) by_name: HashMap<String, usize>,
-    pub(crate) late_logged: HashSet<(String, String)>,
-    /// Shards that were running on an executor process when this manager started, by the
-    /// executor they were dispatched to: reconciled from its re-reported outcomes when it
-    /// joins again, unconfirmed when the window ends.
-    /// The value is the executor's name and process instance.
-    pub(crate) awaiting: HashMap<(TaskIx, u32), (String, u64)>,
-    /// Behaviors no joined executor hosts (logged once each).
-    pub(crate) unhosted: HashSet<String>,
-    pub(crate) inbox: ActorRef<Wire>,
-    pub(crate) node: ActorRef<ractor_cluster::NodeServerMessage>,
-}
-
 /// Arguments of the manager.
 pub(crate) struct ManagerArgs {
     pub(crate) flow: Arc<Flow>,
@@ -214,116 +180,57 @@ pub(crate) struct ManagerArgs {
 
 pub(crate) struct Manager;
 
-/// An effect held until the events it depends on are durable.
-pub(crate) enum Effect {
-    Assign {
-        executor: usize,
-        assignment: Assignment,
-    },
-    Stop {
-        executor: usize,
-        slot: u32,
-        key: AttemptKey,
-    },
-    Publish(Notice),
-    Reply(Box<dyn FnOnce(u64) + Send>),
-    /// Tell a remote executor it may forget an outcome (its settlement is durable).
-    Confirm {
-        executor: usize,
-        key: AttemptKey,
-    },
+/// A reply port kept until the core answers the request.
+enum Pending {
+    Act(RpcReplyPort<Result<u64, ActionError>>),
+    Board(RpcReplyPort<Board>),
+    Task(RpcReplyPort<Option<TaskView>>),
+    Shards(RpcReplyPort<Vec<ShardInfo>>),
+    Audit(RpcReplyPort<Vec<AuditEntry>>),
+    Done(RpcReplyPort<DayOutcome>),
+    Checkpoint(CheckpointReply),
+    Wire(RpcReplyPort<Vec<u8>>),
+    Shutdown(RpcReplyPort<Result<(), String>>),
 }
 
-/// The manager's view of one executor.
-pub(crate) struct ExecRt {
-    pub(crate) name: String,
-    pub(crate) actor: ExecLink,
-    pub(crate) remote: Option<RemoteRt>,
-    pub(crate) free: Vec<u32>,
-    pub(crate) slots: Vec<SlotRt>,
-    /// The behaviors it hosts (`None`: every behavior of the registry, an in-process one).
-    pub(crate) behaviors: Option<HashSet<String>>,
-    /// Draining: it gets no new jobs.
-    pub(crate) draining: bool,
+/// A join under way: the link attached if the core accepts it.
+struct Joining {
+    link: RemoteExecutor,
+    name: String,
+    instance: u64,
+    /// What its replicas hold, if it keeps any (`--data`).
+    replicas: Option<Vec<ReplicaPosition>>,
 }
 
-impl ExecRt {
-    /// Whether it may get new jobs: joined, not lost, not draining.
-    pub(crate) fn accepting(&self) -> bool {
-        !self.draining && self.remote.as_ref().is_none_or(|r| !r.lost)
-    }
-
-    /// Whether it can run `behavior`.
-    pub(crate) fn hosts(&self, behavior: &str) -> bool {
-        self.behaviors.as_ref().is_none_or(|b| b.contains(behavior))
-    }
-}
-
-/// The manager's view of one slot.
-#[derive(Default)]
-pub(crate) struct SlotRt {
-    pub(crate) job: Option<AttemptKey>,
-    pub(crate) abandoned: bool,
-}
-
-/// The manager's runtime bookkeeping of one task (not persisted: rebuilt on recovery).
-#[derive(Default)]
-pub(crate) struct TaskRt {
-    pub(crate) actor: Option<ActorRef<TaskMsg>>,
-    pub(crate) spawning: bool,
-    pub(crate) prepared: Option<Arc<Prepared>>,
-    pub(crate) preparing: bool,
-    pub(crate) problem: Option<String>,
-    pub(crate) fires_at: Option<DateTime<Utc>>,
-    pub(crate) attempts: u64,
-    pub(crate) started_ms: Option<i64>,
-    pub(crate) finished_ms: Option<i64>,
-    /// Shards queued to run (checked lazily: a stale entry is dropped at dispatch).
-    pub(crate) runq: VecDeque<u32>,
-    /// Shards queued to roll back, newest first.
-    pub(crate) rbq: VecDeque<u32>,
-    /// Retry timers asked for before the task actor exists: (shard, attempt, backoff).
-    pub(crate) retry_stash: Vec<(u32, u32, std::time::Duration)>,
-    /// How many of its shards are in `ManagerState::running`.
-    pub(crate) running: u32,
+/// The transport side of a cluster manager.
+struct ClusterRt {
+    inbox: ActorRef<Wire>,
+    node: ActorRef<ractor_cluster::NodeServerMessage>,
 }
 
 pub(crate) struct ManagerState {
-    pub(crate) flow: Arc<Flow>,
-    pub(crate) registry: Arc<BehaviorRegistry>,
-    pub(crate) opts: RuntimeOptions,
-    pub(crate) date: BusinessDate,
-    pub(crate) journal: Option<Journal>,
-    pub(crate) myself: ActorRef<ManagerMsg>,
-    pub(crate) notifier: ActorRef<NotifierMsg>,
-    pub(crate) clock: ActorRef<ClockMsg>,
-    pub(crate) executors: Vec<ExecRt>,
-    pub(crate) tasks: Vec<TaskRt>,
-    pub(crate) topo_pos: Vec<u32>,
-    pub(crate) run_tasks: BTreeSet<(u32, TaskIx)>,
-    pub(crate) rollback_tasks: BTreeSet<(std::cmp::Reverse<u32>, TaskIx)>,
-    /// The job of each shard that occupies a slot (not abandoned ones). Changed only through
-    /// `set_running` / `unset_running`, which keep `TaskRt::running` in step.
-    pub(crate) running: HashMap<(TaskIx, u32), (usize, u32)>,
-    /// The task of each live task actor, for supervision events.
-    pub(crate) task_actors: HashMap<ActorId, TaskIx>,
-    /// How many tasks have `fires_at` set (changed only through `set_fires_at`).
-    pub(crate) timed: usize,
-    pub(crate) gate: DurabilityGate<Effect>,
-    pub(crate) auto_retry_after_rollback: HashSet<(TaskIx, u32)>,
-    pub(crate) notes: HashMap<(TaskIx, u32), String>,
-    pub(crate) ignored: HashSet<AttemptKey>,
-    pub(crate) to_spawn: Vec<(TaskIx, Vec<TaskIx>)>,
-    pub(crate) retry_timers: usize,
-    pub(crate) preparing: usize,
-    pub(crate) waiters: Vec<RpcReplyPort<DayOutcome>>,
-    pub(crate) draining: Option<RpcReplyPort<Result<(), String>>>,
-    pub(crate) snapshot_after_flush: bool,
-    pub(crate) flow_digest: String,
-    pub(crate) local_up: Arc<LocalUpstream>,
-    pub(crate) cluster: Option<ClusterRt>,
+    core: Control,
+    log: Option<DayLog>,
+    flow: Arc<Flow>,
+    registry: Arc<BehaviorRegistry>,
+    date: BusinessDate,
+    myself: ActorRef<ManagerMsg>,
+    notifier: ActorRef<NotifierMsg>,
+    clock: ActorRef<ClockMsg>,
+    /// How each executor index is reached (`None` until a joined executor's link is set).
+    links: Vec<Option<ExecLink>>,
+    joining: Option<Joining>,
+    replies: HashMap<ReqId, Pending>,
+    next_req: ReqId,
+    /// The live task actors, by task and by actor id (for supervision events).
+    task_actors: HashMap<TaskIx, ActorRef<TaskMsg>>,
+    actor_tasks: HashMap<ActorId, TaskIx>,
+    local_up: Arc<LocalUpstream>,
+    cluster: Option<ClusterRt>,
     /// Replication to executors with `--data` (cluster managers only).
-    pub(crate) replicator: Option<ActorRef<replication::ReplicatorMsg>>,
+    replicator: Option<ActorRef<replication::ReplicatorMsg>>,
+    started: Instant,
+    stopping: bool,
 }
 
 impl Actor for Manager {
@@ -336,6 +243,7 @@ impl Actor for Manager {
         myself: ActorRef<ManagerMsg>,
         args: ManagerArgs,
     ) -> Result<ManagerState, ActorProcessingErr> {
+        let started = Instant::now();
         let opts = args.opts;
         let inflight = Arc::new(AtomicUsize::new(0));
         let notifier_args = NotifierArgs {
@@ -350,14 +258,15 @@ impl Actor for Manager {
         let (clock, _) =
             Actor::spawn_linked(None, Clock, (myself.clone(), Utc::now as fn() -> _), cell.clone())
                 .await?;
-        let mut executors = Vec::new();
         let local_up = Arc::new(LocalUpstream {
             manager: myself.clone(),
             notifier: notifier.clone(),
             inflight: inflight.clone(),
         });
-        let local = if opts.cluster.is_some() { opts.executors } else { opts.executors.max(1) };
-        for index in 0..local {
+        let mut links = Vec::new();
+        let mut local = Vec::new();
+        let count = if opts.cluster.is_some() { opts.executors } else { opts.executors.max(1) };
+        for index in 0..count {
             let name = format!("local-{}", index + 1);
             let slots = opts.slots_per_executor.max(1);
             let exec_args = ExecutorArgs {
@@ -369,48 +278,37 @@ impl Actor for Manager {
                 stop_grace: opts.stop_grace,
             };
             let (actor, _) = Actor::spawn_linked(None, Executor, exec_args, cell.clone()).await?;
-            executors.push(ExecRt {
-                name,
-                actor: ExecLink::Local(actor),
-                remote: None,
-                free: (0..slots).rev().collect(),
-                slots: (0..slots).map(|_| SlotRt::default()).collect(),
-                behaviors: None,
-                draining: false,
-            });
+            links.push(Some(ExecLink::Local(actor)));
+            local.push((name, slots));
         }
-        let mut journal = args.journal;
+        let (day, mut log) = args.journal.into_parts();
         let mut replicator = None;
+        let mut timing = None;
         let cluster = match &opts.cluster {
             None => None,
             Some(listen) => {
                 // A new epoch for every manager start, durable before any executor joins.
-                let epoch = journal.bump_epoch()?;
-                // --- replication ---
+                let epoch = log.bump_epoch()?;
                 replicator = Some(
-                    replication::start(&mut journal, args.date.to_string(), epoch, cell.clone())
+                    replication::start(&mut log, args.date.to_string(), epoch, cell.clone())
                         .await?,
                 );
-                // --- end replication ---
                 let (inbox, node) = crate::cluster::manager::start(listen, myself.clone()).await?;
-                let every = (listen.heartbeat / 2).max(std::time::Duration::from_millis(10));
-                myself.send_interval(every, || ManagerMsg::Sweep);
                 tracing::info!(addr = %listen.addr, epoch, "accepting executors");
-                Some(ClusterRt {
-                    listen: listen.clone(),
+                timing = Some(ClusterTiming {
                     epoch,
-                    by_name: HashMap::new(),
-                    late_logged: HashSet::new(),
-                    awaiting: HashMap::new(),
-                    unhosted: HashSet::new(),
-                    inbox,
-                    node,
-                })
+                    lease_ms: listen.lease.as_millis() as u64,
+                    heartbeat_ms: listen.heartbeat.as_millis() as u64,
+                    lost_after_ms: (listen.lease + listen.margin()).as_millis() as u64,
+                    reconcile_ms: listen.reconcile_window().as_millis() as u64,
+                    protocol_version: crate::cluster::codec::PROTOCOL_VERSION,
+                });
+                Some(ClusterRt { inbox, node })
             }
         };
         // Forward the journal's durable watermark into the mailbox; the watch coalesces, so a
         // burst of group commits becomes one message.
-        let mut durable = journal.durable();
+        let mut durable = log.durable();
         let me = myself.clone();
         tokio::spawn(async move {
             loop {
@@ -424,44 +322,36 @@ impl Actor for Manager {
                 }
             }
         });
-        let graph = args.flow.graph();
-        let mut topo_pos = vec![0; graph.len()];
-        for (i, ix) in graph.topo_order().iter().enumerate() {
-            topo_pos[ix.get()] = i as u32;
-        }
-        let flow_digest = day::flow_digest(&args.flow);
-        let gate = DurabilityGate::new(journal.durable_seq());
+        let control_opts = ControlOptions {
+            auto_execute_manual: opts.auto_execute_manual,
+            unconfirmed_policy: opts.unconfirmed_policy,
+            shutdown_grace_ms: opts.shutdown_grace.as_millis() as u64,
+            local,
+            cluster: timing,
+        };
+        let durable_seq = log.durable_seq();
+        let now = now(started);
+        let core = Control::new(args.flow.clone(), args.date, day, durable_seq, control_opts, now);
         Ok(ManagerState {
-            tasks: (0..graph.len()).map(|_| TaskRt::default()).collect(),
+            core,
+            log: Some(log),
             flow: args.flow,
             registry: args.registry,
-            opts,
             date: args.date,
-            journal: Some(journal),
             myself,
             notifier,
             clock,
-            executors,
-            topo_pos,
-            run_tasks: BTreeSet::new(),
-            rollback_tasks: BTreeSet::new(),
-            running: HashMap::new(),
+            links,
+            joining: None,
+            replies: HashMap::new(),
+            next_req: 1,
             task_actors: HashMap::new(),
-            timed: 0,
-            gate,
-            auto_retry_after_rollback: HashSet::new(),
-            notes: HashMap::new(),
-            ignored: HashSet::new(),
-            to_spawn: Vec::new(),
-            retry_timers: 0,
-            preparing: 0,
-            waiters: Vec::new(),
-            draining: None,
-            snapshot_after_flush: false,
-            flow_digest,
+            actor_tasks: HashMap::new(),
             local_up,
             cluster,
             replicator,
+            started,
+            stopping: false,
         })
     }
 
@@ -470,8 +360,7 @@ impl Actor for Manager {
         _myself: ActorRef<ManagerMsg>,
         state: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
-        state.bootstrap();
-        state.finish().await
+        state.feed(Input::Start).await
     }
 
     async fn handle(
@@ -480,103 +369,73 @@ impl Actor for Manager {
         msg: ManagerMsg,
         state: &mut ManagerState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
+        if state.stopping {
+            return Ok(());
+        }
+        let input = match msg {
             ManagerMsg::Durable { seq, failure } => {
                 if let Some(failure) = failure {
                     // Nothing will become durable again: effects can never be released. Stop
                     // loudly; a restart recovers everything that was acknowledged.
                     error!(%failure, "the journal failed; the manager stops");
+                    state.stopping = true;
                     myself.stop_children(None);
                     myself.stop(Some(failure));
                     return Ok(());
                 }
-                state.release(seq);
+                Input::Durable(seq)
+            }
+            ManagerMsg::Prepared { task, result } => Input::Prepared { task, result },
+            ManagerMsg::TriggerFired { task } => Input::Timer(Timer::Trigger(task)),
+            ManagerMsg::Timer(timer) => Input::Timer(timer),
+            ManagerMsg::Report(report) => Input::Report(report),
+            ManagerMsg::Checkpoint { key, step, name, reply } => {
+                let req = state.keep(Pending::Checkpoint(reply));
+                Input::Checkpoint { req, key, step, name }
+            }
+            ManagerMsg::Cluster(input) => match state.cluster_input(input) {
+                Some(input) => input,
+                None => return Ok(()),
+            },
+            ManagerMsg::ReplicaAck(ack) => {
+                if let Some(rep) = &state.replicator {
+                    let _ = rep.cast(replication::ReplicatorMsg::Ack(ack));
+                }
                 return Ok(());
             }
-            ManagerMsg::Prepared { task, result } => state.on_prepared(task, result),
-            ManagerMsg::TriggerFired { task } => {
-                state.set_fires_at(task, None);
-                state.trigger_check(task);
+            ManagerMsg::Act { cmd, reply } => {
+                Input::Act { req: state.keep(Pending::Act(reply)), cmd }
             }
-            ManagerMsg::RetryDue { task, shard, attempt } => {
-                state.on_retry_due(task, shard, attempt)
-            }
-            ManagerMsg::Report(report) => state.on_report(report),
-            ManagerMsg::Cluster(input) => {
-                let joining = replication::joining(&input);
-                state.on_cluster(input);
-                state.replication_after_join(joining);
-            }
-            ManagerMsg::ReplicaAck(ack) => state.on_replica_ack(ack),
-            ManagerMsg::Sweep => state.sweep(),
-            ManagerMsg::ReconcileDue => state.reconcile_due(),
-            ManagerMsg::Checkpoint { key, step, name, reply } => {
-                state.on_checkpoint(key, step, name, reply)
-            }
-            ManagerMsg::Act { cmd, reply } => state.on_act(cmd, reply),
-            ManagerMsg::Board(reply) => {
-                let board = state.board();
-                state.reply_when_durable(move |durable| {
-                    let mut board = board;
-                    board.durable_seq = durable;
-                    let _ = reply.send(board);
-                });
-            }
+            ManagerMsg::Board(reply) => Input::Board { req: state.keep(Pending::Board(reply)) },
             ManagerMsg::Task { id, reply } => {
-                let view = state.task_view_by_id(&id);
-                state.reply_when_durable(move |_| {
-                    let _ = reply.send(view);
-                });
+                Input::Task { req: state.keep(Pending::Task(reply)), id }
             }
             ManagerMsg::Shards { id, status, offset, limit, reply } => {
-                let page = state.shard_page(&id, status, offset, limit);
-                state.reply_when_durable(move |_| {
-                    let _ = reply.send(page);
-                });
+                let req = state.keep(Pending::Shards(reply));
+                Input::Shards { req, id, status, offset, limit }
             }
-            ManagerMsg::Audit(reply) => {
-                let log = state
-                    .journal
-                    .as_ref()
-                    .map(|j| j.state().audit_log().to_vec())
-                    .unwrap_or_default();
-                state.reply_when_durable(move |_| {
-                    let _ = reply.send(log);
-                });
-            }
+            ManagerMsg::Audit(reply) => Input::Audit { req: state.keep(Pending::Audit(reply)) },
             ManagerMsg::Stats(reply) => {
-                let log = state.journal.as_ref().map(|j| j.log_stats()).unwrap_or_default();
+                let log = state.log.as_ref().map(|j| j.log_stats()).unwrap_or_default();
                 let _ = reply.send(RuntimeStats { log });
+                return Ok(());
             }
             ManagerMsg::Logs { task, shard, reply } => {
                 let _ = state.notifier.cast(NotifierMsg::Logs { task, shard, reply });
+                return Ok(());
             }
             ManagerMsg::Subscribe { topics, reply } => {
                 let _ = state.notifier.cast(NotifierMsg::Subscribe { topics, reply });
+                return Ok(());
             }
-            ManagerMsg::WaitDone(reply) => state.waiters.push(reply),
+            ManagerMsg::WaitDone(reply) => {
+                Input::WaitDone { req: state.keep(Pending::Done(reply)) }
+            }
             ManagerMsg::Shutdown(reply) => {
-                info!(date = %state.date, running = state.running.len(), "shutting down");
-                state.draining = Some(reply);
-                if !state.running.is_empty() {
-                    myself.send_after(state.opts.shutdown_grace, || ManagerMsg::ShutdownDeadline);
-                }
+                Input::Shutdown { req: state.keep(Pending::Shutdown(reply)) }
             }
-            ManagerMsg::ShutdownDeadline => {
-                warn!(
-                    running = state.running.len(),
-                    "shutdown grace over; shards still running will be unconfirmed on restart"
-                );
-                state.clear_running();
-            }
-        }
-        state.finish().await?;
-        if state.draining.is_some() && state.running.is_empty() {
-            state.close().await;
-            myself.stop_children(None);
-            myself.stop(None);
-        }
-        Ok(())
+        };
+        state.feed(input).await
     }
 
     async fn post_stop(
@@ -588,7 +447,7 @@ impl Actor for Manager {
         // stop them and wait, so that the listener is closed and a new runtime in this process
         // can accept executors again.
         if let Some(c) = state.cluster.take() {
-            let grace = Some(std::time::Duration::from_secs(5));
+            let grace = Some(Duration::from_secs(5));
             let _ = c.inbox.stop_and_wait(None, grace).await;
             let _ = c.node.stop_and_wait(None, grace).await;
         }
@@ -616,5 +475,361 @@ impl Actor for Manager {
             _ => {}
         }
         Ok(())
+    }
+}
+
+fn now(started: Instant) -> Now {
+    Now { mono_ms: started.elapsed().as_millis() as u64, wall_ms: Utc::now().timestamp_millis() }
+}
+
+impl ManagerState {
+    fn keep(&mut self, pending: Pending) -> ReqId {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.replies.insert(req, pending);
+        req
+    }
+
+    /// Feeds one input to the core and carries out its effects.
+    async fn feed(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
+        let effects = self.core.handle(input, now(self.started));
+        self.carry_out(effects).await
+    }
+
+    /// Turns a decoded cluster message into an input (or answers it at once).
+    fn cluster_input(&mut self, input: ClusterIn) -> Option<Input> {
+        Some(match input {
+            ClusterIn::Join { join, reply } => {
+                let epoch = self.core_epoch();
+                let link = RemoteExecutor::find(&join, epoch);
+                let agent_found = link.is_some();
+                self.joining = link.map(|link| Joining {
+                    link,
+                    name: join.executor.clone(),
+                    instance: join.instance,
+                    replicas: join.keeps_replica.then(|| join.replicas.clone()),
+                });
+                let held = join
+                    .held_outcomes
+                    .iter()
+                    .map(|h| Held {
+                        epoch: h.epoch,
+                        key: AttemptKey::from(&h.key),
+                        outcome: h.outcome.clone().into(),
+                        last_step: h.last_step.as_ref().map(|c| (c.step, c.name.clone())),
+                    })
+                    .collect();
+                let req = self.keep(Pending::Wire(reply));
+                Input::Join {
+                    req,
+                    join: JoinIn {
+                        executor: join.executor,
+                        instance: join.instance,
+                        protocol_version: join.protocol_version,
+                        slots: join.slots,
+                        behaviors: join.behaviors,
+                        held,
+                        agent_found,
+                    },
+                }
+            }
+            ClusterIn::Drain { msg, leave, reply } => {
+                let req = self.keep(Pending::Wire(reply));
+                Input::Drain { req, executor: msg.executor, instance: msg.instance, leave }
+            }
+            ClusterIn::Heartbeat { hb, reply } => {
+                let req = self.keep(Pending::Wire(reply));
+                Input::Heartbeat { req, executor: hb.executor, instance: hb.instance, seq: hb.seq }
+            }
+            ClusterIn::Checkpoint { cp, reply } => {
+                let req = self.keep(Pending::Wire(reply));
+                Input::RemoteCheckpoint {
+                    req,
+                    executor: cp.executor,
+                    instance: cp.instance,
+                    epoch: cp.epoch,
+                    key: AttemptKey::from(&cp.key),
+                    step: cp.step,
+                    name: cp.name,
+                }
+            }
+            ClusterIn::Report(r) => Input::RemoteReports(vec![remote_report(r)]),
+            ClusterIn::Reports(reports) => {
+                Input::RemoteReports(reports.into_iter().map(remote_report).collect())
+            }
+            ClusterIn::SessionClosed { node_id } => {
+                let executors: Vec<usize> = self
+                    .links
+                    .iter()
+                    .enumerate()
+                    .filter(
+                        |(_, l)| matches!(l, Some(ExecLink::Remote(r)) if r.node_id() == node_id),
+                    )
+                    .map(|(i, _)| i)
+                    .collect();
+                if executors.is_empty() {
+                    return None;
+                }
+                Input::SessionClosed { executors }
+            }
+        })
+    }
+
+    fn core_epoch(&self) -> u64 {
+        self.core.epoch()
+    }
+
+    /// Carries out the core's effects, in order.
+    async fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), ActorProcessingErr> {
+        let mut notices = Vec::new();
+        let mut confirms: HashMap<usize, Vec<WireAttempt>> = HashMap::new();
+        // Messages to executors leave per executor, once per turn (one network envelope per
+        // executor process, not one per shard).
+        let mut outbox: Vec<Vec<ExecutorMsg>> = Vec::new();
+        let mut post = |executor: usize, msg: ExecutorMsg| {
+            if outbox.len() <= executor {
+                outbox.resize_with(executor + 1, Vec::new);
+            }
+            outbox[executor].push(msg);
+        };
+        let mut close = None;
+        let mut snapshot = false;
+        let mut appended = false;
+        for e in effects {
+            match e {
+                Effect::Append(events) => {
+                    if let Some(log) = self.log.as_mut() {
+                        log.extend(events);
+                        appended = true;
+                    }
+                }
+                Effect::Snapshot => snapshot = true,
+                Effect::Assign { executor, assignment } => {
+                    post(executor, ExecutorMsg::Assign(assignment))
+                }
+                Effect::Stop { executor, slot, key } => {
+                    post(executor, ExecutorMsg::Stop { slot, key })
+                }
+                Effect::Confirm { executor, key } => {
+                    confirms.entry(executor).or_default().push((&key).into())
+                }
+                Effect::Publish(n) => notices.push(n),
+                Effect::Note(n) => crate::actors::Upstream::note(&*self.local_up, n),
+                Effect::Reply { req, answer } => self.answer(req, answer),
+                Effect::Timer { at_ms, timer } => {
+                    let delay = at_ms.saturating_sub(now(self.started).mono_ms);
+                    self.myself
+                        .send_after(Duration::from_millis(delay), move || ManagerMsg::Timer(timer));
+                }
+                Effect::WakeAt { task, at_wall_ms } => {
+                    if let Some(at) = chrono::DateTime::from_timestamp_millis(at_wall_ms) {
+                        let _ = self.clock.cast(ClockMsg::Schedule { task, at });
+                    }
+                }
+                Effect::Prepare { owner, tasks } => self.prepare(owner, tasks).await,
+                Effect::Retire { task } => {
+                    if let Some(actor) = self.task_actors.remove(&task) {
+                        // Drain, not stop: its mailbox may still hold a successor's `Prepare`,
+                        // which a stop would drop (leaving the successor preparing for ever).
+                        let _ = actor.drain();
+                    }
+                }
+                Effect::Link { executor } => self.link(executor),
+                Effect::Close { req } => close = Some(req),
+            }
+        }
+        if appended && let Some(log) = self.log.as_mut() {
+            log.flush()?;
+            if snapshot {
+                log.request_snapshot();
+            }
+        }
+        for (executor, keys) in confirms {
+            if let Some(Some(ExecLink::Remote(r))) = self.links.get(executor) {
+                r.confirm(keys);
+            }
+        }
+        for (executor, msgs) in outbox.into_iter().enumerate() {
+            if !msgs.is_empty()
+                && let Some(Some(link)) = self.links.get(executor)
+            {
+                link.send_all(msgs);
+            }
+        }
+        if !notices.is_empty() {
+            let _ = self.notifier.cast(NotifierMsg::Publish(notices));
+        }
+        if let Some(req) = close {
+            Box::pin(self.close(req)).await;
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, req: ReqId, answer: Answer) {
+        let Some(pending) = self.replies.remove(&req) else { return };
+        match (pending, answer) {
+            (Pending::Act(p), Answer::Act(a)) => {
+                let _ = p.send(a);
+            }
+            (Pending::Board(p), Answer::Board(b)) => {
+                let _ = p.send(b);
+            }
+            (Pending::Task(p), Answer::Task(t)) => {
+                let _ = p.send(t);
+            }
+            (Pending::Shards(p), Answer::Shards(s)) => {
+                let _ = p.send(s);
+            }
+            (Pending::Audit(p), Answer::Audit(a)) => {
+                let _ = p.send(a);
+            }
+            (Pending::Done(p), Answer::Done(d)) => {
+                let _ = p.send(d);
+            }
+            (Pending::Checkpoint(f), Answer::Checkpoint(r)) => f(r),
+            (Pending::Wire(p), answer) => {
+                let reply = match answer {
+                    Answer::Join(JoinAnswer::Accepted { epoch, lease_ms, heartbeat_ms }) => {
+                        Reply::JoinAccepted { epoch, lease_ms, heartbeat_ms }
+                    }
+                    Answer::Join(JoinAnswer::Rejected { reason }) => Reply::JoinRejected { reason },
+                    Answer::Heartbeat { seq, ok } => Reply::HeartbeatAck { seq, ok },
+                    Answer::Checkpoint(r) => Reply::CheckpointAck { error: r.err() },
+                    Answer::Drain { ok } => Reply::DrainAck { ok },
+                    other => {
+                        error!(?other, "a cluster call got an answer of another kind");
+                        return;
+                    }
+                };
+                crate::cluster::manager::send_reply(p, &reply);
+            }
+            (_, other) => error!(?other, "an answer of another kind than its request"),
+        }
+    }
+
+    /// The core registered the joining executor at `executor`: attach its link and start
+    /// replicating to it.
+    fn link(&mut self, executor: usize) {
+        let Some(j) = self.joining.take() else { return };
+        if self.links.len() <= executor {
+            self.links.resize_with(executor + 1, || None);
+        }
+        if let (Some(rep), Some(replicas)) = (&self.replicator, j.replicas) {
+            let _ = rep.cast(replication::ReplicatorMsg::Joined {
+                name: j.name,
+                instance: j.instance,
+                agent: j.link.agent.clone(),
+                replicas,
+            });
+        }
+        self.links[executor] = Some(ExecLink::Remote(j.link));
+    }
+
+    /// Asks `owner`'s task actor (started if needed) to prepare `tasks`.
+    async fn prepare(&mut self, owner: TaskIx, tasks: Vec<TaskIx>) {
+        if let Some(actor) = self.task_actors.get(&owner) {
+            let _ = actor.cast(TaskMsg::Prepare(tasks));
+            return;
+        }
+        let args = TaskArgs {
+            flow: self.flow.clone(),
+            registry: self.registry.clone(),
+            date: self.date,
+            manager: self.myself.clone(),
+            prepare: tasks.clone(),
+        };
+        match Actor::spawn_linked(None, TaskActor, args, self.myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.actor_tasks.insert(actor.get_id(), owner);
+                self.task_actors.insert(owner, actor);
+            }
+            Err(e) => {
+                error!(task = %self.flow.graph().id(owner), %e, "cannot start task actor");
+                for task in tasks {
+                    let result = Err(format!("cannot start the task actor: {e}"));
+                    let _ = self.myself.cast(ManagerMsg::Prepared { task, result });
+                }
+            }
+        }
+    }
+
+    /// A task actor stopped or failed: forget it (if it is still its task's actor). Whether
+    /// `id` was a task actor.
+    fn task_actor_ended(&mut self, id: ActorId) -> bool {
+        let Some(ix) = self.actor_tasks.remove(&id) else { return false };
+        if self.task_actors.get(&ix).is_some_and(|a| a.get_id() == id) {
+            self.task_actors.remove(&ix);
+        }
+        true
+    }
+
+    /// Flushes, closes the log (waiting for durability), releases every held effect, answers
+    /// the shutdown and stops.
+    async fn close(&mut self, req: ReqId) {
+        self.stopping = true;
+        let last = self.core.day().last_seq();
+        if let Some(log) = self.log.take() {
+            let closed =
+                tokio::task::spawn_blocking(move || log.close(Duration::from_secs(30))).await;
+            match closed {
+                Ok(Ok(())) => {
+                    let effects = self.core.handle(Input::Durable(last), now(self.started));
+                    // Nothing new is recorded by a release; carry out what it frees.
+                    let _ = Box::pin(self.carry_out(effects)).await;
+                    info!(date = %self.date, seq = last, "journal closed");
+                }
+                Ok(Err(e)) => error!(%e, "closing the journal failed"),
+                Err(e) => error!(%e, "closing the journal panicked"),
+            }
+        }
+        if let Some(Pending::Shutdown(reply)) = self.replies.remove(&req) {
+            let _ = reply.send(Ok(()));
+        }
+        self.myself.stop_children(None);
+        self.myself.stop(None);
+    }
+}
+
+fn remote_report(r: ReportMsg) -> RemoteReport {
+    let key = AttemptKey::from(&r.key);
+    let body = match r.body {
+        ReportBody::Finished { outcome, last_step } => RemoteBody::Finished {
+            outcome: outcome.into(),
+            last_step: last_step.map(|c| (c.step, c.name)),
+        },
+        ReportBody::Abandoned { reason } => RemoteBody::Abandoned { reason },
+        ReportBody::SlotFreed => RemoteBody::SlotFreed,
+        ReportBody::Progress { step, done, total } => RemoteBody::Note(Notice::Progress {
+            task: key.task.clone(),
+            shard: key.shard,
+            attempt: key.attempt,
+            step,
+            done,
+            total,
+        }),
+        ReportBody::Log { at_ms, level, step, message } => RemoteBody::Note(Notice::Log {
+            task: key.task.clone(),
+            shard: key.shard,
+            attempt: key.attempt,
+            line: LogLine {
+                at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap_or_default(),
+                level: match level.as_str() {
+                    "debug" => crate::behavior::LogLevel::Debug,
+                    "warn" => crate::behavior::LogLevel::Warn,
+                    "error" => crate::behavior::LogLevel::Error,
+                    _ => crate::behavior::LogLevel::Info,
+                },
+                step: step.map(|s| s as usize),
+                message,
+            },
+        }),
+    };
+    RemoteReport {
+        executor: r.executor,
+        instance: r.instance,
+        epoch: r.epoch,
+        slot: r.slot,
+        key,
+        body,
     }
 }

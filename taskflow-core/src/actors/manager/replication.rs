@@ -21,13 +21,12 @@ use std::sync::{Arc, Mutex};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
-use super::{ClusterIn, ExecLink, ManagerState};
 use crate::cluster::codec;
 use crate::cluster::messages::{
     Bytes, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition, ReplicateMsg, ToExecutor,
 };
 use crate::cluster::wire::Wire;
-use crate::journal::Journal;
+use crate::journal::DayLog;
 use crate::store::{LogReader, Store};
 
 /// Caller metadata of the manager's day store: its cluster id (random, set at creation).
@@ -104,7 +103,7 @@ impl ReplicationTail {
 }
 
 /// Reads (or creates, durably) the day store's cluster id.
-pub(crate) fn cluster_id(journal: &Journal) -> Result<String, crate::store::Error> {
+pub(crate) fn cluster_id(journal: &DayLog) -> Result<String, crate::store::Error> {
     let store = journal.store();
     if let Some(id) = store.meta_get::<String>(META_CLUSTER_ID)? {
         return Ok(id);
@@ -577,55 +576,9 @@ impl ReplicatorState {
 
 // ----- hooks called from the manager ---------------------------------------------------
 
-/// What a `Join` carries for replication, taken before the join is handled.
-pub(crate) struct Joining {
-    name: String,
-    instance: u64,
-    replicas: Vec<ReplicaPosition>,
-}
-
-/// The replication part of a cluster input, if it is a join of an executor with replicas.
-pub(crate) fn joining(input: &ClusterIn) -> Option<Joining> {
-    match input {
-        ClusterIn::Join { join, .. } if join.keeps_replica => Some(Joining {
-            name: join.executor.clone(),
-            instance: join.instance,
-            replicas: join.replicas.clone(),
-        }),
-        _ => None,
-    }
-}
-
-impl ManagerState {
-    /// After a join was handled: if it was accepted, start replicating to the executor.
-    pub(super) fn replication_after_join(&mut self, joining: Option<Joining>) {
-        let (Some(j), Some(rep)) = (joining, self.replicator.as_ref()) else { return };
-        let Some(ix) = self.cluster.as_ref().and_then(|c| c.by_name.get(&j.name)).copied() else {
-            return;
-        };
-        let e = &self.executors[ix];
-        let current = e.remote.as_ref().is_some_and(|r| r.instance == j.instance && !r.lost);
-        if let (true, ExecLink::Remote(r)) = (current, &e.actor) {
-            let _ = rep.cast(ReplicatorMsg::Joined {
-                name: j.name,
-                instance: j.instance,
-                agent: r.agent.clone(),
-                replicas: j.replicas,
-            });
-        }
-    }
-
-    /// An executor's replica acknowledged.
-    pub(super) fn on_replica_ack(&mut self, ack: ReplicaAckMsg) {
-        if let Some(rep) = &self.replicator {
-            let _ = rep.cast(ReplicatorMsg::Ack(ack));
-        }
-    }
-}
-
 /// Starts the replicator for a cluster manager (a child of the manager).
 pub(crate) async fn start(
-    journal: &mut Journal,
+    journal: &mut DayLog,
     date: String,
     epoch: u64,
     supervisor: ractor::ActorCell,

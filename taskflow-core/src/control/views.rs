@@ -1,26 +1,24 @@
-//! Read models built from the manager's state: the board, a task's view, a page of shards.
+//! Read models built from the core's state: the board, a task's view, a page of shards.
 
-use super::ManagerState;
+use super::Control;
 use crate::graph::TaskIx;
 use crate::model::Trigger;
 use crate::runtime::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
 use crate::state::{ShardStatus, TaskStatus};
 
-impl ManagerState {
+impl Control {
     /// The board as of the last recorded seq (released once that seq is durable).
     pub(crate) fn board(&self) -> Board {
-        let (seq, closed) = self
-            .journal
-            .as_ref()
-            .map_or((0, true), |j| (j.state().last_seq(), j.state().is_closed()));
+        let (seq, closed) = (self.day.last_seq(), self.day.is_closed());
         let tasks = self.flow.graph().topo_order().iter().map(|&ix| self.task_view(ix)).collect();
         let executors = self
-            .executors
+            .books
+            .executors()
             .iter()
             .map(|e| ExecutorView {
                 name: e.name.clone(),
                 slots: e
-                    .slots
+                    .slots()
                     .iter()
                     .map(|s| match (&s.job, s.abandoned) {
                         (None, _) => SlotView::Idle,
@@ -39,10 +37,10 @@ impl ManagerState {
 
     fn task_view(&self, ix: TaskIx) -> TaskView {
         let def = self.flow.task(ix);
-        let rt = &self.tasks[ix.get()];
-        let (status, counts, registered_ms, note) = match self.journal.as_ref() {
-            Some(j) => {
-                let s = j.state();
+        let rt = self.books.task(ix);
+        let (status, counts, registered_ms, note) = {
+            {
+                let s = &self.day;
                 let status = s.task_status(ix);
                 let note = rt.problem.clone().or_else(|| {
                     if !s.dependencies_done(ix) {
@@ -60,7 +58,6 @@ impl ManagerState {
                 });
                 (status, *s.counts(ix), s.registered_at_ms(ix), note)
             }
-            None => (TaskStatus::Unregistered, Default::default(), None, None),
         };
         TaskView {
             id: def.id.clone(),
@@ -75,7 +72,7 @@ impl ManagerState {
             started_ms: rt.started_ms,
             finished_ms: if status.is_done() { rt.finished_ms.or(registered_ms) } else { None },
             not_applicable: status == TaskStatus::NotApplicable,
-            fires_at: rt.fires_at,
+            fires_at: rt.fires_at_ms().and_then(chrono::DateTime::from_timestamp_millis),
             note,
         }
     }
@@ -87,10 +84,10 @@ impl ManagerState {
         offset: usize,
         limit: usize,
     ) -> Vec<ShardInfo> {
-        let (Some(ix), Some(j)) = (self.flow.graph().index_of(id), self.journal.as_ref()) else {
+        let Some(ix) = self.flow.graph().index_of(id) else {
             return Vec::new();
         };
-        let s = j.state();
+        let s = &self.day;
         if !s.is_registered(ix) {
             return Vec::new();
         }

@@ -1,0 +1,619 @@
+//! The core's runtime bookkeeping — executors and their slots, run and rollback queues,
+//! running shards, per-task counters — behind one owner whose counters are changed only
+//! through its methods and can be recounted from scratch ([`Books::check`]).
+//!
+//! None of it is persisted: a restarted manager rebuilds it from the day's state.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::flow::Flow;
+use crate::graph::TaskIx;
+use crate::job::{AttemptKey, JobKind};
+use crate::registration::Prepared;
+use crate::state::{DayState, ShardStatus};
+
+/// The core's view of one executor.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecRt {
+    /// Its name.
+    pub(crate) name: String,
+    /// Set for an executor process.
+    pub(crate) remote: Option<RemoteRt>,
+    /// Free slots (a stack: the lowest index is taken first).
+    free: Vec<u32>,
+    slots: Vec<SlotRt>,
+    /// The behaviors it hosts (`None`: every behavior, an in-process one).
+    pub(crate) behaviors: Option<BTreeSet<String>>,
+    /// Draining: it gets no new jobs.
+    pub(crate) draining: bool,
+}
+
+impl ExecRt {
+    /// Whether it may get new jobs: joined, not lost, not draining.
+    pub(crate) fn accepting(&self) -> bool {
+        !self.draining && self.remote.as_ref().is_none_or(|r| !r.lost)
+    }
+
+    /// Whether it can run `behavior`.
+    pub(crate) fn hosts(&self, behavior: &str) -> bool {
+        self.behaviors.as_ref().is_none_or(|b| b.contains(behavior))
+    }
+
+    /// How many slots are free.
+    pub(crate) fn free_slots(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Its slots.
+    pub(crate) fn slots(&self) -> &[SlotRt] {
+        &self.slots
+    }
+}
+
+/// The core's view of an executor process.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteRt {
+    /// Its process instance.
+    pub(crate) instance: u64,
+    /// When it was last heard from (monotonic ms).
+    pub(crate) last_seen_ms: u64,
+    /// Declared lost (or left).
+    pub(crate) lost: bool,
+}
+
+/// One slot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotRt {
+    /// The job on it.
+    pub(crate) job: Option<AttemptKey>,
+    /// The job was abandoned (forced stop); the slot is busy until it returns.
+    pub(crate) abandoned: bool,
+}
+
+/// The runtime bookkeeping of one task.
+#[derive(Debug, Default)]
+pub(crate) struct TaskRt {
+    pub(crate) prepared: Option<Arc<Prepared>>,
+    preparing: bool,
+    /// Its task actor was asked to prepare its successors ahead.
+    pub(crate) active: bool,
+    pub(crate) problem: Option<String>,
+    fires_at_ms: Option<i64>,
+    pub(crate) attempts: u64,
+    pub(crate) started_ms: Option<i64>,
+    pub(crate) finished_ms: Option<i64>,
+    /// Shards queued to run (checked lazily: a stale entry is dropped at dispatch).
+    runq: VecDeque<u32>,
+    /// Shards queued to roll back, newest first.
+    rbq: VecDeque<u32>,
+    /// How many of its shards are in `Books::running`.
+    running: u32,
+}
+
+impl TaskRt {
+    /// When its `at` trigger fires, if the clock was asked.
+    pub(crate) fn fires_at_ms(&self) -> Option<i64> {
+        self.fires_at_ms
+    }
+
+    /// Whether it is being prepared.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn preparing(&self) -> bool {
+        self.preparing
+    }
+
+    /// How many of its shards occupy a slot.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn running(&self) -> u32 {
+        self.running
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Books {
+    executors: Vec<ExecRt>,
+    tasks: Vec<TaskRt>,
+    topo_pos: Vec<u32>,
+    run_tasks: BTreeSet<(u32, TaskIx)>,
+    rollback_tasks: BTreeSet<(Reverse<u32>, TaskIx)>,
+    /// The job of each shard that occupies a slot (not abandoned ones): executor and slot.
+    running: BTreeMap<(TaskIx, u32), (usize, u32)>,
+    by_name: BTreeMap<String, usize>,
+    /// How many tasks have `fires_at` set.
+    timed: usize,
+    /// How many tasks are being prepared.
+    preparing: usize,
+    /// Retry timers asked for and not fired: the failed attempt, by shard.
+    retries: BTreeMap<(TaskIx, u32), u32>,
+}
+
+impl Books {
+    pub(crate) fn new(flow: &Flow, local: &[(String, u32)]) -> Books {
+        let graph = flow.graph();
+        let mut topo_pos = vec![0; graph.len()];
+        for (i, ix) in graph.topo_order().iter().enumerate() {
+            topo_pos[ix.get()] = i as u32;
+        }
+        let mut books = Books {
+            executors: Vec::new(),
+            tasks: (0..graph.len()).map(|_| TaskRt::default()).collect(),
+            topo_pos,
+            run_tasks: BTreeSet::new(),
+            rollback_tasks: BTreeSet::new(),
+            running: BTreeMap::new(),
+            by_name: BTreeMap::new(),
+            timed: 0,
+            preparing: 0,
+            retries: BTreeMap::new(),
+        };
+        for (name, slots) in local {
+            books.add_executor(name.clone(), *slots, None, None);
+        }
+        books
+    }
+
+    // ----- executors -------------------------------------------------------------------
+
+    /// Registers an executor (a new index, or the index its name had): all slots free.
+    pub(crate) fn add_executor(
+        &mut self,
+        name: String,
+        slots: u32,
+        remote: Option<RemoteRt>,
+        behaviors: Option<BTreeSet<String>>,
+    ) -> usize {
+        let rt = ExecRt {
+            name: name.clone(),
+            remote,
+            free: (0..slots).rev().collect(),
+            slots: (0..slots).map(|_| SlotRt::default()).collect(),
+            behaviors,
+            draining: false,
+        };
+        let ix = match self.by_name.get(&name) {
+            Some(&ix) => {
+                // Whatever the old registration still held is forgotten (the caller lost it
+                // first, which requeued its jobs).
+                self.forget_running_of(ix);
+                self.executors[ix] = rt;
+                ix
+            }
+            None => {
+                self.executors.push(rt);
+                self.executors.len() - 1
+            }
+        };
+        self.by_name.insert(name, ix);
+        ix
+    }
+
+    pub(crate) fn executor(&self, ix: usize) -> Option<&ExecRt> {
+        self.executors.get(ix)
+    }
+
+    pub(crate) fn executor_mut(&mut self, ix: usize) -> Option<&mut ExecRt> {
+        self.executors.get_mut(ix)
+    }
+
+    pub(crate) fn executors(&self) -> &[ExecRt] {
+        &self.executors
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The job on an executor's slot.
+    pub(crate) fn slot_job(&self, executor: usize, slot: u32) -> Option<&AttemptKey> {
+        self.executors.get(executor)?.slots.get(slot as usize)?.job.as_ref()
+    }
+
+    /// The slot of an executor that holds `key`.
+    pub(crate) fn slot_of(&self, executor: usize, key: &AttemptKey) -> Option<u32> {
+        let e = self.executors.get(executor)?;
+        e.slots.iter().position(|s| s.job.as_ref() == Some(key)).map(|p| p as u32)
+    }
+
+    /// Takes a free slot of `executor` for `key` on shard `(ix, shard)`; the slot.
+    pub(crate) fn occupy(
+        &mut self,
+        executor: usize,
+        ix: TaskIx,
+        shard: u32,
+        key: AttemptKey,
+    ) -> Option<u32> {
+        let e = self.executors.get_mut(executor)?;
+        let slot = e.free.pop()?;
+        e.slots[slot as usize] = SlotRt { job: Some(key), abandoned: false };
+        self.set_running(ix, shard, (executor, slot));
+        Some(slot)
+    }
+
+    /// Frees `slot` of `executor` if it holds `key`; whether it did.
+    pub(crate) fn free_slot(
+        &mut self,
+        executor: usize,
+        slot: u32,
+        key: &AttemptKey,
+        ix: Option<TaskIx>,
+    ) -> bool {
+        let Some(e) = self.executors.get_mut(executor) else { return false };
+        let Some(s) = e.slots.get_mut(slot as usize) else { return false };
+        if s.job.as_ref() != Some(key) {
+            return false;
+        }
+        *s = SlotRt::default();
+        let lost = e.remote.as_ref().is_some_and(|r| r.lost);
+        if !lost {
+            e.free.push(slot);
+        }
+        if let Some(ix) = ix {
+            self.unset_running(ix, key.shard, (executor, slot));
+        }
+        true
+    }
+
+    /// Marks the job on a slot abandoned: it keeps the slot but no longer counts as running.
+    pub(crate) fn abandon(&mut self, executor: usize, slot: u32, key: &AttemptKey, ix: TaskIx) {
+        if let Some(s) =
+            self.executors.get_mut(executor).and_then(|e| e.slots.get_mut(slot as usize))
+            && s.job.as_ref() == Some(key)
+        {
+            s.abandoned = true;
+        }
+        self.unset_running(ix, key.shard, (executor, slot));
+    }
+
+    /// Marks an executor process lost: no free slots, every job taken off its slots (and out
+    /// of `running`). The jobs, by slot.
+    pub(crate) fn lose(&mut self, executor: usize) -> Vec<(u32, AttemptKey)> {
+        let Some(e) = self.executors.get_mut(executor) else { return Vec::new() };
+        if let Some(r) = e.remote.as_mut() {
+            r.lost = true;
+        }
+        e.free.clear();
+        let jobs: Vec<(u32, AttemptKey)> = e
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| std::mem::take(s).job.map(|k| (i as u32, k)))
+            .collect();
+        self.forget_running_of(executor);
+        jobs
+    }
+
+    /// Marks a drained executor gone (its slots are empty).
+    pub(crate) fn leave(&mut self, executor: usize) {
+        if let Some(e) = self.executors.get_mut(executor) {
+            e.free.clear();
+            if let Some(r) = e.remote.as_mut() {
+                r.lost = true;
+            }
+        }
+    }
+
+    fn forget_running_of(&mut self, executor: usize) {
+        let mine: Vec<((TaskIx, u32), (usize, u32))> =
+            self.running.iter().filter(|(_, at)| at.0 == executor).map(|(k, v)| (*k, *v)).collect();
+        for ((ix, shard), at) in mine {
+            self.unset_running(ix, shard, at);
+        }
+    }
+
+    // ----- running shards --------------------------------------------------------------
+
+    fn set_running(&mut self, ix: TaskIx, shard: u32, at: (usize, u32)) {
+        if self.running.insert((ix, shard), at).is_none() {
+            self.tasks[ix.get()].running += 1;
+        }
+    }
+
+    /// Forgets the running job of `shard` if it is the one on `at`.
+    fn unset_running(&mut self, ix: TaskIx, shard: u32, at: (usize, u32)) {
+        if self.running.get(&(ix, shard)) == Some(&at) {
+            self.running.remove(&(ix, shard));
+            self.tasks[ix.get()].running -= 1;
+        }
+    }
+
+    /// Forgets every running job (the shutdown grace is over).
+    pub(crate) fn clear_running(&mut self) {
+        let all: Vec<((TaskIx, u32), (usize, u32))> =
+            self.running.iter().map(|(k, v)| (*k, *v)).collect();
+        for ((ix, shard), at) in all {
+            self.unset_running(ix, shard, at);
+        }
+    }
+
+    pub(crate) fn running_at(&self, ix: TaskIx, shard: u32) -> Option<(usize, u32)> {
+        self.running.get(&(ix, shard)).copied()
+    }
+
+    pub(crate) fn running_len(&self) -> usize {
+        self.running.len()
+    }
+
+    // ----- tasks -----------------------------------------------------------------------
+
+    pub(crate) fn task(&self, ix: TaskIx) -> &TaskRt {
+        &self.tasks[ix.get()]
+    }
+
+    pub(crate) fn task_mut(&mut self, ix: TaskIx) -> &mut TaskRt {
+        &mut self.tasks[ix.get()]
+    }
+
+    pub(crate) fn set_fires_at(&mut self, ix: TaskIx, at: Option<i64>) {
+        let t = &mut self.tasks[ix.get()];
+        match (t.fires_at_ms.is_some(), at.is_some()) {
+            (false, true) => self.timed += 1,
+            (true, false) => self.timed -= 1,
+            _ => {}
+        }
+        t.fires_at_ms = at;
+    }
+
+    /// Marks a task as being prepared; false if it already was.
+    pub(crate) fn start_preparing(&mut self, ix: TaskIx) -> bool {
+        let t = &mut self.tasks[ix.get()];
+        if t.preparing {
+            return false;
+        }
+        t.preparing = true;
+        self.preparing += 1;
+        true
+    }
+
+    pub(crate) fn stop_preparing(&mut self, ix: TaskIx) {
+        let t = &mut self.tasks[ix.get()];
+        if std::mem::replace(&mut t.preparing, false) {
+            self.preparing -= 1;
+        }
+    }
+
+    /// A task is done: nothing of it is queued any more.
+    pub(crate) fn task_done(&mut self, ix: TaskIx, finished_ms: i64) {
+        let t = &mut self.tasks[ix.get()];
+        t.finished_ms = Some(finished_ms);
+        t.prepared = None;
+        t.runq.clear();
+        t.rbq.clear();
+    }
+
+    // ----- queues ----------------------------------------------------------------------
+
+    pub(crate) fn queue(&mut self, ix: TaskIx, shard: u32, kind: JobKind) {
+        let pos = self.topo_pos[ix.get()];
+        match kind {
+            JobKind::Run => {
+                self.tasks[ix.get()].runq.push_back(shard);
+                self.run_tasks.insert((pos, ix));
+            }
+            JobKind::Rollback => {
+                self.tasks[ix.get()].rbq.push_back(shard);
+                self.rollback_tasks.insert((Reverse(pos), ix));
+            }
+        }
+    }
+
+    /// Puts a job back at the head of its task's queue.
+    pub(crate) fn queue_front(&mut self, ix: TaskIx, shard: u32, kind: JobKind) {
+        let pos = self.topo_pos[ix.get()];
+        match kind {
+            JobKind::Run => {
+                self.tasks[ix.get()].runq.push_front(shard);
+                self.run_tasks.insert((pos, ix));
+            }
+            JobKind::Rollback => {
+                self.tasks[ix.get()].rbq.push_front(shard);
+                self.rollback_tasks.insert((Reverse(pos), ix));
+            }
+        }
+    }
+
+    /// A task got its plans: its queued shards may dispatch again.
+    pub(crate) fn requeue_task(&mut self, ix: TaskIx) {
+        let pos = self.topo_pos[ix.get()];
+        let t = &self.tasks[ix.get()];
+        if !t.runq.is_empty() {
+            self.run_tasks.insert((pos, ix));
+        }
+        if !t.rbq.is_empty() {
+            self.rollback_tasks.insert((Reverse(pos), ix));
+        }
+    }
+
+    /// The next job to dispatch (see `dispatch::next_job`). Tasks whose queue is empty leave
+    /// the dispatch sets; so do tasks without plans (`needs_plans` gets them, until
+    /// [`Books::requeue_task`] puts them back). Only rollback tasks blocked by their
+    /// dependents are stepped over.
+    pub(crate) fn next_job(
+        &mut self,
+        day: &DayState,
+        needs_plans: &mut Vec<TaskIx>,
+    ) -> Option<(TaskIx, u32, JobKind)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut after = None;
+        loop {
+            let next = match after {
+                None => self.rollback_tasks.first(),
+                Some(k) => self.rollback_tasks.range((Excluded(k), Unbounded)).next(),
+            };
+            let Some(&entry) = next else { break };
+            after = Some(entry);
+            let ix = entry.1;
+            if self.tasks[ix.get()].prepared.is_none() {
+                self.rollback_tasks.remove(&entry);
+                needs_plans.push(ix);
+                continue;
+            }
+            // A dependency is rolled back only after its dependents' rollbacks finished.
+            if day.graph().descendants(ix).iter().any(|&d| {
+                day.counts(d).get(ShardStatus::RollingBack) > 0
+                    && !self.tasks[d.get()].rbq.is_empty()
+                    || self.tasks[d.get()].running > 0
+            }) {
+                continue;
+            }
+            while let Some(shard) = self.tasks[ix.get()].rbq.pop_front() {
+                let status = day.shard(ix, shard).map(|v| v.status);
+                if status == Some(ShardStatus::RollingBack)
+                    && !self.running.contains_key(&(ix, shard))
+                {
+                    return Some((ix, shard, JobKind::Rollback));
+                }
+            }
+            self.rollback_tasks.remove(&entry);
+        }
+        while let Some(&entry) = self.run_tasks.first() {
+            let ix = entry.1;
+            if self.tasks[ix.get()].prepared.is_none() {
+                self.run_tasks.remove(&entry);
+                needs_plans.push(ix);
+                continue;
+            }
+            while let Some(shard) = self.tasks[ix.get()].runq.pop_front() {
+                let status = day.shard(ix, shard).map(|v| v.status);
+                if status == Some(ShardStatus::Pending) && !self.running.contains_key(&(ix, shard))
+                {
+                    return Some((ix, shard, JobKind::Run));
+                }
+            }
+            self.run_tasks.remove(&entry);
+        }
+        None
+    }
+
+    /// Whether some queued task could still dispatch (one without a registration problem
+    /// and with something queued).
+    pub(crate) fn queued_work(&self) -> bool {
+        self.run_tasks
+            .iter()
+            .map(|&(_, ix)| ix)
+            .chain(self.rollback_tasks.iter().map(|&(_, ix)| ix))
+            .any(|ix| {
+                let t = &self.tasks[ix.get()];
+                t.problem.is_none() && (!t.runq.is_empty() || !t.rbq.is_empty())
+            })
+    }
+
+    // ----- retry timers ----------------------------------------------------------------
+
+    /// A retry timer is asked for.
+    pub(crate) fn retry_armed(&mut self, ix: TaskIx, shard: u32, attempt: u32) {
+        self.retries.insert((ix, shard), attempt);
+    }
+
+    /// A retry timer fired; whether it was the one armed last for the shard.
+    pub(crate) fn retry_fired(&mut self, ix: TaskIx, shard: u32, attempt: u32) -> bool {
+        if self.retries.get(&(ix, shard)) == Some(&attempt) {
+            self.retries.remove(&(ix, shard));
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn retries_pending(&self) -> usize {
+        self.retries.len()
+    }
+
+    pub(crate) fn timed(&self) -> usize {
+        self.timed
+    }
+
+    pub(crate) fn preparing_count(&self) -> usize {
+        self.preparing
+    }
+
+    // ----- checks ----------------------------------------------------------------------
+
+    /// Recounts every counter from scratch and compares; also that the slot tables and
+    /// `running` agree, and that running shards are running in the day's state.
+    pub(crate) fn check(&self, day: &DayState) -> Result<(), String> {
+        let mut per_task = vec![0u32; self.tasks.len()];
+        for (&(ix, shard), &(executor, slot)) in &self.running {
+            per_task[ix.get()] += 1;
+            let Some(e) = self.executors.get(executor) else {
+                return Err(format!("running {ix:?}[{shard}] on unknown executor {executor}"));
+            };
+            let Some(s) = e.slots.get(slot as usize) else {
+                return Err(format!("running {ix:?}[{shard}] on unknown slot {executor}/{slot}"));
+            };
+            let status = day.shard(ix, shard).map(|v| v.status);
+            if !matches!(
+                status,
+                Some(ShardStatus::Running | ShardStatus::Stopping | ShardStatus::RollingBack)
+            ) {
+                return Err(format!("running {ix:?}[{shard}] but its status is {status:?}"));
+            }
+            match &s.job {
+                Some(k) if k.shard == shard && !s.abandoned => {}
+                other => {
+                    return Err(format!(
+                        "running {ix:?}[{shard}] says slot {executor}/{slot}, which holds \
+                         {other:?} (abandoned {})",
+                        s.abandoned
+                    ));
+                }
+            }
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.running != per_task[i] {
+                return Err(format!(
+                    "task {i}: running {} but {} recounted",
+                    t.running, per_task[i]
+                ));
+            }
+        }
+        let timed = self.tasks.iter().filter(|t| t.fires_at_ms.is_some()).count();
+        if timed != self.timed {
+            return Err(format!("timed {} but {timed} recounted", self.timed));
+        }
+        let preparing = self.tasks.iter().filter(|t| t.preparing).count();
+        if preparing != self.preparing {
+            return Err(format!("preparing {} but {preparing} recounted", self.preparing));
+        }
+        for (ix, e) in self.executors.iter().enumerate() {
+            let lost = e.remote.as_ref().is_some_and(|r| r.lost);
+            let mut seen = vec![false; e.slots.len()];
+            for &f in &e.free {
+                let Some(s) = e.slots.get(f as usize) else {
+                    return Err(format!("executor {ix}: free slot {f} does not exist"));
+                };
+                if std::mem::replace(&mut seen[f as usize], true) {
+                    return Err(format!("executor {ix}: slot {f} free twice"));
+                }
+                if s.job.is_some() {
+                    return Err(format!("executor {ix}: slot {f} free but holds {:?}", s.job));
+                }
+            }
+            if !lost {
+                let idle = e.slots.iter().filter(|s| s.job.is_none()).count();
+                if idle != e.free.len() {
+                    return Err(format!(
+                        "executor {ix}: {idle} idle slots but {} free",
+                        e.free.len()
+                    ));
+                }
+            } else if !e.free.is_empty() {
+                return Err(format!("executor {ix} is lost but has free slots"));
+            }
+            for (slot, s) in e.slots.iter().enumerate() {
+                let Some(k) = &s.job else { continue };
+                if s.abandoned {
+                    continue;
+                }
+                let Some(tix) = day.graph().index_of(k.task.as_str()) else {
+                    return Err(format!("slot {ix}/{slot} holds unknown task {}", k.task));
+                };
+                if self.running.get(&(tix, k.shard)) != Some(&(ix, slot as u32)) {
+                    return Err(format!("slot {ix}/{slot} holds {k} but it is not running there"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

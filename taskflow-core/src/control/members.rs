@@ -1,0 +1,216 @@
+//! Executor processes joining, heartbeating, draining and getting lost.
+
+use std::collections::BTreeSet;
+
+use tracing::{info, warn};
+
+use super::books::RemoteRt;
+use super::{Answer, Control, Effect, JoinAnswer, JoinIn, ReqId};
+use crate::job::JobKind;
+use crate::state::{EventKind, ShardEvent, ShardStatus};
+
+/// At most this many slots are taken from a join.
+const MAX_SLOTS: u32 = 4096;
+
+impl Control {
+    pub(super) fn on_join(&mut self, req: ReqId, join: JoinIn) {
+        // Answered once the re-reported outcomes it settled are durable: the executor forgets
+        // them on acceptance.
+        let answer = self.decide_join(join);
+        self.reply_when_durable(req, Answer::Join(answer));
+    }
+
+    fn decide_join(&mut self, join: JoinIn) -> JoinAnswer {
+        let Some(cluster) = self.opts.cluster.clone() else {
+            return JoinAnswer::Rejected { reason: "this manager accepts no executors".into() };
+        };
+        let reject = |reason: String| {
+            warn!(executor = %join.executor, %reason, "join rejected");
+            JoinAnswer::Rejected { reason }
+        };
+        if join.protocol_version != cluster.protocol_version {
+            return reject(format!(
+                "protocol version mismatch: the executor speaks {}, the manager speaks {}",
+                join.protocol_version, cluster.protocol_version
+            ));
+        }
+        if join.executor.is_empty() || join.slots == 0 {
+            return reject("an executor needs a non-empty name and at least one slot".into());
+        }
+        let mut used: Vec<&str> = self.flow.tasks().iter().map(|t| t.behavior.as_str()).collect();
+        used.sort_unstable();
+        used.dedup();
+        let (hosted, missing): (Vec<&str>, Vec<&str>) =
+            used.iter().partition(|b| join.behaviors.iter().any(|h| h == *b));
+        if hosted.is_empty() {
+            return reject(format!(
+                "unknown behavior: this executor hosts {} but the flow uses only {}; it could \
+                 run nothing",
+                if join.behaviors.is_empty() {
+                    "nothing".into()
+                } else {
+                    join.behaviors.join(", ")
+                },
+                used.join(", ")
+            ));
+        }
+        if !missing.is_empty() {
+            info!(
+                executor = %join.executor,
+                missing = %missing.join(", "),
+                "the executor does not host every behavior of the flow; it gets only the shards \
+                 of the ones it hosts"
+            );
+        }
+        let existing = self.books.by_name(&join.executor);
+        if let Some(ix) = existing
+            && let Some(r) = self.books.executor(ix).and_then(|e| e.remote.as_ref())
+            && !r.lost
+            && r.instance != join.instance
+        {
+            return reject(format!(
+                "duplicate name: an executor named `{}` is already connected; give each \
+                 executor a unique --name",
+                join.executor
+            ));
+        }
+        if existing.is_some_and(|ix| self.books.executor(ix).is_some_and(|e| e.remote.is_none())) {
+            return reject(format!(
+                "duplicate name: `{}` is an in-process executor of the manager",
+                join.executor
+            ));
+        }
+        if !join.agent_found {
+            return reject("the executor's agent was not advertised on its session".into());
+        }
+        // Two-phase confirmation: settle what it still holds before its old registration
+        // (if any) is dropped and its remaining jobs requeued.
+        let mut reconciled = 0usize;
+        for held in &join.held {
+            reconciled += usize::from(self.reconcile_held(&join.executor, held));
+        }
+        self.unvouched(&join.executor, join.instance);
+        if let Some(ix) = existing
+            && self.books.executor(ix).and_then(|e| e.remote.as_ref()).is_some_and(|r| !r.lost)
+        {
+            // The same process joins again (it fenced itself): its other jobs are gone.
+            self.lose_executor(ix, "it joined again");
+        }
+        let slots = join.slots.min(MAX_SLOTS);
+        let behaviors: BTreeSet<String> = join.behaviors.iter().cloned().collect();
+        self.unhosted.retain(|b| !behaviors.contains(b));
+        let remote =
+            RemoteRt { instance: join.instance, last_seen_ms: self.now.mono_ms, lost: false };
+        let ix =
+            self.books.add_executor(join.executor.clone(), slots, Some(remote), Some(behaviors));
+        self.out.push(Effect::Link { executor: ix });
+        info!(
+            executor = %join.executor,
+            slots,
+            epoch = cluster.epoch,
+            held = join.held.len(),
+            reconciled,
+            "executor joined"
+        );
+        JoinAnswer::Accepted {
+            epoch: cluster.epoch,
+            lease_ms: cluster.lease_ms,
+            heartbeat_ms: cluster.heartbeat_ms,
+        }
+    }
+
+    /// A heartbeat; whether the executor is registered.
+    pub(super) fn on_heartbeat(&mut self, executor: &str, instance: u64) -> bool {
+        let now = self.now.mono_ms;
+        match self.current_remote(executor, instance) {
+            Some(ix) => {
+                if let Some(r) = self.books.executor_mut(ix).and_then(|e| e.remote.as_mut()) {
+                    r.last_seen_ms = now;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `Drain` (stop assigning) or `Leave` (a drained executor goes away cleanly).
+    pub(super) fn on_drain(&mut self, executor: &str, instance: u64, leave: bool) -> bool {
+        let Some(ix) = self.current_remote(executor, instance) else { return false };
+        let Some(e) = self.books.executor_mut(ix) else { return false };
+        let busy = e.slots().iter().any(|s| s.job.is_some());
+        if !leave {
+            if !e.draining {
+                e.draining = true;
+                info!(%executor, "executor draining: no new shards");
+            }
+            return true;
+        }
+        if busy {
+            self.lose_executor(ix, "it left with jobs still assigned");
+            return true;
+        }
+        self.books.leave(ix);
+        info!(%executor, "executor drained and left");
+        true
+    }
+
+    /// Declares executor processes whose lease (plus margin) ran out lost.
+    pub(super) fn sweep(&mut self) {
+        let Some(c) = self.opts.cluster.as_ref() else { return };
+        let limit = c.lost_after_ms;
+        let now = self.now.mono_ms;
+        let expired: Vec<usize> = (0..self.books.executors().len())
+            .filter(|&i| {
+                self.books.executors()[i]
+                    .remote
+                    .as_ref()
+                    .is_some_and(|r| !r.lost && now.saturating_sub(r.last_seen_ms) > limit)
+            })
+            .collect();
+        for i in expired {
+            let why = format!("no heartbeat for more than {limit} ms");
+            self.lose_executor(i, &why);
+        }
+    }
+
+    /// Marks an executor process lost and requeues its jobs (durably, before they are sent
+    /// anywhere else): runs go back to pending and resume at their last checkpoint; rollbacks
+    /// are queued again.
+    pub(super) fn lose_executor(&mut self, executor: usize, why: &str) {
+        let Some(e) = self.books.executor(executor) else { return };
+        let Some(r) = e.remote.as_ref() else { return };
+        if r.lost {
+            return;
+        }
+        let name = e.name.clone();
+        let jobs = self.books.lose(executor);
+        let mut requeued = 0;
+        for (_slot, key) in jobs {
+            let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { continue };
+            let Some(v) = self.day.shard(ix, key.shard) else { continue };
+            let (status, attempt, generation) = (v.status, v.attempt, v.generation);
+            match key.kind {
+                JobKind::Run
+                    if matches!(status, ShardStatus::Running | ShardStatus::Stopping)
+                        && attempt == key.attempt =>
+                {
+                    let task = key.task.clone();
+                    self.record(EventKind::Shard {
+                        task,
+                        shard: key.shard,
+                        event: ShardEvent::Requeue,
+                    });
+                    requeued += 1;
+                }
+                JobKind::Rollback
+                    if status == ShardStatus::RollingBack && generation == key.generation =>
+                {
+                    self.books.queue_front(ix, key.shard, JobKind::Rollback);
+                    requeued += 1;
+                }
+                _ => {}
+            }
+        }
+        warn!(executor = %name, reason = why, requeued, "executor lost; its shards are reassigned");
+    }
+}
