@@ -98,17 +98,7 @@ impl TaskRt {
         self.fires_at_ms
     }
 
-    /// Whether it is being prepared.
-    #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn preparing(&self) -> bool {
-        self.preparing
-    }
 
-    /// How many of its shards occupy a slot.
-    #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn running(&self) -> u32 {
-        self.running
-    }
 }
 
 /// See the module docs.

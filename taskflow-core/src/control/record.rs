@@ -384,7 +384,7 @@ impl Control {
     }
 
     /// Whether nothing can make progress without an operator (or a trigger time).
-    pub(super) fn stalled(&self) -> bool {
+    pub(crate) fn stalled(&self) -> bool {
         self.books.running_len() == 0
             && self.awaiting.is_empty()
             && self.books.retries_pending() == 0

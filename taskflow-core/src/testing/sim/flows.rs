@@ -1,0 +1,75 @@
+//! Random flows for the simulator: a DAG of 5–10 tasks over 20–30 products and 3–6
+//! distributors, levels, retries, manual and timed triggers drawn from the seed; at least 200
+//! shards.
+
+use std::fmt::Write;
+
+use super::Rng;
+use crate::flow::Flow;
+
+/// A stable hash of a few numbers (no `HashMap` hasher: runs replay exactly).
+pub(crate) fn hash(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x5151u64, |h, &p| Rng::new(h ^ p).next_u64())
+}
+
+/// A random, valid flow drawn from `rng`.
+pub fn random_flow(rng: &mut Rng) -> Flow {
+    let d = rng.range(4, 7);
+    let p = rng.range(25, 40);
+    let mut distributors = String::new();
+    for i in 1..=d {
+        let kind = if i == 1 { "direct" } else { "traditional-agent" };
+        let _ = write!(
+            distributors,
+            "[[distributor]]\ncode = \"D{i}\"\nname = \"d{i}\"\ntype = \"{kind}\"\n\n"
+        );
+    }
+    let mut products = String::new();
+    for i in 1..=p {
+        let sellers: Vec<String> =
+            (1..=d).filter(|_| rng.chance(0.7)).map(|j| format!("\"D{j}\"")).collect();
+        let sellers = if sellers.is_empty() { "\"D1\"".to_owned() } else { sellers.join(", ") };
+        let _ = write!(
+            products,
+            "[[product]]\ncode = \"P{i}\"\nname = \"p{i}\"\nmode = \"open-nav\"\nlifecycle = \"open\"\ndistributors = [{sellers}]\n\n"
+        );
+    }
+    let n = rng.range(5, 10) as usize;
+    let mut flow = String::from(
+        "[flow]\nname = \"sim\"\ntime_zone = \"Asia/Shanghai\"\nopen_days = \"business-days\"\n\n",
+    );
+    for t in 0..n {
+        let _ = writeln!(flow, "[[task]]\nid = \"t{t}\"\nname = \"task {t}\"\nbehavior = \"sim.b{}\"", t % 3);
+        // Two per-distributor product tasks at least, so the day has ≥ 200 shards.
+        let level = if t == 1 || t == 2 { 2 } else { rng.range(0, 3) };
+        match level {
+            0 => flow.push_str("level = \"system\"\n"),
+            1 => flow.push_str("level = \"product\"\nin_lifecycle = [\"open\"]\n"),
+            2 => flow.push_str(
+                "level = \"product\"\nin_lifecycle = [\"open\"]\nper_distributor = true\n",
+            ),
+            _ => flow.push_str("level = \"distributor\"\n"),
+        }
+        if t > 0 {
+            let mut deps: Vec<usize> = (0..t).filter(|_| rng.chance(0.35)).collect();
+            if deps.is_empty() {
+                deps.push(rng.range(0, t as u64 - 1) as usize);
+            }
+            let deps: Vec<String> = deps.iter().map(|d| format!("\"t{d}\"")).collect();
+            let _ = writeln!(flow, "depends_on = [{}]", deps.join(", "));
+        }
+        match rng.range(0, 9) {
+            0 => flow.push_str("trigger = \"manual\"\n"),
+            1 => flow.push_str("trigger = \"at 15:01\"\n"),
+            _ => {}
+        }
+        let _ = writeln!(flow, "retries = {}", rng.range(0, 2));
+        let _ = writeln!(flow, "retry_backoff = \"{}s\"", rng.range(0, 1));
+        flow.push('\n');
+    }
+    match Flow::from_strs(&flow, &products, &distributors, crate::testing::CALENDAR) {
+        Ok(f) => f,
+        // A generator bug, not an input: show the flow it made.
+        Err(e) => panic!("the simulator made an invalid flow: {e}\n{flow}"),
+    }
+}
