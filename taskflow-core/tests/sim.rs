@@ -4,7 +4,7 @@
 //!
 //! `TASKFLOW_SIM_SEEDS=N` runs N seeds (default 500); a failure prints the line that
 //! replays it: `TASKFLOW_SIM_SEED=<seed> cargo test -p taskflow-core --test sim -- --exact
-//! replay_one_seed --nocapture`.
+//! replay_one_seed --nocapture` (`TASKFLOW_SIM_TRACE=<file>` writes the whole trace).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,15 +48,37 @@ fn run_many(first: u64, count: u64, cfg: &SimConfig) -> (u64, u64, u64) {
     (closed, attempts, faults)
 }
 
-#[test]
-fn simulated_days_on_random_flows_keep_every_invariant() {
+/// Runs the `part`-th quarter of the random-flow seeds (four tests, so they run in parallel).
+fn random_quarter(part: u64) {
     let started = Instant::now();
-    let n = seeds();
-    let (closed, attempts, faults) = run_many(1, n, &SimConfig::default());
+    let n = seeds().div_ceil(4);
+    let first = 1 + part * n;
+    let (closed, attempts, faults) = run_many(first, n, &SimConfig::default());
     eprintln!(
-        "{n} random-flow seeds: {closed} closed, {attempts} attempts, {faults} faults, {:?}",
+        "random-flow seeds {first}..{}: {closed} closed, {attempts} attempts, {faults} faults, {:?}",
+        first + n,
         started.elapsed()
     );
+}
+
+#[test]
+fn simulated_days_on_random_flows_keep_every_invariant_1() {
+    random_quarter(0);
+}
+
+#[test]
+fn simulated_days_on_random_flows_keep_every_invariant_2() {
+    random_quarter(1);
+}
+
+#[test]
+fn simulated_days_on_random_flows_keep_every_invariant_3() {
+    random_quarter(2);
+}
+
+#[test]
+fn simulated_days_on_random_flows_keep_every_invariant_4() {
+    random_quarter(3);
 }
 
 #[test]
@@ -86,6 +108,10 @@ fn replay_one_seed() {
     match sim::run(seed, &cfg) {
         Ok(r) => eprintln!("{r:?}"),
         Err(f) => {
+            if let Ok(path) = std::env::var("TASKFLOW_SIM_TRACE") {
+                std::fs::write(&path, f.trace.join("\n")).expect("the trace file is writable");
+                eprintln!("trace written to {path}");
+            }
             for line in f.trace.iter().rev().take(400).rev() {
                 eprintln!("{line}");
             }

@@ -383,6 +383,21 @@ impl Control {
         }
     }
 
+    /// What keeps the day from counting as stalled (for the simulator's reports).
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn not_stalled_because(&self) -> String {
+        format!(
+            "running {:?}, awaiting {}, retries {}, preparing {}, timed {}, reactions {}, queued work {}",
+            self.books.running_list(),
+            self.awaiting.len(),
+            self.books.retries_pending(),
+            self.books.preparing_count(),
+            self.books.timed(),
+            self.work.len(),
+            self.books.queued_work()
+        )
+    }
+
     /// Whether nothing can make progress without an operator (or a trigger time).
     pub(crate) fn stalled(&self) -> bool {
         self.books.running_len() == 0

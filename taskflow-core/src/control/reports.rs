@@ -189,6 +189,12 @@ impl Control {
         if !current {
             return Err(format!("{key} is not the shard's current attempt"));
         }
+        let done = self.day.shard(ix, key.shard).and_then(|v| v.checkpoint).map_or(0, |c| c.steps_done);
+        if done > step {
+            // Asked again (the answer was lost or late): it is recorded; answer once all that
+            // is recorded is durable.
+            return Ok(self.day.last_seq());
+        }
         let kind = EventKind::StepCheckpoint {
             task: key.task.clone(),
             shard: key.shard,

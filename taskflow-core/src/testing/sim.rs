@@ -4,7 +4,8 @@
 //! durable prefix; fdatasync latency drawn from a distribution), N simulated executor
 //! processes with slots and behaviors of random step counts and durations, and a simulated
 //! network (per-link FIFO with random delays, so messages reorder across links; duplicated
-//! reports; partitions that silently drop). Faults drawn from the seed: executor crash and
+//! reports; partitions that hold messages until they heal, and break the session — losing
+//! what is in flight — when they outlast two leases). Faults drawn from the seed: executor crash and
 //! restart (with or without its held outcomes), executor pause longer than its lease, link
 //! partitions (heartbeat loss), manager crash and recovery from its journal (the real
 //! `DayState` fold, once through a snapshot round trip). Operator actions drawn from the seed
@@ -217,6 +218,7 @@ enum Fault {
     PauseExecutor { exec: usize },
     ResumeExecutor { exec: usize },
     Partition { exec: usize, until: u64 },
+    BreakSession { exec: usize },
     CrashManager,
     RestartManager,
 }
@@ -683,10 +685,6 @@ impl World {
         if self.rng.chance(0.02) { self.rng.range(20, 200) } else { self.rng.range(0, 5) }
     }
 
-    fn partitioned(&self, exec: usize) -> bool {
-        self.partitioned_until.get(&exec).is_some_and(|&u| u > self.now)
-    }
-
     fn send_down(&mut self, core_ix: usize, msg: Down) {
         let Some(&(exec, session)) = self.manager.as_ref().and_then(|m| m.links.get(&core_ix))
         else {
@@ -695,13 +693,22 @@ impl World {
         self.send_to_exec(exec, session, msg);
     }
 
+    /// When a message sent now on `exec`'s link can arrive: after the delay, and not before
+    /// a partition heals (the transport is TCP: within a session nothing is lost; what is in
+    /// flight when a session breaks is).
+    fn arrival(&mut self, exec: usize) -> u64 {
+        let d = self.delay();
+        let healed = self.partitioned_until.get(&exec).copied().unwrap_or(0);
+        (self.now + d).max(healed + d)
+    }
+
     fn send_to_exec(&mut self, exec: usize, session: u64, msg: Down) {
-        if self.sessions.get(&exec).map(|s| s.0) != Some(session) || self.partitioned(exec) {
+        if self.sessions.get(&exec).map(|s| s.0) != Some(session) {
             return;
         }
-        let d = self.delay();
+        let arrival = self.arrival(exec);
         let key = (exec, session, false);
-        let t = (self.now + d).max(*self.link_clock.get(&key).unwrap_or(&0));
+        let t = arrival.max(*self.link_clock.get(&key).unwrap_or(&0));
         self.link_clock.insert(key, t);
         self.at(t, Ev::Down { exec, session, msg });
     }
@@ -713,12 +720,9 @@ impl World {
     /// An executor sends to the manager over its current session.
     pub(crate) fn send_up(&mut self, exec: usize, msg: Up) {
         let Some(&(session, _)) = self.sessions.get(&exec) else { return };
-        if self.partitioned(exec) {
-            return;
-        }
-        let d = self.delay();
+        let arrival = self.arrival(exec);
         let key = (exec, session, true);
-        let t = (self.now + d).max(*self.link_clock.get(&key).unwrap_or(&0));
+        let t = arrival.max(*self.link_clock.get(&key).unwrap_or(&0));
         self.link_clock.insert(key, t);
         let dup = matches!(msg, Up::Report(_)) && self.rng.chance(0.03);
         if dup {
@@ -870,6 +874,17 @@ impl World {
             }
             Fault::Partition { exec, until } => {
                 self.partitioned_until.insert(exec, until);
+                // A partition much longer than the lease breaks the session (keepalives
+                // give up): both ends see it close, and what was in flight is lost.
+                if until - self.now > 2 * LEASE_MS {
+                    self.after(2 * LEASE_MS, Ev::Fault(Fault::BreakSession { exec }));
+                }
+            }
+            Fault::BreakSession { exec } => {
+                if self.sessions.contains_key(&exec) {
+                    self.close_session(exec);
+                    self.after(1, Ev::Exec { exec, ev: executor::ExecEv::Disconnected });
+                }
             }
             Fault::CrashManager => {
                 if self.manager.take().is_some() {
@@ -1052,7 +1067,11 @@ impl World {
         if !m.core.stalled() {
             return Err((
                 Invariant::NothingStuck,
-                format!("after {} ms the day is neither closed nor stalled", self.now),
+                format!(
+                    "after {} ms the day is neither closed nor stalled: {}",
+                    self.now,
+                    m.core.not_stalled_because()
+                ),
             ));
         }
         for ix in self.flow.graph().indices() {
