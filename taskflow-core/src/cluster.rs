@@ -18,6 +18,7 @@ mod held;
 pub(crate) mod manager;
 pub mod messages;
 mod node;
+mod status;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod wire;
@@ -29,6 +30,7 @@ pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};
 pub use manager::ClusterListen;
+pub use status::{Status, StatusSink};
 
 #[cfg(test)]
 mod tests;
