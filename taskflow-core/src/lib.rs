@@ -19,3 +19,4 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod view;
