@@ -12,6 +12,7 @@ pub mod graph;
 mod job;
 pub mod journal;
 pub mod model;
+mod past;
 pub mod registration;
 pub mod runtime;
 mod schedule;
@@ -20,3 +21,5 @@ pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod view;
+
+pub use past::{PastDay, PastLog};
