@@ -35,10 +35,10 @@ use taskflow_benches::{
     Timings, W2_HOPS, Workload, bench_registry, best_median, date, env_num, flow, ms, quantile,
     selected, task, us, w2_task,
 };
+use taskflow_core::JournalOptions;
 use taskflow_core::flow::Flow;
-use taskflow_core::journal::JournalOptions;
-use taskflow_core::runtime::{DayOutcome, Runtime, RuntimeOptions};
 use taskflow_core::state::TaskStatus;
+use taskflow_core::{DayOutcome, Runtime, RuntimeOptions};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;

@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn demo(flow: std::sync::Arc<taskflow_core::flow::Flow>) -> Result<(), Box<dyn std::error::Error>> {
 //! use taskflow_core::behavior::BehaviorRegistry;
-//! use taskflow_core::runtime::{Runtime, RuntimeOptions};
+//! use taskflow_core::{Runtime, RuntimeOptions};
 //!
 //! let (runtime, manager) =
 //!     Runtime::start(flow, BehaviorRegistry::with_builtins(), RuntimeOptions::default()).await?;
@@ -65,9 +65,10 @@ use crate::flow::Flow;
 use crate::journal::{self, Journal, JournalOptions};
 use crate::model::{BusinessDate, TaskId};
 use crate::state::{AuditEntry, Command, ShardStatus, UnconfirmedPolicy};
-pub use crate::view::{
+// Also the paths the actors import these by (`crate::runtime::Notice`); they live in `view`.
+pub(crate) use crate::view::{
     ActionError, Board, DayOutcome, ExecutorView, Notice, RuntimeStats, ShardInfo, SlotView,
-    Subscription, TaskView, Topic, event_task,
+    Subscription, TaskView, Topic,
 };
 
 /// Options of a [`Runtime`].

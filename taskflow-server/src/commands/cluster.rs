@@ -13,7 +13,7 @@ use taskflow_core::cluster::{
 };
 use taskflow_core::flow;
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{RuntimeOptions, previous_open_day, today_in};
+use taskflow_core::{RuntimeOptions, previous_open_day, today_in};
 use taskflow_examples::fund_clearing;
 
 use super::standalone::{ConsoleArgs, registry, run_day, shutdown_signal};

@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use taskflow_core::JournalError;
+use taskflow_core::TaskIx;
 use taskflow_core::flow::Flow;
-use taskflow_core::graph::TaskIx;
-use taskflow_core::journal;
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{Board, ShardInfo, TaskView};
 use taskflow_core::state::{DayState, ShardStatus, ShardView, TaskStatus};
 use taskflow_core::store;
+use taskflow_core::{Board, ShardInfo, TaskView};
 use tokio::sync::Mutex;
 
 use super::error::ApiError;
@@ -79,13 +79,13 @@ impl PastDays {
 fn read_state(
     dir: PathBuf,
     date: BusinessDate,
-    graph: Arc<taskflow_core::graph::TaskGraph>,
-) -> Result<DayState, journal::Error> {
+    graph: Arc<taskflow_core::TaskGraph>,
+) -> Result<DayState, JournalError> {
     Ok(taskflow_core::PastDay::open(&dir, date, graph)?.into_state())
 }
 
-fn unreadable(dir: &std::path::Path, e: journal::Error) -> ApiError {
-    if let journal::Error::Store(store::Error::Locked { .. }) = &e {
+fn unreadable(dir: &std::path::Path, e: JournalError) -> ApiError {
+    if let JournalError::Store(store::Error::Locked { .. }) = &e {
         return ApiError {
             status: StatusCode::CONFLICT,
             code: "day_locked",
