@@ -35,10 +35,9 @@ use taskflow_benches::{
     Timings, W2_HOPS, Workload, bench_registry, best_median, date, env_num, flow, ms, quantile,
     selected, task, us, w2_task,
 };
-use taskflow_core::JournalOptions;
 use taskflow_core::flow::Flow;
 use taskflow_core::state::TaskStatus;
-use taskflow_core::{DayOutcome, Runtime, RuntimeOptions};
+use taskflow_core::{DayOutcome, JournalOptions, Runtime, RuntimeOptions};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;

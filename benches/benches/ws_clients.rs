@@ -38,12 +38,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use taskflow_core::JournalOptions;
 use taskflow_core::behavior::BehaviorRegistry;
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
 use taskflow_core::state::EventKind;
-use taskflow_core::{DayOutcome, Notice, Runtime, RuntimeOptions, Topic};
+use taskflow_core::{DayOutcome, JournalOptions, Notice, Runtime, RuntimeOptions, Topic};
 use taskflow_server::{AppState, Auth, ConsoleOptions, behavior_steps};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskflow_core::TaskGraph;
 use taskflow_core::model::{BusinessDate, ShardKey, TaskId};
 use taskflow_core::state::{EventKind, ShardEvent, TaskStatus};
-use taskflow_core::{Journal, JournalError, JournalOptions};
-use taskflow_core::{PastDay, PastLog};
+use taskflow_core::{Journal, JournalError, JournalOptions, PastDay, PastLog, TaskGraph};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -14,13 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use taskflow_core::JournalError;
-use taskflow_core::TaskIx;
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
 use taskflow_core::state::{DayState, ShardStatus, ShardView, TaskStatus};
 use taskflow_core::store;
-use taskflow_core::{Board, ShardInfo, TaskView};
+use taskflow_core::{Board, JournalError, ShardInfo, TaskIx, TaskView};
 use tokio::sync::Mutex;
 
 use super::error::ApiError;
