@@ -22,7 +22,7 @@ mod status;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod wire;
-// --- replication (issue 4 part 7) ---
+// --- replication: executors keep copies of the manager's day log; recovery from them ---
 pub mod recovery;
 pub(crate) mod replica;
 pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_replicas};

@@ -1,4 +1,4 @@
-//! The task graph: an adjacency list plus a hash index (seed §3.3.2).
+//! The task graph: an adjacency list plus a hash index from task id to node.
 //!
 //! The graph is fixed per deployment (loaded from the flow file). "What becomes runnable when
 //! task X finishes" is answered by [`Readiness::mark_done`] in time proportional to X's

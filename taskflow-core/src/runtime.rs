@@ -37,7 +37,7 @@
 //!   checkpoint was not yet acknowledged.
 //! - **Unconfirmed.** On recovery, shards that were running or stopping when the process died
 //!   become `unconfirmed`: their outcome is unknown. With [`UnconfirmedPolicy::AutoRollback`]
-//!   (the seed's rule: work not finally confirmed is discarded) the runtime rolls them back
+//!   (the default: work not finally confirmed is discarded) the runtime rolls them back
 //!   (bumping their generation) and retries them; with [`UnconfirmedPolicy::Hold`] they wait
 //!   for an operator's confirm, mark-failed or rollback.
 //! - **Registration by events.** Roots are registered at bootstrap; a task's successors are
@@ -97,7 +97,9 @@ pub struct RuntimeOptions {
     /// Journal (store and snapshot) options; not configurable from a file.
     #[serde(skip)]
     pub journal: JournalOptions,
-    /// When the day is closed, open the next open business day. Default false.
+    /// Roll over to the next open business day when the day closes. Not supported: the
+    /// runtime runs one day, and with this set it warns at the close that the next day must be
+    /// started explicitly. Default false.
     pub roll_over: bool,
     /// Buffer of each subscription, in notices. Default 4096.
     pub subscriber_buffer: usize,
