@@ -16,6 +16,10 @@ pub mod codec;
 pub(crate) mod executor;
 mod held;
 pub(crate) mod manager;
+// TODO(protocol change): `WireAttempt`'s docs link to the private `actors::AttemptKey`; name it
+// without a link in `messages.rs` and remove this allow (kept out of that file, which is being
+// edited for the protocol change).
+#[allow(rustdoc::private_intra_doc_links)]
 pub mod messages;
 mod node;
 mod status;
