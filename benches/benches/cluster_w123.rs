@@ -50,10 +50,11 @@ use taskflow_benches::{
 use taskflow_core::behavior::BehaviorRegistry;
 use taskflow_core::cluster::ClusterListen;
 use taskflow_core::flow::Flow;
-use taskflow_core::journal::JournalOptions;
 use taskflow_core::model::TaskId;
-use taskflow_core::runtime::{ActionError, DayOutcome, Notice, Runtime, RuntimeOptions, Topic};
 use taskflow_core::state::{Command as Action, CommandError, OperatorAction, Target, TaskStatus};
+use taskflow_core::{
+    ActionError, DayOutcome, JournalOptions, Notice, Runtime, RuntimeOptions, Topic,
+};
 
 const LIMIT: Duration = Duration::from_secs(600);
 const JOIN_LIMIT: Duration = Duration::from_secs(30);

@@ -10,10 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use taskflow_core::graph::TaskGraph;
-use taskflow_core::journal::{Journal, JournalOptions};
 use taskflow_core::model::{BusinessDate, ShardKey, TaskId};
 use taskflow_core::state::{EventKind, ShardEvent};
+use taskflow_core::{Journal, JournalOptions, TaskGraph};
 use tokio::sync::watch;
 
 const SHARDS: u32 = 1_000_000;

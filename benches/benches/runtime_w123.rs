@@ -36,9 +36,8 @@ use taskflow_benches::{
     selected, task, us, w2_task,
 };
 use taskflow_core::flow::Flow;
-use taskflow_core::journal::JournalOptions;
-use taskflow_core::runtime::{DayOutcome, Runtime, RuntimeOptions};
 use taskflow_core::state::TaskStatus;
+use taskflow_core::{DayOutcome, JournalOptions, Runtime, RuntimeOptions};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use taskflow_core::graph::TaskGraph;
+use taskflow_core::TaskGraph;
 use taskflow_core::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 use taskflow_core::state::{DayEvent, DayState, EventKind, ShardEvent};
 

@@ -1,4 +1,4 @@
-//! Task behaviors (SPEC §4 steps 4–5, §6): the one trait a task author implements —
+//! Task behaviors, the work a shard does: the one trait a task author implements —
 //! [`TaskBehavior`] — plus the runtime-facing pieces that host it: the [`ShardSink`] a runtime
 //! implements, the [`run_shard`] / [`run_rollback`] drivers, and the lazy [`BehaviorRegistry`].
 //!

@@ -16,12 +16,17 @@ pub mod codec;
 pub(crate) mod executor;
 mod held;
 pub(crate) mod manager;
+// TODO(protocol change): `WireAttempt`'s docs link to the private `actors::AttemptKey`; name it
+// without a link in `messages.rs` and remove this allow (kept out of that file, which is being
+// edited for the protocol change).
+#[allow(rustdoc::private_intra_doc_links)]
 pub mod messages;
 mod node;
+mod status;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod wire;
-// --- replication (issue 4 part 7) ---
+// --- replication: executors keep copies of the manager's day log; recovery from them ---
 pub mod recovery;
 pub(crate) mod replica;
 pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_replicas};
@@ -29,6 +34,7 @@ pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};
 pub use manager::ClusterListen;
+pub use status::{Status, StatusSink};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! The task graph: an adjacency list plus a hash index (seed §3.3.2).
+//! The task graph: an adjacency list plus a hash index from task id to node.
 //!
 //! The graph is fixed per deployment (loaded from the flow file). "What becomes runnable when
 //! task X finishes" is answered by [`Readiness::mark_done`] in time proportional to X's
@@ -181,7 +181,7 @@ impl TaskGraph {
 /// must never block the chain. Marking a task done returns the successors that just became
 /// ready, touching only the task's out-edges.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     remaining: Vec<u32>,
     done: Vec<bool>,
     /// How many entries of `done` are set.
@@ -190,7 +190,7 @@ pub struct Readiness {
 
 impl Readiness {
     /// Every task starts with all its dependencies outstanding.
-    pub fn new(graph: &TaskGraph) -> Self {
+    pub(crate) fn new(graph: &TaskGraph) -> Self {
         Readiness {
             remaining: graph.pred.iter().map(|p| p.len() as u32).collect(),
             done: vec![false; graph.len()],
@@ -199,23 +199,23 @@ impl Readiness {
     }
 
     /// Whether every task is done (O(1)).
-    pub fn all_done(&self) -> bool {
+    pub(crate) fn all_done(&self) -> bool {
         self.done_count == self.done.len()
     }
 
     /// Whether every dependency of `ix` is done.
-    pub fn is_ready(&self, ix: TaskIx) -> bool {
+    pub(crate) fn is_ready(&self, ix: TaskIx) -> bool {
         self.remaining[ix.get()] == 0
     }
 
     /// Whether `ix` itself is done.
-    pub fn is_done(&self, ix: TaskIx) -> bool {
+    pub(crate) fn is_done(&self, ix: TaskIx) -> bool {
         self.done[ix.get()]
     }
 
     /// Marks `ix` done and returns the successors whose last outstanding dependency it was.
     /// Marking a task that is already done changes nothing and returns nothing.
-    pub fn mark_done(&mut self, graph: &TaskGraph, ix: TaskIx) -> Vec<TaskIx> {
+    pub(crate) fn mark_done(&mut self, graph: &TaskGraph, ix: TaskIx) -> Vec<TaskIx> {
         if std::mem::replace(&mut self.done[ix.get()], true) {
             return Vec::new();
         }
@@ -233,7 +233,7 @@ impl Readiness {
 
     /// Undoes [`Readiness::mark_done`] (a rollback of a done task): its successors wait for it
     /// again. Undoing a task that is not done changes nothing.
-    pub fn mark_undone(&mut self, graph: &TaskGraph, ix: TaskIx) {
+    pub(crate) fn mark_undone(&mut self, graph: &TaskGraph, ix: TaskIx) {
         if !std::mem::replace(&mut self.done[ix.get()], false) {
             return;
         }

@@ -1,4 +1,4 @@
-//! The domain model (SPEC §3): products, distributors, task definitions, the business calendar,
+//! The domain model: products, distributors, task definitions, the business calendar,
 //! and the ids and keys every other module shares.
 
 mod calendar;
@@ -15,7 +15,7 @@ pub use task::{
     ProductSelection, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError, parse_duration,
 };
 
-/// Where registration reads products, distributors and the calendar from (SPEC §3).
+/// Where registration reads products, distributors and the calendar from.
 ///
 /// The shipped server reads files (see [`crate::flow`]); a service that embeds taskflow-core
 /// implements this trait over its own database. Implementations return a consistent snapshot:

@@ -1,4 +1,4 @@
-//! Registration (任务注册, SPEC §4.1): which products, distributors or product×distributor
+//! Registration (任务注册): which products, distributors or product×distributor
 //! pairs a task covers on a business date.
 //!
 //! Pure functions over a task definition, a date and [`ReferenceData`]: no I/O, no clock. The

@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn demo(flow: std::sync::Arc<taskflow_core::flow::Flow>) -> Result<(), Box<dyn std::error::Error>> {
 //! use taskflow_core::behavior::BehaviorRegistry;
-//! use taskflow_core::runtime::{Runtime, RuntimeOptions};
+//! use taskflow_core::{Runtime, RuntimeOptions};
 //!
 //! let (runtime, manager) =
 //!     Runtime::start(flow, BehaviorRegistry::with_builtins(), RuntimeOptions::default()).await?;
@@ -37,7 +37,7 @@
 //!   checkpoint was not yet acknowledged.
 //! - **Unconfirmed.** On recovery, shards that were running or stopping when the process died
 //!   become `unconfirmed`: their outcome is unknown. With [`UnconfirmedPolicy::AutoRollback`]
-//!   (the seed's rule: work not finally confirmed is discarded) the runtime rolls them back
+//!   (the default: work not finally confirmed is discarded) the runtime rolls them back
 //!   (bumping their generation) and retries them; with [`UnconfirmedPolicy::Hold`] they wait
 //!   for an operator's confirm, mark-failed or rollback.
 //! - **Registration by events.** Roots are registered at bootstrap; a task's successors are
@@ -54,22 +54,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use crate::actors::manager::{Manager, ManagerArgs, ManagerMsg};
 use crate::behavior::{BehaviorRegistry, LogLine};
 use crate::flow::Flow;
 use crate::journal::{self, Journal, JournalOptions};
 use crate::model::{BusinessDate, TaskId};
-use crate::state::{
-    AuditEntry, Command, CommandError, EventKind, ShardStatus, StatusCounts, TaskStatus,
-    UnconfirmedPolicy,
+use crate::state::{AuditEntry, Command, ShardStatus, UnconfirmedPolicy};
+// Also the paths the actors import these by (`crate::runtime::Notice`); they live in `view`.
+pub(crate) use crate::view::{
+    ActionError, Board, DayOutcome, ExecutorView, Notice, RuntimeStats, ShardInfo, SlotView,
+    Subscription, TaskView, Topic,
 };
-use crate::store::LogStats;
 
 /// Options of a [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +97,9 @@ pub struct RuntimeOptions {
     /// Journal (store and snapshot) options; not configurable from a file.
     #[serde(skip)]
     pub journal: JournalOptions,
-    /// When the day is closed, open the next open business day. Default false.
+    /// Roll over to the next open business day when the day closes. Not supported: the
+    /// runtime runs one day, and with this set it warns at the close that the next day must be
+    /// started explicitly. Default false.
     pub roll_over: bool,
     /// Buffer of each subscription, in notices. Default 4096.
     pub subscriber_buffer: usize,
@@ -203,17 +205,6 @@ pub enum Error {
     /// A blocking start-up step panicked or was cancelled.
     #[error("start-up failed: {0}")]
     Startup(String),
-}
-
-/// Why an operator action was not carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ActionError {
-    /// Refused by the state machine or the day's rules (HTTP 409, or 404 for unknown targets).
-    #[error(transparent)]
-    Refused(#[from] CommandError),
-    /// The manager is shutting down, stopped or unreachable (HTTP 503).
-    #[error("the manager is unavailable: {0}")]
-    Unavailable(String),
 }
 
 /// A running business day: the manager, its executors and the journal. Dropping it without
@@ -377,277 +368,6 @@ impl ManagerHandle {
     /// operator), at most `timeout`.
     pub async fn wait_until_done(&self, timeout: Duration) -> Result<DayOutcome, Error> {
         self.ask(ManagerMsg::WaitDone, timeout).await
-    }
-}
-
-/// Counters of a running day, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RuntimeStats {
-    /// The journal's log writer: fsyncs, events made durable, bytes, batches since open.
-    pub log: LogStats,
-}
-
-/// A subscription to the notifier's notices. Dropping it unsubscribes.
-#[derive(Debug)]
-pub struct Subscription {
-    rx: mpsc::Receiver<Notice>,
-}
-
-impl Subscription {
-    pub(crate) fn new(rx: mpsc::Receiver<Notice>) -> Self {
-        Subscription { rx }
-    }
-
-    /// The next notice; `None` once the runtime stopped.
-    pub async fn next(&mut self) -> Option<Notice> {
-        self.rx.recv().await
-    }
-
-    /// The next notice if one is buffered.
-    pub fn try_next(&mut self) -> Option<Notice> {
-        self.rx.try_recv().ok()
-    }
-}
-
-/// A topic of the event bus.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Topic {
-    /// Every durable event and task status change.
-    Day,
-    /// Events, status changes and progress of one task.
-    Task(TaskId),
-    /// Shard log lines of every task.
-    ShardLog,
-}
-
-/// What a subscriber receives.
-#[derive(Debug, Clone)]
-pub enum Notice {
-    /// A durable event (topic `day`, and `task/<id>` for events about a task).
-    Event {
-        /// Its seq.
-        seq: u64,
-        /// When it was recorded (ms since the epoch).
-        at_ms: i64,
-        /// What happened.
-        kind: EventKind,
-    },
-    /// A task's derived status changed with the event `seq`.
-    TaskStatus {
-        /// The event's seq.
-        seq: u64,
-        /// The task.
-        task: TaskId,
-        /// Its new status.
-        status: TaskStatus,
-    },
-    /// A running shard's progress (not an event; topic `task/<id>`).
-    Progress {
-        /// The task.
-        task: TaskId,
-        /// The shard index.
-        shard: u32,
-        /// The attempt.
-        attempt: u32,
-        /// The step.
-        step: u32,
-        /// Units done.
-        done: u64,
-        /// Units in all.
-        total: u64,
-    },
-    /// A shard log line (not an event; topic `shard-log`).
-    Log {
-        /// The task.
-        task: TaskId,
-        /// The shard index.
-        shard: u32,
-        /// The attempt.
-        attempt: u32,
-        /// The line.
-        line: LogLine,
-    },
-    /// This subscriber's buffer overflowed and `missed` notices were dropped: fetch a board
-    /// and continue with events after its seq.
-    Lagged {
-        /// How many notices were dropped.
-        missed: u64,
-    },
-}
-
-impl Notice {
-    /// Whether the notice belongs on `topic`.
-    pub fn is_on(&self, topic: &Topic) -> bool {
-        match (self, topic) {
-            (Notice::Lagged { .. }, _) => true,
-            (Notice::Event { .. } | Notice::TaskStatus { .. }, Topic::Day) => true,
-            (Notice::Event { kind, .. }, Topic::Task(t)) => event_task(kind) == Some(t),
-            (Notice::TaskStatus { task, .. } | Notice::Progress { task, .. }, Topic::Task(t)) => {
-                task == t
-            }
-            (Notice::Log { .. }, Topic::ShardLog) => true,
-            _ => false,
-        }
-    }
-}
-
-/// The task an event is about, if any.
-pub fn event_task(kind: &EventKind) -> Option<&TaskId> {
-    match kind {
-        EventKind::TaskRegistered { task, .. }
-        | EventKind::TaskReady { task }
-        | EventKind::Shard { task, .. }
-        | EventKind::TaskShards { task, .. }
-        | EventKind::StepCheckpoint { task, .. } => Some(task),
-        EventKind::Audit(a) => Some(&a.target.task),
-        EventKind::DayOpened { .. } | EventKind::DayClosed => None,
-    }
-}
-
-/// The day at a glance: what the console and the `--report` JSON show.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Board {
-    /// The business date.
-    pub date: BusinessDate,
-    /// The seq the board reflects (durable).
-    pub seq: u64,
-    /// The durable watermark when the board was released (≥ `seq`).
-    pub durable_seq: u64,
-    /// Whether the day is closed.
-    pub closed: bool,
-    /// Every task of the flow, in topological order.
-    pub tasks: Vec<TaskView>,
-    /// The executors and their slots.
-    pub executors: Vec<ExecutorView>,
-}
-
-impl Board {
-    /// Whether every task ended succeeded, skipped or not applicable.
-    pub fn all_done(&self) -> bool {
-        self.tasks.iter().all(|t| t.status.is_done())
-    }
-
-    /// The task with `id`.
-    pub fn task(&self, id: &str) -> Option<&TaskView> {
-        self.tasks.iter().find(|t| t.id.as_str() == id)
-    }
-}
-
-/// One task on the board.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskView {
-    /// The task's id.
-    pub id: TaskId,
-    /// Its display name.
-    pub name: String,
-    /// Its behavior.
-    pub behavior: String,
-    /// Its trigger (`manual`, `auto`, `at 18:30`).
-    pub trigger: String,
-    /// Its dependencies.
-    pub depends_on: Vec<TaskId>,
-    /// Its derived status.
-    pub status: TaskStatus,
-    /// Its shards per status.
-    pub counts: StatusCounts,
-    /// Dispatches of its shards (first runs, retries, re-runs).
-    pub attempts: u64,
-    /// When it was registered (ms since the epoch).
-    pub registered_ms: Option<i64>,
-    /// When its first shard started.
-    pub started_ms: Option<i64>,
-    /// When it last became done.
-    pub finished_ms: Option<i64>,
-    /// Registered with an empty scope: it did not apply on the date.
-    pub not_applicable: bool,
-    /// When its `at` trigger fires, while it waits for it.
-    pub fires_at: Option<DateTime<Utc>>,
-    /// Why it waits or cannot proceed (manual trigger, registration problem), if it does.
-    pub note: Option<String>,
-}
-
-/// One shard, owned (see [`crate::state::ShardView`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardInfo {
-    /// Its index.
-    pub index: u32,
-    /// Its key.
-    pub key: String,
-    /// Its status.
-    pub status: ShardStatus,
-    /// Its last attempt.
-    pub attempt: u32,
-    /// Its generation.
-    pub generation: u32,
-    /// The executor of its last dispatch.
-    pub executor: Option<String>,
-    /// Steps completed in this generation.
-    pub steps_done: u32,
-    /// When its last run or rollback started.
-    pub started_ms: Option<i64>,
-    /// When it last came to rest.
-    pub finished_ms: Option<i64>,
-    /// Its latest error.
-    pub last_error: Option<String>,
-    /// A runtime note (e.g. an abandoned attempt still running).
-    pub note: Option<String>,
-}
-
-impl ShardInfo {
-    /// The row of a shard of the day state, with the runtime's `note` (none for a past day).
-    pub fn from_view(v: &crate::state::ShardView<'_>, note: Option<String>) -> ShardInfo {
-        ShardInfo {
-            index: v.index,
-            key: v.key.to_owned(),
-            status: v.status,
-            attempt: v.attempt,
-            generation: v.generation,
-            executor: v.executor.map(str::to_owned),
-            steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
-            started_ms: v.started_ms,
-            finished_ms: v.finished_ms,
-            last_error: v.last_error.map(str::to_owned),
-            note,
-        }
-    }
-}
-
-/// An executor on the board.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecutorView {
-    /// Its name.
-    pub name: String,
-    /// Its slots.
-    pub slots: Vec<SlotView>,
-}
-
-/// A slot on the board.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SlotView {
-    /// Free.
-    Idle,
-    /// Running a job: `task[shard] attempt N`.
-    Busy(String),
-    /// Occupied by an attempt that was abandoned after a forced stop or timeout and has not
-    /// returned yet.
-    Abandoned(String),
-}
-
-/// How a day ended (for now).
-#[derive(Debug, Clone, PartialEq)]
-pub enum DayOutcome {
-    /// Every task is done; the day is closed.
-    Completed(Board),
-    /// Nothing runs, is queued or timed, and some task is not done: it needs an operator.
-    Stalled(Board),
-}
-
-impl DayOutcome {
-    /// The board at that point.
-    pub fn board(&self) -> &Board {
-        match self {
-            DayOutcome::Completed(b) | DayOutcome::Stalled(b) => b,
-        }
     }
 }
 

@@ -39,6 +39,10 @@
 //!   *older* one, so a corrupt newest snapshot falls back to the previous one plus log replay
 //!   (reported by `warn!`, [`Recovered::snapshot_fallback`] and [`inspect`]).
 //!
+//! - **Reading never writes.** [`read_only`] recovers what [`Store::open`] would (same checks)
+//!   under a shared lock, from a temporary copy of `sled/`, without repairing a torn tail: every
+//!   byte of the directory stays as it was. Past days and `taskflow store events` read this way.
+//!
 //! What a crash loses: nothing acknowledged. An external truncation of the last segment of a
 //! store that crashed (no clean close since the truncated events were written) is
 //! indistinguishable from a torn write and is treated as one; after a clean close or a snapshot
@@ -48,6 +52,7 @@ mod backup;
 mod error;
 mod format;
 mod log;
+mod read;
 mod seed; // replication: stores seeded from a snapshot
 mod snap;
 
@@ -64,6 +69,7 @@ pub use backup::{Report, SegmentReport, Verdict, backup, inspect, restore};
 pub use error::{Error, Result};
 pub use format::{FORMAT_VERSION, Manifest};
 pub use log::{Durable, LogReader, LogStats, MAX_PAYLOAD, SegmentInfo, TornTail};
+pub use read::{ReadEvents, read_only};
 pub use seed::create_seeded;
 pub use snap::GenerationReport;
 
@@ -94,16 +100,19 @@ impl StoreOptions {
     }
 }
 
-/// The state found by [`Store::open`]: the newest valid snapshot and the events after it.
+/// The state found by [`Store::open`] (or [`read_only`]): the newest valid snapshot and the
+/// events after it.
 #[derive(Debug)]
 pub struct Recovered {
     /// The snapshot to start from, if one was ever written.
     pub snapshot: Option<RecoveredSnapshot>,
-    /// Every durable event after the snapshot, in seq order.
+    /// Every durable event after the snapshot, in seq order ([`read_only`] with
+    /// [`ReadEvents::All`]: every event the log still holds).
     pub events: Vec<(u64, Vec<u8>)>,
     /// The seq the next appended event must carry.
     pub next_seq: u64,
-    /// A torn (never acknowledged) tail that recovery truncated.
+    /// A torn (never acknowledged) tail: [`Store::open`] truncated it, [`read_only`] left it in
+    /// place and returned the events before it.
     pub torn_tail: Option<TornTail>,
     /// Set when the newest snapshot was unusable and the previous one was used; says why.
     pub snapshot_fallback: Option<String>,
@@ -216,14 +225,22 @@ pub(crate) struct Recovery {
     pub(crate) warnings: Vec<String>,
 }
 
+/// Which log records [`recover`] keeps in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// None (inspection only checks them).
+    Nothing,
+    /// Those after the chosen snapshot (what a fold of the day needs).
+    AfterSnapshot,
+    /// Every record the log holds.
+    All,
+}
+
 /// Checks a store whose lock is held and whose sled is open. With `repair`, a torn tail is
-/// truncated; `keep_events` selects whether the events after the snapshot are kept in memory.
-pub(crate) fn recover(
-    dir: &Path,
-    db: &sled::Db,
-    repair: bool,
-    keep_events: bool,
-) -> Result<Recovery> {
+/// truncated; `keep` selects which events are kept in memory. `db` may be a copy of the
+/// store's sled (a read-only open): `dir` names the files in messages and locates the log and
+/// `SLEDMARK`, which are only read.
+pub(crate) fn recover(dir: &Path, db: &sled::Db, repair: bool, keep: Keep) -> Result<Recovery> {
     let sled_dir = snap::sled_dir(dir);
     let log_dir = dir.join("log");
     match snap::get_value::<u16>(db, &sled_dir, KEY_FORMAT_VERSION.as_bytes())? {
@@ -244,7 +261,11 @@ pub(crate) fn recover(
     let floor = snap::get_value::<u64>(db, &sled_dir, KEY_LOG_FLOOR.as_bytes())?.unwrap_or(0);
     let chosen = snap::choose(db, &sled_dir)?;
     let snap_seq = chosen.manifest.map_or(0, |m| m.seq);
-    let keep_after = if keep_events { snap_seq } else { u64::MAX };
+    let keep_after = match keep {
+        Keep::Nothing => u64::MAX,
+        Keep::AfterSnapshot => snap_seq,
+        Keep::All => 0,
+    };
     let log = log::recover(&log_dir, keep_after, repair)?;
     let first_path = log.segments[0].path.clone();
     if log.first_seq > snap_seq + 1 {
@@ -329,7 +350,7 @@ impl Store {
             }
         }
         let db = snap::open_sled(&sled_dir, opts.sled_cache_bytes)?;
-        let rec = recover(&dir, &db, true, true)?;
+        let rec = recover(&dir, &db, true, Keep::AfterSnapshot)?;
         let snapshot = rec.chosen.manifest.map(|m| RecoveredSnapshot {
             seq: m.seq,
             generation: m.generation,

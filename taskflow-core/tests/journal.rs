@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskflow_core::graph::TaskGraph;
-use taskflow_core::journal::{Error, Journal, JournalOptions};
 use taskflow_core::model::{BusinessDate, ShardKey, TaskId};
 use taskflow_core::state::{EventKind, ShardEvent, ShardStatus, TaskStatus};
+use taskflow_core::{Journal, JournalError as Error, JournalOptions, TaskGraph};
 
 const WAIT: Duration = Duration::from_secs(20);
 

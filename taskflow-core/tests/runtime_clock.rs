@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use support::*;
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{DayOutcome, RuntimeOptions, today_in};
 use taskflow_core::state::TaskStatus;
+use taskflow_core::{DayOutcome, RuntimeOptions, today_in};
 
 /// A flow of one timed task, firing at the next whole minute; with its fire instant.
 fn timed_flow() -> (std::sync::Arc<taskflow_core::flow::Flow>, DateTime<Utc>) {

@@ -3,7 +3,7 @@
 mod support;
 
 use support::*;
-use taskflow_core::runtime::DayOutcome;
+use taskflow_core::DayOutcome;
 use taskflow_core::state::TaskStatus;
 
 const CHAIN: &str = r#"

@@ -3,10 +3,10 @@
 mod support;
 
 use support::*;
-use taskflow_core::runtime::{ActionError, DayOutcome, SlotView};
 use taskflow_core::state::{
     CommandError, OperatorAction, ShardStatus, TaskStatus, UnconfirmedPolicy,
 };
+use taskflow_core::{ActionError, DayOutcome, SlotView};
 
 fn system_task(id: &str, deps: &str, extra: &str) -> String {
     format!(

@@ -25,10 +25,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use taskflow_core::ManagerHandle;
 use taskflow_core::behavior::BehaviorRegistry;
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::ManagerHandle;
 
 pub use auth::{Auth, generate_token};
 use hub::Hub;

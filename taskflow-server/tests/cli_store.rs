@@ -5,10 +5,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use taskflow_core::graph::TaskGraph;
-use taskflow_core::journal::{Journal, JournalOptions};
 use taskflow_core::model::{BusinessDate, ShardKey, TaskId};
 use taskflow_core::state::EventKind;
+use taskflow_core::{Journal, JournalOptions, TaskGraph};
 
 fn taskflow(args: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_taskflow")).args(args).output().expect("run taskflow")

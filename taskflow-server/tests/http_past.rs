@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{DATE, TOKEN, start_in};
 use serde_json::Value;
-use taskflow_core::journal::{Journal, JournalOptions};
+use taskflow_core::{Journal, JournalOptions};
 use taskflow_examples::fund_clearing;
 
 const PAST: &str = "2026-09-29";

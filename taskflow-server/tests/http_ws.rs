@@ -7,7 +7,7 @@ mod common;
 
 use common::{TOKEN, View, WAIT, start, wait_task, ws_connect, ws_next, ws_send};
 use futures_util::SinkExt;
-use taskflow_core::runtime::DayOutcome;
+use taskflow_core::DayOutcome;
 use taskflow_core::state::TaskStatus;
 use tokio_tungstenite::tungstenite::Message;
 

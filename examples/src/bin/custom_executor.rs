@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use taskflow_core::behavior::{BehaviorError, BehaviorRegistry, ShardContext, TaskBehavior};
-use taskflow_core::cluster::{ExecutorConfig, run_executor};
+use taskflow_core::cluster::{ExecutorConfig, StatusSink, run_executor};
 
 /// The behavior this executor brings.
 struct Stamp {
@@ -68,6 +68,8 @@ fn main() -> anyhow::Result<()> {
 
     let mut cfg = ExecutorConfig::new(manager, name, cookie);
     cfg.slots = slots;
+    // The library prints nothing; this program prints its statuses ("joined the manager …").
+    cfg.status = StatusSink::new(|status| println!("{status}"));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let drain = async {

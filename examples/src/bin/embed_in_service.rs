@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use taskflow_core::behavior::{BehaviorError, BehaviorRegistry, ShardContext, TaskBehavior};
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{DayOutcome, Notice, Runtime, RuntimeOptions, Topic};
+use taskflow_core::{DayOutcome, Notice, Runtime, RuntimeOptions, Topic};
 use taskflow_examples::fund_clearing::{self, FundOptions};
 
 /// The service's own task, appended to the bundled flow: after settlement, match each agent's

@@ -22,11 +22,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use taskflow_core::behavior::BehaviorRegistry;
 use taskflow_core::model::{BusinessDate, TaskId};
-use taskflow_core::runtime::{
-    ActionError, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Subscription, Topic,
-};
 use taskflow_core::state::{
     Command, CommandError, EventKind, OperatorAction, ShardEvent, ShardStatus, Target, TaskStatus,
+};
+use taskflow_core::{
+    ActionError, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Subscription, Topic,
 };
 use taskflow_examples::fund_clearing::{self, FundOptions};
 use taskflow_examples::shards::shard_specs;
@@ -117,7 +117,7 @@ async fn demo(m: &ManagerHandle, stuck: &str) -> anyhow::Result<()> {
     )
     .await?;
     let board = stalled(m).await?;
-    let status = |b: &taskflow_core::runtime::Board, t: &str| b.task(t).map(|v| v.status);
+    let status = |b: &taskflow_core::Board, t: &str| b.task(t).map(|v| v.status);
     ensure!(status(&board, "export_confirmations") == Some(TaskStatus::Succeeded), "{board:?}");
     println!(
         "   custody_nav_check {}, export_confirmations {}: the chain continued",
@@ -196,7 +196,7 @@ async fn act(
 }
 
 /// Waits until the day stalls (needs an operator), printing where it stopped.
-async fn stalled(m: &ManagerHandle) -> anyhow::Result<taskflow_core::runtime::Board> {
+async fn stalled(m: &ManagerHandle) -> anyhow::Result<taskflow_core::Board> {
     match m.wait_until_done(WAIT).await? {
         DayOutcome::Stalled(board) => {
             let stuck: Vec<String> = board

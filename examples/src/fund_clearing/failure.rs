@@ -1,25 +1,6 @@
 //! Failure injection for demos and tests: a [`FailurePlan`] says which shards of which tasks
-//! fail (or hang) on which attempts, parsed from a one-line spec so it needs no code change.
-//!
-//! # Grammar
-//!
-//! ```text
-//! plan    := "" | rule ("," rule)*
-//! rule    := task ":" target ":" kind
-//! task    := a task id, or "*" for every task
-//! target  := shard ["@" step]          shard: a shard key, or "*" for every shard
-//! kind    := N                         fail attempts 1..=N (N ≥ 1), then succeed
-//!          | "hang"                    wait until cancelled, on every attempt
-//!          | "hang" N                  wait until cancelled on attempts 1..=N
-//! ```
-//!
-//! Without `@step` the rule fires at whichever step an attempt runs first (the step after the
-//! last checkpoint), since a fault ends the attempt there. Shard keys of product×distributor pairs contain `@` themselves
-//! (`510001@D001`), so a target is matched against both `shard` and `shard@step` at run time
-//! rather than split when parsed: `510001@D001:1` fails that pair shard, and
-//! `510001@D001@confirm:1` fails it at step `confirm`.
-//!
-//! Example: `confirm_trades:510002@confirm:1,clearing:*:2,settlement:D101:hang`.
+//! fail (or hang) on which attempts, parsed from a one-line spec so it needs no code change
+//! (the grammar is on [`FailurePlan`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,6 +10,26 @@ use std::str::FromStr;
 pub const INJECT_FAILURES_ENV: &str = "TASKFLOW_INJECT_FAILURES";
 
 /// A parsed failure spec: the rules, in spec order (the first matching rule that fires on the attempt wins).
+///
+/// # Grammar
+///
+/// ```text
+/// plan    := "" | rule ("," rule)*
+/// rule    := task ":" target ":" kind
+/// task    := a task id, or "*" for every task
+/// target  := shard ["@" step]          shard: a shard key, or "*" for every shard
+/// kind    := N                         fail attempts 1..=N (N ≥ 1), then succeed
+///          | "hang"                    wait until cancelled, on every attempt
+///          | "hang" N                  wait until cancelled on attempts 1..=N
+/// ```
+///
+/// Without `@step` the rule fires at whichever step an attempt runs first (the step after the
+/// last checkpoint), since a fault ends the attempt there. Shard keys of product×distributor pairs contain `@` themselves
+/// (`510001@D001`), so a target is matched against both `shard` and `shard@step` at run time
+/// rather than split when parsed: `510001@D001:1` fails that pair shard, and
+/// `510001@D001@confirm:1` fails it at step `confirm`.
+///
+/// Example: `confirm_trades:510002@confirm:1,clearing:*:2,settlement:D101:hang`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FailurePlan {
     rules: Vec<FailureRule>,
@@ -88,7 +89,7 @@ impl FailurePlan {
         FailurePlan::default()
     }
 
-    /// Parses a spec (see the [module docs](self) for the grammar). An empty or blank spec is
+    /// Parses a spec (see [`FailurePlan`] for the grammar). An empty or blank spec is
     /// the empty plan.
     pub fn parse(spec: &str) -> Result<Self, FailureSpecError> {
         let mut rules = Vec::new();

@@ -6,8 +6,9 @@
 //!
 //! The manager does the placement (it knows every slot's occupancy, so credits = free slots and
 //! no queue grows here) and addresses a slot by index; the executor only routes. Its messages
-//! are plain data with ids ([`super::Assignment`], [`super::AttemptKey`]), so the distributed
-//! executor can speak the same protocol over ractor_cluster later.
+//! are plain data with ids ([`super::Assignment`], [`super::AttemptKey`]), so an executor
+//! process (`cluster/`) receives the same assignments and sends the same reports over the
+//! network.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::behavior::LogLine;
 use crate::model::TaskId;
-use crate::runtime::{Notice, Subscription, Topic};
+use crate::view::{Notice, Subscription, Topic};
 
 /// Messages of the notifier.
 pub(crate) enum NotifierMsg {

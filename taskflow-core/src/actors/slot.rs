@@ -28,7 +28,7 @@ use crate::behavior::{
     BehaviorLease, BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine,
     Progress, RunOptions, ShardOutcome, ShardSink, ShardSpec, run_rollback, run_shard,
 };
-use crate::runtime::Notice;
+use crate::view::Notice;
 
 /// Messages of a slot runner.
 #[derive(Debug)]

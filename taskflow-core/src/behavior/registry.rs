@@ -1,4 +1,4 @@
-//! The behavior registry (seed §3.5): behavior names from the flow file map to factories;
+//! The behavior registry: behavior names from the flow file map to factories;
 //! instances are built on first use and released when the last [`BehaviorLease`] is dropped.
 
 use std::collections::BTreeMap;

@@ -21,6 +21,7 @@ use super::messages::{
 use super::messages::{ReplicaPosition, ReplicateMsg};
 use super::node::{self, NodeEvent};
 use super::replica::{ReplicaMsg, ToManagerFn};
+use super::status::Status;
 use super::wire::Wire;
 use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::actors::{AttemptKey, Report, Upstream};
@@ -47,6 +48,8 @@ pub struct ExecutorConfig {
     /// The data directory for replicas of the manager's day logs (`--data`); none: this
     /// executor keeps no replica.
     pub data: Option<std::path::PathBuf>,
+    /// Where the process's milestones go (joined, draining, left …); default: nowhere.
+    pub status: super::StatusSink,
 }
 
 impl ExecutorConfig {
@@ -61,6 +64,7 @@ impl ExecutorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             protocol_version: codec::PROTOCOL_VERSION,
             data: None,
+            status: super::StatusSink::default(),
         }
     }
 }
@@ -638,7 +642,7 @@ async fn connection_loop(
                 return Err(ExecutorError::Rejected { manager: cfg.manager.clone(), reason });
             }
             Ok(SessionEnd::Left) => {
-                println!("executor {}: drained and left the cluster", cfg.name);
+                cfg.status.emit(Status::Left { executor: cfg.name.clone() });
                 return Ok(());
             }
             Ok(SessionEnd::Retry(why)) => {
@@ -679,10 +683,7 @@ fn drained_offline(cfg: &ExecutorConfig, link: &Link) -> bool {
         return false;
     }
     if st.idle() {
-        println!(
-            "executor {}: drained (no manager session; nothing running or unconfirmed)",
-            cfg.name
-        );
+        cfg.status.emit(Status::DrainedOffline { executor: cfg.name.clone() });
         return true;
     }
     false
@@ -808,10 +809,7 @@ async fn session(
                         st.replica_to.replace(inbox.clone()).is_none()
                     };
                     if first {
-                        println!(
-                            "executor {}: the manager is recovering its day from replicas; waiting",
-                            cfg.name
-                        );
+                        cfg.status.emit(Status::ManagerRecovering { executor: cfg.name.clone() });
                     }
                     let wait = Duration::from_millis(retry_ms.clamp(10, 10_000));
                     let until = tokio::time::Instant::now() + wait;
@@ -862,12 +860,13 @@ async fn session(
         if !held_outcomes.is_empty() {
             info!(outcomes = held_outcomes.len(), "held outcomes re-reported and reconciled");
         }
-        println!(
-            "executor {}: joined the manager at {} (epoch {epoch}, {} slots, lease {lease:?})",
-            cfg.name,
-            cfg.manager,
-            cfg.slots.max(1)
-        );
+        cfg.status.emit(Status::Joined {
+            executor: cfg.name.clone(),
+            manager: cfg.manager.clone(),
+            epoch,
+            slots: cfg.slots.max(1),
+            lease,
+        });
         let fence_at = lease.saturating_sub(lease / 5);
         let mut last_acked_sent = sent;
         let mut drain_sent = false;
@@ -876,10 +875,7 @@ async fn session(
             if draining && !drain_sent {
                 drain_sent = true;
                 match drain_call(&inbox, cfg, link.instance, false, every).await {
-                    Some(true) => println!(
-                        "executor {}: draining: no new shards; waiting for running ones to finish",
-                        cfg.name
-                    ),
+                    Some(true) => cfg.status.emit(Status::Draining { executor: cfg.name.clone() }),
                     Some(false) => break "the manager no longer knows this executor".to_owned(),
                     None => drain_sent = false,
                 }

@@ -29,6 +29,7 @@ use super::messages::{
     ToManager,
 };
 use super::node;
+use super::status::{Status, StatusSink};
 use super::wire::Wire;
 use crate::model::BusinessDate;
 use crate::store::{self, Store, StoreOptions};
@@ -44,6 +45,8 @@ pub struct RecoverOptions {
     pub cluster_id: Option<String>,
     /// How long one chunk may take to arrive. Default 30 s.
     pub chunk_timeout: Duration,
+    /// Where the recovery's milestones go (waiting, chosen, recovered); default: nowhere.
+    pub status: StatusSink,
 }
 
 impl Default for RecoverOptions {
@@ -53,6 +56,7 @@ impl Default for RecoverOptions {
             wait: Duration::from_secs(30),
             cluster_id: None,
             chunk_timeout: Duration::from_secs(30),
+            status: StatusSink::default(),
         }
     }
 }
@@ -193,11 +197,12 @@ pub async fn recover_from_replicas(
                 return Err(RecoveryError(e));
             }
         };
-    println!(
-        "taskflow manager: recovering {date} from executor replicas: waiting for {} executor(s) \
-         with --data (at most {:?}) on {}",
-        opts.quorum, opts.wait, listen.addr
-    );
+    opts.status.emit(Status::RecoveryWaiting {
+        date,
+        quorum: opts.quorum,
+        wait: opts.wait,
+        addr: listen.addr,
+    });
     let result = run(&mut rx, day_dir, date, opts, store_opts).await;
     // The node first (it would respawn a stopped listener), then its listener and sessions,
     // so the manager can bind the address again at once.
@@ -235,11 +240,11 @@ async fn run(
                     keepers.insert(name.clone());
                 }
                 if !joined.contains_key(&name) {
-                    println!(
-                        "taskflow manager: executor {name} reports {} replica(s){}",
-                        replicas.len(),
-                        if keeps { "" } else { " (it keeps none: no --data)" }
-                    );
+                    opts.status.emit(Status::RecoveryExecutorJoined {
+                        executor: name.clone(),
+                        replicas: replicas.len(),
+                        keeps,
+                    });
                 }
                 joined.insert(name, Joined { replicas, agent });
             }
@@ -261,10 +266,12 @@ async fn run(
     let Some(agent) = joined.get(&name).and_then(|j| j.agent.clone()) else {
         return Err(RecoveryError(format!("executor {name}'s agent is not reachable")));
     };
-    println!(
-        "taskflow manager: recovering from the replica of executor {name} (cluster {}, epoch {}, seq {})",
-        position.cluster_id, position.epoch, position.seq
-    );
+    opts.status.emit(Status::RecoveryChosen {
+        executor: name.clone(),
+        cluster_id: position.cluster_id.clone(),
+        epoch: position.epoch,
+        seq: position.seq,
+    });
     let staging = staging_dir(day_dir);
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
@@ -294,11 +301,13 @@ async fn run(
     {
         let _ = d.sync_all();
     }
-    println!(
-        "taskflow manager: recovered day {date} from the replica of executor {name}: snapshot seq \
-         {snapshot_seq}, events through seq {}, epoch set above {max_epoch}",
-        position.seq
-    );
+    opts.status.emit(Status::Recovered {
+        date,
+        executor: name.clone(),
+        snapshot_seq,
+        seq: position.seq,
+        max_epoch,
+    });
     Ok(RecoveryOutcome::Recovered { executor: name, position, snapshot_seq, max_epoch })
 }
 

@@ -24,6 +24,7 @@ use super::messages::{
     Bytes, ChunkBody, PullPart, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition,
     ReplicaPullMsg, ReplicateMsg, ToManager,
 };
+use super::status::Status;
 use crate::model::BusinessDate;
 use crate::store::{self, LogReader, Store, StoreOptions};
 
@@ -504,10 +505,7 @@ pub(crate) async fn start(
     positions: Arc<Mutex<Vec<ReplicaPosition>>>,
 ) -> Result<Option<ActorRef<ReplicaMsg>>, String> {
     let Some(data) = &cfg.data else {
-        println!(
-            "executor {}: no --data: this executor keeps no replica of the manager's events",
-            cfg.name
-        );
+        cfg.status.emit(Status::NoReplica { executor: cfg.name.clone() });
         return Ok(None);
     };
     let set = ReplicaSet::open(data, StoreOptions::default())?;
@@ -515,7 +513,8 @@ pub(crate) async fn start(
     let (actor, _) = Actor::spawn(None, ReplicaActor, args)
         .await
         .map_err(|e| format!("cannot start the replica keeper: {e}"))?;
-    println!("executor {}: keeping replicas in {}", cfg.name, data.join("replica").display());
+    cfg.status
+        .emit(Status::KeepingReplicas { executor: cfg.name.clone(), dir: data.join("replica") });
     Ok(Some(actor))
 }
 

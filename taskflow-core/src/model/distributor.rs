@@ -1,4 +1,4 @@
-//! Distributors (销售商, seed §3.2.2): the channels that sell products and send applications.
+//! Distributors (销售商): the channels that sell products and send applications.
 
 use super::kebab_enum;
 

@@ -1,4 +1,4 @@
-//! Products (产品, seed §3.2.1): funds and their share classes.
+//! Products (产品): funds and their share classes.
 
 use super::kebab_enum;
 

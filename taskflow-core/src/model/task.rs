@@ -1,4 +1,4 @@
-//! Task definitions (任务, seed §3.2.3): one `[[task]]` table of `flow.toml`.
+//! Task definitions (任务): one `[[task]]` table of `flow.toml`.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The day's events: every change to a [`super::DayState`] is one of these (SPEC §5).
+//! The day's events: every change to a [`super::DayState`] is one of these.
 //!
 //! Events are persisted (the event log, the replication stream), so they are `Serialize` and
 //! carry an envelope version; see [`DayEvent::encode`].

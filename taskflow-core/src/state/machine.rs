@@ -1,6 +1,6 @@
 //! The shard state machine: every legal `(status, event) → status` in one table.
 //!
-//! Decisions that are not obvious from the SPEC, made here once:
+//! Decisions that are not obvious from the status names, made here once:
 //! - **Skipped is terminal.** A skip is the operator saying "this shard need not run today";
 //!   it did no work that could be rolled back, and un-skipping would silently un-finish a task
 //!   whose successors may already have run.
@@ -344,8 +344,8 @@ pub fn allowed_events(from: ShardStatus) -> Vec<ShardEventKind> {
 
 /// What the runtime does with a shard that became [`ShardStatus::Unconfirmed`].
 ///
-/// The seed's rule is that work not finally confirmed has its changes discarded; some
-/// deployments prefer an operator to look first. The state module only provides the hook: the
+/// The default rule is that work not finally confirmed has its changes discarded (its shard is
+/// rolled back and run again); some deployments prefer an operator to look first. The state module only provides the hook: the
 /// runtime consults the policy and, for `AutoRollback`, submits the returned event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -18,7 +18,7 @@ use super::error::{Error, Result};
 use super::format::{FORMAT_VERSION, Manifest, now_unix, read_manifest, sync_dir};
 use super::log::{self, REC_HEADER, TornTail};
 use super::snap::{self, GenerationReport, KEY_CREATED, KEY_FORMAT_VERSION, KEY_LOG_FLOOR};
-use super::{Store, StoreOptions, init_layout, recover, take_lock};
+use super::{Keep, Store, StoreOptions, init_layout, recover, take_lock};
 
 const BACKUP_MAGIC: [u8; 8] = *b"TFBACKUP";
 const BACKUP_HEADER: usize = 22;
@@ -504,7 +504,7 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
     report.verdict = if report.manifest.is_err() {
         Verdict::Corrupt(report.problems[0].clone())
     } else {
-        match recover(&dir, &db, false, false) {
+        match recover(&dir, &db, false, Keep::Nothing) {
             Ok(rec) => match rec.chosen.fallback {
                 Some(why) => Verdict::RecoverableWithFallback(why),
                 None if !rec.warnings.is_empty() => {

@@ -304,9 +304,9 @@ pub(crate) fn recover(log_dir: &Path, keep_after: u64, repair: bool) -> Result<L
             }
         }
         if let Some(t) = &scan.torn {
-            warn!(file = %t.path.display(), offset = t.offset, dropped_bytes = t.dropped_bytes, reason = %t.reason,
-                "event log has a torn tail (never acknowledged); truncating it");
             if repair {
+                warn!(file = %t.path.display(), offset = t.offset, dropped_bytes = t.dropped_bytes, reason = %t.reason,
+                    "event log has a torn tail (never acknowledged); truncating it");
                 if scan.torn_header {
                     fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                     sync_dir(log_dir)?;
@@ -319,6 +319,9 @@ pub(crate) fn recover(log_dir: &Path, keep_after: u64, repair: bool) -> Result<L
                         .and_then(|()| f.sync_all())
                         .map_err(|e| Error::io(&path, e))?;
                 }
+            } else {
+                warn!(file = %t.path.display(), offset = t.offset, dropped_bytes = t.dropped_bytes, reason = %t.reason,
+                    "event log has a torn tail (never acknowledged); reading the events before it, leaving it in place");
             }
             torn = Some(t.clone());
         }

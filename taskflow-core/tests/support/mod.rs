@@ -11,8 +11,8 @@ use taskflow_core::behavior::{
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
 use taskflow_core::model::TaskId;
-use taskflow_core::runtime::{DayOutcome, ManagerHandle, Runtime, RuntimeOptions};
 use taskflow_core::state::{Command, OperatorAction, Target};
+use taskflow_core::{DayOutcome, ManagerHandle, Runtime, RuntimeOptions};
 
 /// Every test is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);

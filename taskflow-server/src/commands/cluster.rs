@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use taskflow_core::cluster::{
-    ClusterListen, ExecutorConfig, RecoverOptions, RecoveryOutcome, recover_from_replicas,
-    run_executor,
+    ClusterListen, ExecutorConfig, RecoverOptions, RecoveryOutcome, StatusSink,
+    recover_from_replicas, run_executor,
 };
 use taskflow_core::flow;
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{RuntimeOptions, previous_open_day, today_in};
+use taskflow_core::{RuntimeOptions, previous_open_day, today_in};
 use taskflow_examples::fund_clearing;
 
 use super::standalone::{ConsoleArgs, registry, run_day, shutdown_signal};
@@ -172,6 +172,7 @@ fn recover(args: &ManagerArgs, opts: &RuntimeOptions, date: BusinessDate) -> any
         quorum: r.replica_quorum.max(1),
         wait: Duration::from_millis(r.replica_wait),
         cluster_id: r.recover_cluster_id.clone(),
+        status: print_status(),
         ..RecoverOptions::default()
     };
     let day_dir = opts.day_dir(date);
@@ -189,6 +190,12 @@ fn recover(args: &ManagerArgs, opts: &RuntimeOptions, date: BusinessDate) -> any
         RecoveryOutcome::Recovered { .. } => {}
     }
     Ok(())
+}
+
+/// The core prints nothing: the shell prints its statuses, one line each on stdout (the
+/// multi-process tests wait for them).
+fn print_status() -> StatusSink {
+    StatusSink::new(|status| println!("{status}"))
 }
 
 fn default_name() -> String {
@@ -210,6 +217,7 @@ pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         cfg.protocol_version = v;
     }
     cfg.data = args.data.clone();
+    cfg.status = print_status();
     #[cfg(target_os = "linux")]
     if let Err(e) = taskflow_core::behavior::CommandBehavior::adopt_orphans() {
         tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");

@@ -17,11 +17,11 @@ use serde::Serialize;
 use taskflow_core::behavior::{BehaviorRegistry, CommandBehavior};
 use taskflow_core::flow::{self, Flow};
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{
+use taskflow_core::state::ShardStatus;
+use taskflow_core::{
     Board, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Topic, previous_open_day,
     today_in,
 };
-use taskflow_core::state::ShardStatus;
 use taskflow_examples::fund_clearing::{self, FundOptions};
 use taskflow_server::{AppState, Auth, ConsoleOptions, generate_token};
 

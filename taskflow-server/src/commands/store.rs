@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use taskflow_core::PastLog;
 use taskflow_core::store::{self, Verdict};
 
 /// The store directories under `dir`: `dir` itself if it is a store, else its `days/*`.
@@ -87,11 +88,11 @@ fn single_store(dir: &Path) -> anyhow::Result<PathBuf> {
 /// `taskflow store events DIR [--date D]`: prints the events in the store's log, one JSON
 /// object per line (`{"seq":…,"at_ms":…,"kind":{…}}`, the event's serde form), oldest first.
 ///
-/// Opens the store as `backup` does — recovery may truncate a torn tail, and closing records
-/// the durable seq — but changes no event; the store must not be open in another process (a
-/// running manager holds its lock). Events before the newest kept
-/// snapshot may have been compacted away: a note on stderr then says from which seq the log
-/// starts, so a count over the printed events is known to be partial.
+/// Reads the store without writing to it ([`taskflow_core::PastLog::read`]: a torn tail is
+/// reported on stderr and left in place); the store must not be open in another process (a
+/// running manager holds its lock). Events before the newest kept snapshot may have been
+/// compacted away: a note on stderr then says from which seq the log starts, so a count over
+/// the printed events is known to be partial.
 pub(crate) fn events(dir: &Path, date: Option<&str>) -> anyhow::Result<ExitCode> {
     let store_dir = match date {
         Some(d) => {
@@ -111,35 +112,38 @@ pub(crate) fn events(dir: &Path, date: Option<&str>) -> anyhow::Result<ExitCode>
             _ => single_store(dir).context("pass --date YYYY-MM-DD to choose a business day")?,
         },
     };
-    let (store, recovered) = store::Store::open(&store_dir, store::StoreOptions::default())
-        .with_context(|| format!("opening {}", store_dir.display()))?;
-    let mut first = None;
-    let mut count = 0u64;
+    let log =
+        PastLog::read(&store_dir).with_context(|| format!("reading {}", store_dir.display()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for record in store.read_from(1) {
-        let (seq, payload) = record.with_context(|| format!("reading {}", store_dir.display()))?;
-        let event = taskflow_core::state::DayEvent::decode(&payload)
-            .with_context(|| format!("event {seq} in {} does not decode", store_dir.display()))?;
-        first.get_or_insert(seq);
-        count += 1;
-        serde_json::to_writer(&mut out, &event)?;
+    for event in &log.events {
+        serde_json::to_writer(&mut out, event)?;
         std::io::Write::write_all(&mut out, b"\n")?;
     }
     std::io::Write::flush(&mut out)?;
     drop(out);
+    let first = log.events.first().map(|e| e.seq);
     let compacted = match first {
         Some(seq) => seq > 1,
-        None => recovered.snapshot.is_some(),
+        None => log.snapshot_seq.is_some(),
     };
     if compacted {
         eprintln!(
             "note: the log of {} starts at seq {} (earlier events were compacted into the \
-             snapshot at seq {}); {count} events printed",
+             snapshot at seq {}); {} events printed",
             store_dir.display(),
-            first.unwrap_or(recovered.next_seq),
-            recovered.snapshot.as_ref().map_or(0, |s| s.seq)
+            first.unwrap_or(log.next_seq),
+            log.snapshot_seq.unwrap_or(0),
+            log.events.len()
         );
     }
-    store.close().with_context(|| format!("closing {}", store_dir.display()))?;
+    if let Some(t) = &log.torn_tail {
+        eprintln!(
+            "note: {} ends in a torn tail at byte {} ({}): never acknowledged, left in place; \
+             the events before it were printed",
+            t.path.display(),
+            t.offset,
+            t.reason
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

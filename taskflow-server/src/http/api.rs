@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use taskflow_core::model::{BusinessDate, TaskId};
-use taskflow_core::runtime::{Board, ShardInfo};
 use taskflow_core::state::{Command, ShardStatus, Target};
+use taskflow_core::{Board, ShardInfo};
 
 use super::AppState;
 use super::dto::{

@@ -7,11 +7,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use taskflow_core::behavior::{LogLevel, LogLine};
 use taskflow_core::flow::Flow;
-use taskflow_core::runtime::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
 use taskflow_core::state::{
     AuditEntry, OperatorAction, ShardStatus, TaskStatus, allowed_events, shard_event_for,
     transition,
 };
+use taskflow_core::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
 
 /// Every operator action, in the order the console shows its buttons.
 pub(crate) const ACTIONS: [&str; 7] =

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use taskflow_core::runtime::{self, ActionError};
 use taskflow_core::state::CommandError;
+use taskflow_core::{ActionError, RuntimeError};
 
 /// An API error: status, machine-readable code and a sentence for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +51,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<runtime::Error> for ApiError {
-    fn from(e: runtime::Error) -> Self {
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
         ApiError::unavailable(e.to_string())
     }
 }

@@ -24,8 +24,8 @@ use chrono::Utc;
 use serde::Serialize;
 use taskflow_core::flow::Flow;
 use taskflow_core::model::TaskId;
-use taskflow_core::runtime::{Board, ManagerHandle, Notice, event_task};
 use taskflow_core::state::{EventKind, TaskStatus};
+use taskflow_core::{Board, ManagerHandle, Notice, event_task};
 use tokio::sync::{broadcast, watch};
 
 use super::dto::{
@@ -190,11 +190,7 @@ impl Hub {
         self.subs.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 
-    async fn run(
-        self: Arc<Self>,
-        manager: ManagerHandle,
-        mut sub: taskflow_core::runtime::Subscription,
-    ) {
+    async fn run(self: Arc<Self>, manager: ManagerHandle, mut sub: taskflow_core::Subscription) {
         while let Some(first) = sub.next().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {

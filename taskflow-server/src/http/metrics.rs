@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use taskflow_core::runtime::SlotView;
+use taskflow_core::SlotView;
 use taskflow_core::state::{ShardStatus, TaskStatus};
 
 use super::AppState;

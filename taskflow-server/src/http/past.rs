@@ -1,10 +1,10 @@
 //! Past business days, read-only: a date other than the running day is served from its
 //! journal in `<data>/days/<date>/`.
 //!
-//! The journal is opened briefly ([`Journal::open`] takes the store's lock — the running day is
-//! another directory, so this never contends with the manager), its recovered [`DayState`] is
-//! kept and the journal closed at once. A closed day never changes again, so its state is
-//! cached; a day that was never closed (a run abandoned before the day ended) is read again on
+//! The day's store is read without write access ([`taskflow_core::PastDay::open`]: a shared
+//! lock for the duration of the read — the running day is another directory, so this never
+//! contends with the manager — and nothing in the directory changes), and its recovered
+//! [`DayState`] is kept. A closed day never changes again, so its state is cached; a day that was never closed (a run abandoned before the day ended) is read again on
 //! each request, as another process might still be running it. The board is built from the
 //! state the way the manager builds its own (`actors/manager/views.rs`) and converted with the
 //! same DTO code; nothing on a past day can be acted on.
@@ -12,16 +12,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use taskflow_core::flow::Flow;
-use taskflow_core::graph::TaskIx;
-use taskflow_core::journal::{self, Journal, JournalOptions};
 use taskflow_core::model::BusinessDate;
-use taskflow_core::runtime::{Board, ShardInfo, TaskView};
 use taskflow_core::state::{DayState, ShardStatus, ShardView, TaskStatus};
 use taskflow_core::store;
+use taskflow_core::{Board, JournalError, ShardInfo, TaskIx, TaskView};
 use tokio::sync::Mutex;
 
 use super::error::ApiError;
@@ -76,20 +73,17 @@ impl PastDays {
     }
 }
 
-/// Opens the journal, keeps its state and closes it again (releasing the store's lock).
+/// Reads the day's state from its store, writing nothing.
 fn read_state(
     dir: PathBuf,
     date: BusinessDate,
-    graph: Arc<taskflow_core::graph::TaskGraph>,
-) -> Result<DayState, journal::Error> {
-    let (journal, _recovery) = Journal::open(&dir, date, graph, JournalOptions::default())?;
-    let state = journal.state().clone();
-    journal.close(Duration::from_secs(10))?;
-    Ok(state)
+    graph: Arc<taskflow_core::TaskGraph>,
+) -> Result<DayState, JournalError> {
+    Ok(taskflow_core::PastDay::open(&dir, date, graph)?.into_state())
 }
 
-fn unreadable(dir: &std::path::Path, e: journal::Error) -> ApiError {
-    if let journal::Error::Store(store::Error::Locked { .. }) = &e {
+fn unreadable(dir: &std::path::Path, e: JournalError) -> ApiError {
+    if let JournalError::Store(store::Error::Locked { .. }) = &e {
         return ApiError {
             status: StatusCode::CONFLICT,
             code: "day_locked",
