@@ -40,7 +40,8 @@ fn main() {
     let started = Instant::now();
     let workers: Vec<_> = (0..threads.max(1))
         .map(|_| {
-            let (next, stop, totals, cfg) = (next.clone(), stop.clone(), totals.clone(), cfg.clone());
+            let (next, stop, totals, cfg) =
+                (next.clone(), stop.clone(), totals.clone(), cfg.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let seed = next.fetch_add(1, Ordering::Relaxed);

@@ -114,6 +114,21 @@ pub(crate) enum Timer {
     Reconcile,
     /// The shutdown grace is over.
     ShutdownDeadline,
+    /// A lost executor's lease is surely over: its orphaned jobs may go elsewhere.
+    Orphans,
+}
+
+/// The jobs of a lost executor, waiting until it must have fenced itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Orphans {
+    /// When (monotonic ms) they may be requeued.
+    pub(crate) due_ms: u64,
+    /// The executor's name.
+    pub(crate) executor: String,
+    /// Its process instance.
+    pub(crate) instance: u64,
+    /// The jobs.
+    pub(crate) jobs: Vec<AttemptKey>,
 }
 
 /// An outcome an executor held across a disconnect or a manager restart (two-phase
@@ -485,6 +500,8 @@ pub(crate) struct Control {
     /// Shards that were running on an executor process when this manager started: their
     /// executor name and instance.
     awaiting: BTreeMap<(TaskIx, u32), (String, u64)>,
+    /// Jobs of lost executors, until their leases are surely over.
+    orphans: Vec<Orphans>,
     waiters: Vec<ReqId>,
     draining: Option<ReqId>,
     closed_emitted: bool,
@@ -531,6 +548,7 @@ impl Control {
             late_logged: BTreeSet::new(),
             unhosted: BTreeSet::new(),
             awaiting: BTreeMap::new(),
+            orphans: Vec::new(),
             waiters: Vec::new(),
             draining: None,
             closed_emitted: false,
@@ -604,7 +622,7 @@ impl Control {
             }
             Input::SessionClosed { executors } => {
                 for ix in executors {
-                    self.lose_executor(ix, "its session closed");
+                    self.lose_executor(ix, "its session closed", false);
                 }
             }
         }
@@ -624,11 +642,6 @@ impl Control {
     pub(crate) fn day(&self) -> &DayState {
         &self.day
     }
-
-
-
-
-
 
     #[cfg(debug_assertions)]
     fn planted(&self) -> bool {
@@ -655,6 +668,7 @@ impl Control {
                 self.arm_sweep();
             }
             Timer::Reconcile => self.reconcile_due(),
+            Timer::Orphans => self.release_orphans(None),
             Timer::ShutdownDeadline => {
                 tracing::warn!(
                     running = self.books.running_len(),

@@ -29,6 +29,10 @@ pub(crate) struct AttemptKey {
     pub(crate) generation: u32,
     /// Run or rollback.
     pub(crate) kind: JobKind,
+    /// Which dispatch of a rollback this is (0 for runs, whose `attempt` already differs per
+    /// dispatch): a rollback dispatched again keeps its attempt and generation, and without
+    /// this a late report of the earlier dispatch would pass for the later one's.
+    pub(crate) dispatch: u32,
 }
 
 impl std::fmt::Display for AttemptKey {
@@ -37,7 +41,11 @@ impl std::fmt::Display for AttemptKey {
             JobKind::Run => "attempt",
             JobKind::Rollback => "rollback of attempt",
         };
-        write!(f, "{}[{}] {kind} {} g{}", self.task, self.shard, self.attempt, self.generation)
+        write!(f, "{}[{}] {kind} {} g{}", self.task, self.shard, self.attempt, self.generation)?;
+        if self.dispatch > 0 {
+            write!(f, " (dispatch {})", self.dispatch)?;
+        }
+        Ok(())
     }
 }
 

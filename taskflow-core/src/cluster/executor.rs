@@ -341,6 +341,7 @@ impl Upstream for RemoteUpstream {
             attempt,
             generation: 0,
             kind: super::messages::WireJobKind::Run,
+            dispatch: 0,
         };
         let msg = ToManager::Report(ReportMsg {
             epoch,

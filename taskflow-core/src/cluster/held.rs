@@ -127,6 +127,7 @@ mod tests {
                 attempt: 1,
                 generation: 0,
                 kind: WireJobKind::Run,
+                dispatch: 0,
             },
             outcome: WireOutcome::Succeeded,
             last_step: None,

@@ -338,6 +338,13 @@ pub struct WireAttempt {
     pub generation: u32,
     /// `run` or `rollback`.
     pub kind: WireJobKind,
+    /// Which dispatch of a rollback (0 for runs; absent means 0).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub dispatch: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Run or rollback.
@@ -361,6 +368,7 @@ impl From<&AttemptKey> for WireAttempt {
                 JobKind::Run => WireJobKind::Run,
                 JobKind::Rollback => WireJobKind::Rollback,
             },
+            dispatch: k.dispatch,
         }
     }
 }
@@ -376,6 +384,7 @@ impl From<&WireAttempt> for AttemptKey {
                 WireJobKind::Run => JobKind::Run,
                 WireJobKind::Rollback => JobKind::Rollback,
             },
+            dispatch: k.dispatch,
         }
     }
 }

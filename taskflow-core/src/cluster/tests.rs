@@ -14,6 +14,7 @@ fn stop() -> ToExecutor {
             attempt: 3,
             generation: 0,
             kind: WireJobKind::Run,
+            dispatch: 0,
         },
     })
 }
@@ -62,6 +63,7 @@ fn every_message_round_trips() {
             attempt: 1,
             generation: 0,
             kind: WireJobKind::Rollback,
+            dispatch: 0,
         },
         slot: 0,
         body: ReportBody::Finished {
@@ -126,6 +128,7 @@ fn oversize_messages_are_refused_before_sending_and_on_receipt() {
             attempt: 1,
             generation: 0,
             kind: WireJobKind::Run,
+            dispatch: 0,
         },
         slot: 0,
         body: ReportBody::Log {
@@ -181,6 +184,7 @@ fn an_assignment_round_trips_through_its_wire_form() {
             attempt: 2,
             generation: 1,
             kind: JobKind::Run,
+            dispatch: 0,
         },
         slot: 1,
         behavior: "noop".into(),
@@ -218,6 +222,7 @@ fn a_batch_is_one_envelope_and_splits_to_stay_under_the_limit() {
                 attempt: 1,
                 generation: 0,
                 kind: WireJobKind::Run,
+                dispatch: 0,
             },
             slot: i,
             body: ReportBody::Log {

@@ -97,8 +97,6 @@ impl TaskRt {
     pub(crate) fn fires_at_ms(&self) -> Option<i64> {
         self.fires_at_ms
     }
-
-
 }
 
 /// See the module docs.
@@ -118,6 +116,8 @@ pub(crate) struct Books {
     preparing: usize,
     /// Retry timers asked for and not fired: the failed attempt, by shard.
     retries: BTreeMap<(TaskIx, u32), u32>,
+    /// Rollback dispatches so far (each gets its own number in its key).
+    rollback_dispatches: u32,
 }
 
 impl Books {
@@ -138,6 +138,7 @@ impl Books {
             timed: 0,
             preparing: 0,
             retries: BTreeMap::new(),
+            rollback_dispatches: 0,
         };
         for (name, slots) in local {
             books.add_executor(name.clone(), *slots, None, None);
@@ -493,6 +494,12 @@ impl Books {
                 let t = &self.tasks[ix.get()];
                 t.problem.is_none() && (!t.runq.is_empty() || !t.rbq.is_empty())
             })
+    }
+
+    /// The number of the next rollback dispatch (from 1).
+    pub(crate) fn next_rollback_dispatch(&mut self) -> u32 {
+        self.rollback_dispatches = self.rollback_dispatches.wrapping_add(1).max(1);
+        self.rollback_dispatches
     }
 
     // ----- retry timers ----------------------------------------------------------------

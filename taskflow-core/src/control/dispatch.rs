@@ -80,7 +80,11 @@ impl Control {
             }
             JobKind::Rollback => attempt,
         };
-        let key = AttemptKey { task, shard, attempt, generation, kind };
+        let dispatch = match kind {
+            JobKind::Run => 0,
+            JobKind::Rollback => self.books.next_rollback_dispatch(),
+        };
+        let key = AttemptKey { task, shard, attempt, generation, kind, dispatch };
         let Some(slot) = self.books.occupy(executor, ix, shard, key.clone()) else { return };
         let def = self.flow.task(ix);
         let scope = plans

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use tracing::{info, warn};
 
 use super::books::RemoteRt;
-use super::{Answer, Control, Effect, JoinAnswer, JoinIn, ReqId};
-use crate::job::JobKind;
+use super::{Answer, Control, Effect, JoinAnswer, JoinIn, Orphans, ReqId, Timer};
+use crate::job::{AttemptKey, JobKind};
 use crate::state::{EventKind, ShardEvent, ShardStatus};
 
 /// At most this many slots are taken from a join.
@@ -90,11 +90,13 @@ impl Control {
             reconciled += usize::from(self.reconcile_held(&join.executor, held));
         }
         self.unvouched(&join.executor, join.instance);
+        // Its jobs from a registration lost earlier: it joined again, so it has fenced them.
+        self.release_orphans(Some((&join.executor, join.instance)));
         if let Some(ix) = existing
             && self.books.executor(ix).and_then(|e| e.remote.as_ref()).is_some_and(|r| !r.lost)
         {
             // The same process joins again (it fenced itself): its other jobs are gone.
-            self.lose_executor(ix, "it joined again");
+            self.lose_executor(ix, "it joined again", true);
         }
         let slots = join.slots.min(MAX_SLOTS);
         let behaviors: BTreeSet<String> = join.behaviors.iter().cloned().collect();
@@ -146,7 +148,7 @@ impl Control {
             return true;
         }
         if busy {
-            self.lose_executor(ix, "it left with jobs still assigned");
+            self.lose_executor(ix, "it left with jobs still assigned", true);
             return true;
         }
         self.books.leave(ix);
@@ -169,30 +171,69 @@ impl Control {
             .collect();
         for i in expired {
             let why = format!("no heartbeat for more than {limit} ms");
-            self.lose_executor(i, &why);
+            self.lose_executor(i, &why, false);
         }
     }
 
     /// Marks an executor process lost and requeues its jobs (durably, before they are sent
     /// anywhere else): runs go back to pending and resume at their last checkpoint; rollbacks
     /// are queued again.
-    pub(super) fn lose_executor(&mut self, executor: usize, why: &str) {
+    ///
+    /// Its jobs are requeued only once the process must have fenced itself: at its last
+    /// heartbeat + the lost-after bound (lease + margin), unless `fenced` says it has (it
+    /// joined again, or left). A closed session alone proves nothing — the executor may
+    /// notice the break only at its next heartbeat and run on until its lease is over — so
+    /// until then the jobs wait as orphans, holding no slot and getting no new executor.
+    pub(super) fn lose_executor(&mut self, executor: usize, why: &str, fenced: bool) {
         let Some(e) = self.books.executor(executor) else { return };
         let Some(r) = e.remote.as_ref() else { return };
         if r.lost {
             return;
         }
-        let name = e.name.clone();
-        let jobs = self.books.lose(executor);
+        let lost_after = self.opts.cluster.as_ref().map_or(0, |c| c.lost_after_ms);
+        let due = if fenced { self.now.mono_ms } else { r.last_seen_ms + lost_after };
+        let (name, instance) = (e.name.clone(), r.instance);
+        let jobs: Vec<AttemptKey> = self.books.lose(executor).into_iter().map(|(_, k)| k).collect();
+        if due > self.now.mono_ms && !jobs.is_empty() {
+            warn!(
+                executor = %name, reason = why, jobs = jobs.len(), wait_ms = due - self.now.mono_ms,
+                "executor lost; its shards are reassigned once its lease is surely over"
+            );
+            self.orphans.push(Orphans { due_ms: due, executor: name, instance, jobs });
+            self.out.push(Effect::Timer { at_ms: due, timer: Timer::Orphans });
+            return;
+        }
+        let requeued = self.requeue_jobs(jobs);
+        warn!(executor = %name, reason = why, requeued, "executor lost; its shards are reassigned");
+    }
+
+    /// Orphaned jobs whose executor must have fenced by now (or `executor`/`instance`, which
+    /// joined again and so has fenced) go back to their queues.
+    pub(super) fn release_orphans(&mut self, joined: Option<(&str, u64)>) {
+        let now = self.now.mono_ms;
+        let (due, keep): (Vec<Orphans>, Vec<Orphans>) =
+            std::mem::take(&mut self.orphans).into_iter().partition(|o| {
+                o.due_ms <= now || joined.is_some_and(|(n, i)| o.executor == n && o.instance == i)
+            });
+        self.orphans = keep;
+        for o in due {
+            let requeued = self.requeue_jobs(o.jobs);
+            info!(executor = %o.executor, requeued, "a lost executor's shards are reassigned");
+        }
+    }
+
+    /// Requeues the jobs of a lost executor that are still their shards' current ones.
+    fn requeue_jobs(&mut self, jobs: Vec<AttemptKey>) -> usize {
         let mut requeued = 0;
-        for (_slot, key) in jobs {
+        for key in jobs {
             let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { continue };
             let Some(v) = self.day.shard(ix, key.shard) else { continue };
             let (status, attempt, generation) = (v.status, v.attempt, v.generation);
             match key.kind {
                 JobKind::Run
                     if matches!(status, ShardStatus::Running | ShardStatus::Stopping)
-                        && attempt == key.attempt =>
+                        && attempt == key.attempt
+                        && self.books.running_at(ix, key.shard).is_none() =>
                 {
                     let task = key.task.clone();
                     self.record(EventKind::Shard {
@@ -203,7 +244,9 @@ impl Control {
                     requeued += 1;
                 }
                 JobKind::Rollback
-                    if status == ShardStatus::RollingBack && generation == key.generation =>
+                    if status == ShardStatus::RollingBack
+                        && generation == key.generation
+                        && self.books.running_at(ix, key.shard).is_none() =>
                 {
                     self.books.queue_front(ix, key.shard, JobKind::Rollback);
                     requeued += 1;
@@ -211,6 +254,6 @@ impl Control {
                 _ => {}
             }
         }
-        warn!(executor = %name, reason = why, requeued, "executor lost; its shards are reassigned");
+        requeued
     }
 }

@@ -189,7 +189,8 @@ impl Control {
         if !current {
             return Err(format!("{key} is not the shard's current attempt"));
         }
-        let done = self.day.shard(ix, key.shard).and_then(|v| v.checkpoint).map_or(0, |c| c.steps_done);
+        let done =
+            self.day.shard(ix, key.shard).and_then(|v| v.checkpoint).map_or(0, |c| c.steps_done);
         if done > step {
             // Asked again (the answer was lost or late): it is recorded; answer once all that
             // is recorded is durable.
@@ -274,7 +275,8 @@ impl Control {
         }
         let origin = self.fenced_origin("report", &name, instance, epoch, Some(slot), &key);
         #[cfg(any(test, feature = "test-util"))]
-        let origin = origin.or_else(|| self.faults.no_fencing.then(|| self.books.by_name(&name)).flatten());
+        let origin =
+            origin.or_else(|| self.faults.no_fencing.then(|| self.books.by_name(&name)).flatten());
         let Some(executor) = origin else {
             // A stale outcome from a live registration: it may forget it.
             if matches!(body, RemoteBody::Finished { .. })

@@ -442,7 +442,10 @@ impl World {
                 }
                 3 | 4 => {
                     let long = self.rng.range(LEASE_MS + 200, 3 * LEASE_MS);
-                    (Fault::PauseExecutor { exec }, Some((t + long, Fault::ResumeExecutor { exec })))
+                    (
+                        Fault::PauseExecutor { exec },
+                        Some((t + long, Fault::ResumeExecutor { exec })),
+                    )
                 }
                 5 | 6 => {
                     let until = t + self.rng.range(100, 3 * LEASE_MS);
@@ -497,7 +500,8 @@ impl World {
             }),
         };
         let now = self.now();
-        let mut core = Control::new(self.flow.clone(), self.date, day, self.disk.durable, opts, now);
+        let mut core =
+            Control::new(self.flow.clone(), self.date, day, self.disk.durable, opts, now);
         core.faults.no_fencing = self.cfg.plant_no_fencing;
         self.manager = Some(ManagerSim {
             core,
@@ -580,17 +584,17 @@ impl World {
             Effect::Snapshot | Effect::Retire { .. } | Effect::Note(_) | Effect::Close { .. } => {}
             Effect::Assign { executor, assignment } => {
                 if assignment.key.kind == crate::job::JobKind::Run {
-                    let k = (
-                        assignment.key.task.clone(),
-                        assignment.key.shard,
-                        assignment.key.attempt,
-                    );
+                    let k =
+                        (assignment.key.task.clone(), assignment.key.shard, assignment.key.attempt);
                     match self.disk.dispatch_seq.get(&k) {
                         Some(&s) if s <= self.disk.durable => {}
                         other => {
                             return Err((
                                 Invariant::AcknowledgedIsDurable,
-                                format!("{} assigned before its dispatch ({other:?}) is durable (durable {})", assignment.key, self.disk.durable),
+                                format!(
+                                    "{} assigned before its dispatch ({other:?}) is durable (durable {})",
+                                    assignment.key, self.disk.durable
+                                ),
                             ));
                         }
                     }
@@ -598,7 +602,9 @@ impl World {
                 let epoch = self.disk.epoch;
                 self.send_down(executor, Down::Assign { assignment, epoch });
             }
-            Effect::Stop { executor, slot, key } => self.send_down(executor, Down::Stop { slot, key }),
+            Effect::Stop { executor, slot, key } => {
+                self.send_down(executor, Down::Stop { slot, key })
+            }
             Effect::Confirm { executor, key } => self.send_down(executor, Down::Confirm { key }),
             Effect::Publish(n) => {
                 if let crate::runtime::Notice::Event { seq, .. } = n
@@ -611,7 +617,9 @@ impl World {
                 }
             }
             Effect::Reply { req, answer } => self.answer(req, answer)?,
-            Effect::Timer { at_ms, timer } => self.at(at_ms.max(self.now), Ev::Timer { inc, timer }),
+            Effect::Timer { at_ms, timer } => {
+                self.at(at_ms.max(self.now), Ev::Timer { inc, timer })
+            }
             Effect::WakeAt { task, at_wall_ms } => {
                 let at = (at_wall_ms - self.cfg.start_wall_ms).max(self.now as i64) as u64;
                 self.at(at, Ev::Timer { inc, timer: Timer::Trigger(task) });
@@ -761,7 +769,8 @@ impl World {
             Ev::Up { exec, session, msg } => {
                 // Delivered only on the session it was sent on, to the manager it was opened
                 // with (a message sent before a pause still arrives).
-                let open = self.sessions.get(&exec).is_some_and(|s| s.0 == session && Some(s.1) == inc);
+                let open =
+                    self.sessions.get(&exec).is_some_and(|s| s.0 == session && Some(s.1) == inc);
                 if !open {
                     return Ok(());
                 }
@@ -915,8 +924,8 @@ impl World {
         let ix = TaskIx(self.rng.range(0, n - 1) as u32);
         let task = self.flow.graph().id(ix).clone();
         let shards = if day.is_registered(ix) { day.shard_count(ix) } else { 0 };
-        let shard =
-            (shards > 0 && self.rng.chance(0.5)).then(|| self.rng.range(0, shards as u64 - 1) as u32);
+        let shard = (shards > 0 && self.rng.chance(0.5))
+            .then(|| self.rng.range(0, shards as u64 - 1) as u32);
         let action = match self.rng.range(0, 9) {
             0 => OperatorAction::Execute,
             1 => OperatorAction::Stop,
@@ -991,7 +1000,9 @@ impl World {
                 if !designed {
                     return Err((
                         Invariant::NoFailureByFault,
-                        format!("{task}[{shard}] attempt {attempt:?} failed without its behavior failing: {reason}"),
+                        format!(
+                            "{task}[{shard}] attempt {attempt:?} failed without its behavior failing: {reason}"
+                        ),
                     ));
                 }
             }
@@ -1005,7 +1016,8 @@ impl World {
         let mut live: BTreeMap<(TaskId, u32), (usize, crate::job::AttemptKey)> = BTreeMap::new();
         for (i, e) in self.execs.iter().enumerate() {
             for key in e.live_jobs(self.now) {
-                if let Some((other, k)) = live.insert((key.task.clone(), key.shard), (i, key.clone()))
+                if let Some((other, k)) =
+                    live.insert((key.task.clone(), key.shard), (i, key.clone()))
                 {
                     return Err((
                         Invariant::SingleLiveAttempt,

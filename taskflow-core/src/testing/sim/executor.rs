@@ -35,12 +35,26 @@ pub(crate) enum Up {
 /// An executor's own events; `life` is the process generation (a crash invalidates the rest).
 #[derive(Debug, Clone)]
 pub(crate) enum ExecEv {
-    Connect { life: u64 },
-    Tick { life: u64, tick: u64 },
+    Connect {
+        life: u64,
+    },
+    Tick {
+        life: u64,
+        tick: u64,
+    },
     /// Join again after a rejected join.
-    Rejoin { life: u64 },
-    StepDone { life: u64, slot: u32, token: u64 },
-    CallTimeout { life: u64, call: u64 },
+    Rejoin {
+        life: u64,
+    },
+    StepDone {
+        life: u64,
+        slot: u32,
+        token: u64,
+    },
+    CallTimeout {
+        life: u64,
+        call: u64,
+    },
     /// Its session closed (the manager went away).
     Disconnected,
 }
@@ -322,7 +336,10 @@ fn step_name(i: u32) -> String {
 /// How a job's behavior goes, drawn from the seed and the attempt.
 fn plan(w: &mut World, key: &AttemptKey) -> (u32, Option<u32>) {
     let steps = match key.kind {
-        JobKind::Run => 1 + (flows::hash(&[w.seed, key.shard as u64, key.task.as_str().len() as u64]) % 4) as u32,
+        JobKind::Run => {
+            1 + (flows::hash(&[w.seed, key.shard as u64, key.task.as_str().len() as u64]) % 4)
+                as u32
+        }
         JobKind::Rollback => 1,
     };
     let fails = w.rng.chance(0.08);
@@ -393,6 +410,10 @@ pub(crate) fn on_down(w: &mut World, exec: usize, msg: Down) {
                 return;
             }
             let slot = assignment.slot as usize;
+            if e.slots.get(slot).and_then(|j| j.as_ref()).is_some_and(|j| j.key == assignment.key) {
+                // The same assignment again: it runs already.
+                return;
+            }
             if slot >= e.slots.len() || e.slots[slot].is_some() {
                 // A busy slot: the behavior would fail the job at once.
                 let key = assignment.key.clone();
@@ -429,7 +450,12 @@ pub(crate) fn on_down(w: &mut World, exec: usize, msg: Down) {
             schedule_step(w, exec, assignment.slot, token);
         }
         Down::Stop { slot, key } => {
-            if w.execs[exec].slots.get(slot as usize).and_then(|s| s.as_ref()).is_some_and(|j| j.key == key) {
+            if w.execs[exec]
+                .slots
+                .get(slot as usize)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|j| j.key == key)
+            {
                 finish(w, exec, slot, ShardOutcome::Cancelled);
             }
         }

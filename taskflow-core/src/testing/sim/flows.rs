@@ -39,7 +39,11 @@ pub fn random_flow(rng: &mut Rng) -> Flow {
         "[flow]\nname = \"sim\"\ntime_zone = \"Asia/Shanghai\"\nopen_days = \"business-days\"\n\n",
     );
     for t in 0..n {
-        let _ = writeln!(flow, "[[task]]\nid = \"t{t}\"\nname = \"task {t}\"\nbehavior = \"sim.b{}\"", t % 3);
+        let _ = writeln!(
+            flow,
+            "[[task]]\nid = \"t{t}\"\nname = \"task {t}\"\nbehavior = \"sim.b{}\"",
+            t % 3
+        );
         // Two per-distributor product tasks at least, so the day has ≥ 200 shards.
         let level = if t == 1 || t == 2 { 2 } else { rng.range(0, 3) };
         match level {
