@@ -525,7 +525,8 @@ impl ManagerState {
         t.fires_at = at;
     }
 
-    fn set_running(&mut self, ix: TaskIx, shard: u32, at: (usize, u32)) {
+    // WIRE: `pub(super)` for `members::on_join` (a busy slot of a join still running its shard).
+    pub(super) fn set_running(&mut self, ix: TaskIx, shard: u32, at: (usize, u32)) {
         if self.running.insert((ix, shard), at).is_none() {
             self.tasks[ix.get()].running += 1;
         }

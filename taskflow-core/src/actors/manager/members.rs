@@ -24,7 +24,7 @@ use super::day::Settle;
 use super::{ClusterIn, Effect, ExecLink, ExecRt, ManagerState, RemoteExecutor, RemoteRt, SlotRt};
 use crate::actors::{AttemptKey, JobKind, Report};
 use crate::cluster::codec::PROTOCOL_VERSION;
-use crate::cluster::manager::send_reply;
+use crate::cluster::manager::{DayIdentity, send_reply};
 use crate::cluster::messages::{
     CheckpointMsg, DrainMsg, HeldOutcome, Join, Reply, ReportBody, ReportMsg, WireOutcome,
 };
@@ -147,15 +147,21 @@ impl ManagerState {
                 join.executor
             ));
         }
-        let Some(proxy) = RemoteExecutor::find(&join, epoch) else {
+        // WIRE: the manager's day (business date + day store cluster id) goes to the proxy,
+        // which stamps it on every key it sends, and into `JoinAccepted`.
+        let day = self.wire_day();
+        let Some(proxy) = RemoteExecutor::find(&join, epoch, day.clone()) else {
             return reject("the executor's agent was not advertised on its session".into());
         };
         // Two-phase confirmation: settle what it still holds before its old registration
         // (if any) is dropped and its remaining jobs requeued.
         let mut reconciled = 0usize;
         for held in &join.held_outcomes {
-            reconciled += usize::from(self.reconcile_held(&join.executor, held));
+            reconciled += usize::from(self.reconcile_held(&join.executor, held, &day));
         }
+        // WIRE: busy slots whose job is still its shard's assignment keep the shard running
+        // there (before `unvouched` and the re-join's `lose_executor` would requeue it).
+        let (vouched, still_running) = self.vouch_busy_slots(&join, existing, &day);
         self.unvouched(&join.executor, join.instance);
         if let Some(ix) = existing
             && self.executors[ix].remote.as_ref().is_some_and(|r| !r.lost)
@@ -164,7 +170,7 @@ impl ManagerState {
             self.lose_executor(ix, "it joined again");
         }
         let slots = join.slots.min(4096);
-        let rt = ExecRt {
+        let mut rt = ExecRt {
             name: join.executor.clone(),
             actor: ExecLink::Remote(proxy),
             remote: Some(RemoteRt {
@@ -177,6 +183,14 @@ impl ManagerState {
             behaviors: Some(join.behaviors.iter().cloned().collect()),
             draining: false,
         };
+        // WIRE: every busy slot of the join stays occupied by its job (shown abandoned: not a
+        // job of this registration) until that job's end is reported (`Finished` or
+        // `SlotFreed`) or the executor is lost: nothing is assigned onto it.
+        for b in join.busy_slots.iter().filter(|b| b.slot < slots) {
+            let job = Some(AttemptKey::from(&b.key));
+            rt.slots[b.slot as usize] = SlotRt { job, abandoned: true };
+            rt.free.retain(|&s| s != b.slot);
+        }
         if let Some(c) = self.cluster.as_mut() {
             c.unhosted.retain(|b| !join.behaviors.contains(b));
         }
@@ -193,18 +207,123 @@ impl ManagerState {
         if let Some(c) = self.cluster.as_mut() {
             c.by_name.insert(join.executor.clone(), ix);
         }
+        // WIRE: a vouched busy slot whose job has not been abandoned is a live job of this
+        // registration: it occupies its slot and its shard counts as running there.
+        for (task, shard, slot, key) in still_running {
+            if let Some(s) = self.executors[ix].slots.get_mut(slot as usize) {
+                *s = SlotRt { job: Some(key), abandoned: false };
+                self.set_running(task, shard, (ix, slot));
+            }
+        }
         info!(
             executor = %join.executor,
             slots,
             epoch,
             held = join.held_outcomes.len(),
             reconciled,
+            busy = join.busy_slots.len(),
+            vouched,
             "executor joined"
         );
         Reply::JoinAccepted {
             epoch,
             lease_ms: lease.as_millis() as u64,
             heartbeat_ms: heartbeat.as_millis() as u64,
+            // WIRE: the manager's day.
+            cluster_id: day.cluster_id,
+            date: day.date,
+        }
+    }
+
+    // WIRE: the manager's day on the wire: its business date and its day store's cluster id
+    // (`meta/app/cluster_id`, created by the replicator at start).
+    fn wire_day(&self) -> DayIdentity {
+        let cluster_id = self.journal.as_ref().map(super::replication::cluster_id);
+        let cluster_id = match cluster_id {
+            Some(Ok(id)) => id,
+            Some(Err(e)) => {
+                warn!(%e, "cannot read the day store's cluster id; no re-reported outcome is reconciled");
+                String::new()
+            }
+            None => String::new(),
+        };
+        DayIdentity { date: self.date.to_string(), cluster_id }
+    }
+
+    // WIRE: a busy slot of a join vouches for its shard iff its key is of this manager's day,
+    // a run, and exactly the shard's persisted assignment (running or stopping; attempt,
+    // epoch, executor name and process instance as in its `Dispatch`). Such a shard is no
+    // longer awaited (neither requeued as "never received" nor made unconfirmed), and a
+    // re-joining process's old registration lets go of it (losing that registration does not
+    // requeue it). If the busy job is abandoned, the shard is settled as interrupted at once
+    // (running → pending, stopping → stopped) and the slot stays occupied. Otherwise the job
+    // is a live job of the new registration (returned, to be installed once it exists): the
+    // shard stays running there until the job's own end (`Finished` settles it; `SlotFreed`
+    // or a fenced `Abandoned` settle it as interrupted) or the executor is lost (requeued).
+    // Returns how many were vouched for, and the live ones (task, shard, slot, key).
+    #[allow(clippy::type_complexity)]
+    fn vouch_busy_slots(
+        &mut self,
+        join: &Join,
+        existing: Option<usize>,
+        day: &DayIdentity,
+    ) -> (usize, Vec<(crate::graph::TaskIx, u32, u32, AttemptKey)>) {
+        let (mut vouched, mut live) = (0, Vec::new());
+        for b in &join.busy_slots {
+            let key = AttemptKey::from(&b.key);
+            if key.kind != JobKind::Run || !day.owns(&b.key) || b.slot >= join.slots {
+                continue;
+            }
+            let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { continue };
+            let assigned = self.journal_state().shard(ix, key.shard).is_some_and(|v| {
+                matches!(v.status, ShardStatus::Running | ShardStatus::Stopping)
+                    && v.attempt == key.attempt
+                    && v.epoch == b.epoch
+                    && v.executor == Some(join.executor.as_str())
+                    && v.instance == join.instance
+            });
+            if !assigned {
+                continue;
+            }
+            if let Some(c) = self.cluster.as_mut() {
+                c.awaiting.remove(&(ix, key.shard));
+            }
+            if let Some(old) = existing {
+                self.free_slot(old, b.slot, &key);
+            }
+            if b.abandoned {
+                info!(executor = %join.executor, job = %key, slot = b.slot, "a busy slot of the join holds an abandoned attempt of this shard; it is interrupted");
+                self.settle(&key, Settle::Interrupted);
+            } else {
+                info!(executor = %join.executor, job = %key, slot = b.slot, "a busy slot of the join still runs this shard; it stays assigned there");
+                live.push((ix, key.shard, b.slot, key));
+            }
+            vouched += 1;
+        }
+        (vouched, live)
+    }
+
+    // WIRE: an abandoned job the executor had fenced: its shard is interrupted (settled
+    // first: running → pending, stopping → stopped), then the abandonment is recorded as
+    // usual (the slot stays occupied until `SlotFreed`; the shard is no longer on that
+    // attempt, so it is not failed).
+    fn abandoned_after_fence(
+        &mut self,
+        executor: usize,
+        slot: u32,
+        key: AttemptKey,
+        reason: String,
+    ) {
+        self.settle(&key, Settle::Interrupted);
+        self.on_report(Report::Abandoned { key, executor, slot, reason });
+    }
+
+    // WIRE: the end (`Finished`, `SlotFreed`) of a job that occupied a busy slot of the
+    // current registration (from its join, or named by a `Refused`) frees that slot, whatever
+    // the job's epoch.
+    fn release_busy_slot(&mut self, executor: &str, instance: u64, slot: u32, key: &AttemptKey) {
+        if let Some(ix) = self.current_remote(executor, instance) {
+            self.free_slot(ix, slot, key);
         }
     }
 
@@ -287,9 +406,44 @@ impl ManagerState {
                 outcome: outcome.clone(),
                 last_step: last_step.clone(),
             };
-            self.reconcile_held(&r.executor, &held);
+            // WIRE: it may have occupied a busy slot of the join: free it.
+            self.release_busy_slot(&r.executor, r.instance, r.slot, &key);
+            let day = self.wire_day();
+            self.reconcile_held(&r.executor, &held, &day);
             if let Some(ix) = self.current_remote(&r.executor, r.instance) {
                 self.push_effect(self.last_seq(), Effect::Confirm { executor: ix, key });
+            }
+            return;
+        }
+        // WIRE: a job assigned before this manager started, on a busy slot of the join,
+        // returned without an outcome (`SlotFreed`: it had been abandoned; the slot is freed)
+        // or was abandoned after its executor fenced it (the slot stays occupied): its shard,
+        // if still exactly that assignment, is interrupted (it resumes at its last durable
+        // checkpoint).
+        if r.epoch < current_epoch
+            && let ReportBody::SlotFreed | ReportBody::Abandoned { fenced: true, .. } = &body
+        {
+            let live = self.current_remote(&r.executor, r.instance).filter(|&ix| {
+                self.executors[ix].slots.get(r.slot as usize).and_then(|s| s.job.as_ref())
+                    == Some(&key)
+            });
+            match (body, live) {
+                (ReportBody::Abandoned { reason, .. }, Some(ix)) => {
+                    self.abandoned_after_fence(ix, r.slot, key, reason);
+                }
+                (body, _) => {
+                    if matches!(body, ReportBody::SlotFreed) {
+                        self.release_busy_slot(&r.executor, r.instance, r.slot, &key);
+                    }
+                    let held = HeldOutcome {
+                        epoch: r.epoch,
+                        key: r.key.clone(),
+                        outcome: WireOutcome::Cancelled,
+                        last_step: None,
+                    };
+                    let day = self.wire_day();
+                    self.reconcile_held(&r.executor, &held, &day);
+                }
             }
             return;
         }
@@ -305,6 +459,31 @@ impl ManagerState {
             return;
         };
         let slot = r.slot;
+        // WIRE: a refused assignment (protocol 3: its epoch was older than the executor's
+        // registration, or its slot was still busy) never ran: its slot is freed — or, if the
+        // refusal names the job still occupying it, kept occupied by that job until its end is
+        // reported — and the shard, if still on that attempt, is queued again (running →
+        // pending through `Requeue`; stopping → stopped; a rollback is queued again): not a
+        // failure.
+        if let ReportBody::Refused { reason, busy } = body {
+            warn!(executor = %r.executor, job = %key, %reason, "assignment refused by the executor; queued again");
+            self.free_slot(executor, slot, &key);
+            if let Some(b) = busy.filter(|b| b.slot == slot) {
+                let e = &mut self.executors[executor];
+                if let Some(s) = e.slots.get_mut(slot as usize).filter(|s| s.job.is_none()) {
+                    *s = SlotRt { job: Some(AttemptKey::from(&b.key)), abandoned: true };
+                    e.free.retain(|&x| x != slot);
+                }
+            }
+            self.settle(&key, Settle::Interrupted);
+            return;
+        }
+        // WIRE: a job the executor had fenced and then abandoned (it did not return within the
+        // grace) is interrupted, not failed.
+        if let ReportBody::Abandoned { fenced: true, reason } = body {
+            self.abandoned_after_fence(executor, slot, key, reason);
+            return;
+        }
         if let ReportBody::Finished { outcome: WireOutcome::Cancelled, last_step } = &body
             && let Some(ix) = self.flow.graph().index_of(key.task.as_str())
             && self.journal_state().shard(ix, key.shard).map(|v| v.status)
@@ -326,9 +505,13 @@ impl ManagerState {
                 });
                 Report::Finished { key, executor, slot, outcome: outcome.into(), last_step }
             }
-            ReportBody::Abandoned { reason } => Report::Abandoned { key, executor, slot, reason },
+            ReportBody::Abandoned { reason, .. } => {
+                Report::Abandoned { key, executor, slot, reason }
+            }
             ReportBody::SlotFreed => Report::SlotFreed { key, executor, slot },
-            ReportBody::Progress { .. } | ReportBody::Log { .. } => return,
+            ReportBody::Progress { .. } | ReportBody::Log { .. } | ReportBody::Refused { .. } => {
+                return;
+            }
         };
         let confirm = finished.then(|| report.key().clone());
         self.on_report(report);
@@ -339,8 +522,18 @@ impl ManagerState {
 
     /// Settles an outcome an executor held across a disconnect or a manager restart, if the
     /// shard still runs exactly that assignment; true if it was recorded.
-    fn reconcile_held(&mut self, executor: &str, held: &HeldOutcome) -> bool {
+    fn reconcile_held(&mut self, executor: &str, held: &HeldOutcome, day: &DayIdentity) -> bool {
         let key = AttemptKey::from(&held.key);
+        // WIRE: only an outcome of this manager's day is reconciled: its key's business date
+        // and cluster id must equal the manager's (keys of protocol 3 carry both). Another
+        // day's shard with the same names and numbers, or an unvouched key, is dropped.
+        if !day.owns(&held.key) {
+            info!(
+                %executor, job = %key, date = %held.key.date, cluster_id = %held.key.cluster_id,
+                "re-reported outcome is of another day or cluster; dropped"
+            );
+            return false;
+        }
         let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { return false };
         let current = self.journal_state().shard(ix, key.shard).is_some_and(|v| {
             key.kind == JobKind::Run
@@ -493,6 +686,22 @@ impl ManagerState {
             }
             let error = Some(format!("{key} is not this executor's current assignment (fenced)"));
             send_reply(reply, &Reply::CheckpointAck { error });
+            return;
+        }
+        // WIRE: a checkpoint sent again (the executor holds an unanswered one and re-sends it)
+        // whose step is already recorded for this attempt and generation is answered ok once
+        // the journal is durable, not refused as going backwards.
+        let recorded = self.flow.graph().index_of(key.task.as_str()).is_some_and(|ix| {
+            self.journal_state().shard(ix, key.shard).is_some_and(|v| {
+                v.attempt == key.attempt
+                    && v.generation == key.generation
+                    && v.checkpoint.is_some_and(|c| c.steps_done > cp.step)
+            })
+        });
+        if recorded {
+            self.reply_when_durable(move |_| {
+                send_reply(reply, &Reply::CheckpointAck { error: None });
+            });
             return;
         }
         self.on_checkpoint(
