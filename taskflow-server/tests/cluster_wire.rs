@@ -273,6 +273,7 @@ fn an_assignment_older_than_the_registration_is_refused_out_loud() {
     // report, and the shard stayed running on the manager for ever.
     let (mut s, call) = Session::start(&["--slots", "1"], &[JOB_STARTED_LOG]);
     s.accept(call, 60_000, 10_000);
+    assert!(s.exec.wait_for("joined the manager", Duration::from_secs(30)), "{}", s.exec.output());
     let old = assign(EPOCH - 2, "t", 0, "noop", &[]);
     s.cast(ToExecutor::Assign(old.clone()));
     let reason = s.wait_report(&old.key, Duration::from_secs(10), |b| match b {
@@ -428,13 +429,27 @@ fn a_checkpoint_unanswered_when_the_executor_fences_rides_with_its_interrupted_o
     // executor fences, the job ends at once as interrupted, carrying the step.
     s.beat = Beat::Lost;
     let step0 = Some(LastStep { step: 0, name: "check_calendar".into() });
-    let (outcome, last) = s.wait_report(&job.key, Duration::from_secs(10), |b| match b {
-        ReportBody::Finished { outcome, last_step } => Some((outcome.clone(), last_step.clone())),
-        _ => None,
-    });
-    assert_eq!((outcome, last), (WireOutcome::Cancelled, step0.clone()), "{}", s.exec.output());
-    s.beat = Beat::Ack;
-    let (join, call) = s.next_join(Duration::from_secs(10));
+    // Its report and the next join, in either order (a cast and a call).
+    let (mut finished, mut rejoin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while finished.is_none() || rejoin.is_none() {
+        let left = deadline.checked_duration_since(Instant::now());
+        match left.and_then(|left| s.next(left)) {
+            Some(Got::Cast(ToManager::Report(r))) if r.key == job.key => {
+                if let ReportBody::Finished { outcome, last_step } = r.body {
+                    finished = Some((outcome, last_step));
+                }
+            }
+            Some(Got::Call(ToManager::Join(j), call)) => {
+                s.beat = Beat::Ack;
+                rejoin = Some((j, call));
+            }
+            Some(_) => {}
+            None => panic!("no report and join:\n{}", s.exec.output()),
+        }
+    }
+    let (join, call) = rejoin.unwrap();
+    assert_eq!(finished, Some((WireOutcome::Cancelled, step0.clone())), "{}", s.exec.output());
     let expected = HeldOutcome {
         epoch: EPOCH,
         key: job.key.clone(),
