@@ -366,7 +366,7 @@ pub struct StopMsg {
     pub key: WireAttempt,
 }
 
-/// One attempt of one shard of one manager's day (see [`crate::actors::AttemptKey`]): the
+/// One attempt of one shard of one manager's day (the wire form of `AttemptKey`): the
 /// business date and the day store's cluster id tell apart keys of different days or
 /// clusters that have the same task, shard and numbers (protocol version 3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
