@@ -91,6 +91,8 @@ pub(crate) struct ClusterTiming {
     pub(crate) reconcile_ms: u64,
     /// The protocol version executors must speak.
     pub(crate) protocol_version: u16,
+    /// The day store's cluster id: with the business date, the day every key belongs to.
+    pub(crate) cluster_id: String,
 }
 
 /// Timers the core asks for (as [`Effect::Timer`]) and is told about (as [`Input::Timer`]).
@@ -143,6 +145,32 @@ pub(crate) struct Held {
     pub(crate) outcome: crate::behavior::ShardOutcome,
     /// The last step's checkpoint (index, name), if the job completed it.
     pub(crate) last_step: Option<(u32, String)>,
+    /// The business date and cluster id its key carries (empty: an old, unvouched key).
+    pub(crate) day: KeyDay,
+}
+
+/// The day a key belongs to: its business date (YYYY-MM-DD) and cluster id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeyDay {
+    /// YYYY-MM-DD.
+    pub(crate) date: String,
+    /// The day store's cluster id.
+    pub(crate) cluster_id: String,
+}
+
+/// A slot a joining executor still has busy (a job running or abandoned on it).
+#[derive(Debug, Clone)]
+pub(crate) struct Busy {
+    /// The slot.
+    pub(crate) slot: u32,
+    /// The epoch the job was assigned in.
+    pub(crate) epoch: u64,
+    /// The job.
+    pub(crate) key: AttemptKey,
+    /// The day its key carries.
+    pub(crate) day: KeyDay,
+    /// The job was abandoned (it does not return to a stop).
+    pub(crate) abandoned: bool,
 }
 
 /// A join, as the core sees it.
@@ -160,6 +188,8 @@ pub(crate) struct JoinIn {
     pub(crate) behaviors: Vec<String>,
     /// The outcomes it held.
     pub(crate) held: Vec<Held>,
+    /// Its busy slots.
+    pub(crate) busy: Vec<Busy>,
     /// Whether the transport found its agent (the actor assignments go to).
     pub(crate) agent_found: bool,
 }
@@ -178,6 +208,8 @@ pub(crate) enum RemoteBody {
     Abandoned {
         /// The explanation.
         reason: String,
+        /// The executor had fenced the job before it was abandoned.
+        fenced: bool,
     },
     /// An abandoned job returned.
     SlotFreed,
@@ -186,6 +218,8 @@ pub(crate) enum RemoteBody {
     Refused {
         /// Why.
         reason: String,
+        /// The job still occupying the slot, if that was why.
+        busy: Option<Busy>,
     },
     /// Progress or a log line (best effort, published only for a current registration).
     Note(Notice),
@@ -204,6 +238,8 @@ pub(crate) struct RemoteReport {
     pub(crate) slot: u32,
     /// The job.
     pub(crate) key: AttemptKey,
+    /// The day its key carries.
+    pub(crate) day: KeyDay,
     /// What it says.
     pub(crate) body: RemoteBody,
 }
@@ -383,6 +419,8 @@ pub(crate) enum JoinAnswer {
         lease_ms: u64,
         /// The heartbeat period.
         heartbeat_ms: u64,
+        /// The manager's day: every key it sends carries it.
+        day: KeyDay,
     },
     /// Not registered, and why.
     Rejected {

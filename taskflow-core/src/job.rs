@@ -113,14 +113,3 @@ pub(crate) enum Report {
         slot: u32,
     },
 }
-
-impl Report {
-    /// The job it is about.
-    pub(crate) fn key(&self) -> &AttemptKey {
-        match self {
-            Report::Finished { key, .. }
-            | Report::Abandoned { key, .. }
-            | Report::SlotFreed { key, .. } => key,
-        }
-    }
-}

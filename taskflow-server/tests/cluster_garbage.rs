@@ -75,6 +75,7 @@ fn garbage_newer_versions_and_oversize_messages_are_rejected_and_the_day_complet
             replicas: Vec::new(),
             seen_epoch: 0,
             keeps_replica: false,
+            busy_slots: Vec::new(),
         });
         let newer = codec::encode_version(PROTOCOL_VERSION + 1, "join", &join).unwrap();
         let reason = rejected_reason(send_thrice(&peer, newer).await);
@@ -98,6 +99,9 @@ fn garbage_newer_versions_and_oversize_messages_are_rejected_and_the_day_complet
                 attempt: 1,
                 generation: 0,
                 kind: WireJobKind::Run,
+                date: DATE.into(),
+                cluster_id: "c1".into(),
+                dispatch: 0,
             },
             slot: 0,
             body: ReportBody::SlotFreed,

@@ -57,6 +57,9 @@ fn an_assignment_that_overtakes_the_join_answer_is_run() {
         attempt: 1,
         generation: 0,
         kind: WireJobKind::Run,
+        date: DATE.into(),
+        cluster_id: "c1".into(),
+        dispatch: 0,
     };
     let assign = ToExecutor::Assign(AssignMsg {
         epoch: EPOCH,
@@ -84,6 +87,8 @@ fn an_assignment_that_overtakes_the_join_answer_is_run() {
         epoch: EPOCH,
         lease_ms: 60_000,
         heartbeat_ms: 10_000,
+        cluster_id: "c1".into(),
+        date: DATE.into(),
     }));
 
     // The job runs: its report comes back, alone or in a `Batch` with its notes (heartbeats

@@ -151,6 +151,19 @@ impl FundBehavior {
                 ctx.cancelled().await;
                 Err(BehaviorError::new(format!("stopped while hanging at {step_name}")))
             }
+            Some(Fault::Stuck(secs)) => {
+                ctx.warn(format!("injected blocking call at {step_name}: {secs} s, deaf to stops"));
+                let block = || std::thread::sleep(std::time::Duration::from_secs(secs.into()));
+                // Blocks this task's thread on purpose; `block_in_place` moves the runtime's
+                // other work off it (a current-thread runtime just blocks).
+                match tokio::runtime::Handle::current().runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(block)
+                    }
+                    _ => block(),
+                }
+                Ok(())
+            }
         }
     }
 

@@ -1,6 +1,28 @@
 //! Failure injection for demos and tests: a [`FailurePlan`] says which shards of which tasks
-//! fail (or hang) on which attempts, parsed from a one-line spec so it needs no code change
-//! (the grammar is on [`FailurePlan`]).
+//! fail (or hang) on which attempts, parsed from a one-line spec so it needs no code change.
+//!
+//! # Grammar
+//!
+//! ```text
+//! plan    := "" | rule ("," rule)*
+//! rule    := task ":" target ":" kind
+//! task    := a task id, or "*" for every task
+//! target  := shard ["@" step]          shard: a shard key, or "*" for every shard
+//! kind    := N                         fail attempts 1..=N (N ≥ 1), then succeed
+//!          | "hang"                    wait until cancelled, on every attempt
+//!          | "hang" N                  wait until cancelled on attempts 1..=N
+//!          | "stuck" N                 block the step's thread for N s, deaf to cancellation,
+//!                                      on every attempt (Rust code stuck in a blocking call:
+//!                                      the attempt is abandoned and its slot stays busy)
+//! ```
+//!
+//! Without `@step` the rule fires at whichever step an attempt runs first (the step after the
+//! last checkpoint), since a fault ends the attempt there. Shard keys of product×distributor pairs contain `@` themselves
+//! (`510001@D001`), so a target is matched against both `shard` and `shard@step` at run time
+//! rather than split when parsed: `510001@D001:1` fails that pair shard, and
+//! `510001@D001@confirm:1` fails it at step `confirm`.
+//!
+//! Example: `confirm_trades:510002@confirm:1,clearing:*:2,settlement:D101:hang`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -59,6 +81,11 @@ pub enum FailureKind {
         /// How many attempts hang; `None` for every attempt.
         attempts: Option<u32>,
     },
+    /// The step blocks its thread for `secs` seconds, ignoring cancellation, on every attempt.
+    Stuck {
+        /// How long it blocks.
+        secs: u32,
+    },
 }
 
 /// A fault chosen for one step of one attempt.
@@ -66,13 +93,14 @@ pub enum FailureKind {
 pub(crate) enum Fault {
     Fail,
     Hang,
+    Stuck(u32),
 }
 
 /// Why a failure spec does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid failure rule `{rule}` (rule {position} of the spec): {problem}; expected \
-     `task:shard[@step]:N` or `task:shard[@step]:hang[N]`, e.g. `confirm_trades:510002:1,clearing:*:2`"
+     `task:shard[@step]:N`, `task:shard[@step]:hang[N]` or `task:shard[@step]:stuckN`, e.g. `confirm_trades:510002:1,clearing:*:2`"
 )]
 pub struct FailureSpecError {
     /// The offending rule as written.
@@ -120,10 +148,11 @@ impl FailurePlan {
                 Ok(n) if n >= 1 => Ok(n),
                 _ => Err(error("the attempt count must be a whole number of at least 1")),
             };
-            let kind = match kind.strip_prefix("hang") {
-                Some("") => FailureKind::Hang { attempts: None },
-                Some(n) => FailureKind::Hang { attempts: Some(count(n)?) },
-                None => FailureKind::Fail { attempts: count(kind)? },
+            let kind = match (kind.strip_prefix("hang"), kind.strip_prefix("stuck")) {
+                (Some(""), _) => FailureKind::Hang { attempts: None },
+                (Some(n), _) => FailureKind::Hang { attempts: Some(count(n)?) },
+                (_, Some(n)) => FailureKind::Stuck { secs: count(n)? },
+                (None, None) => FailureKind::Fail { attempts: count(kind)? },
             };
             rules.push(FailureRule { task: task.to_owned(), target: target.to_owned(), kind });
         }
@@ -156,6 +185,7 @@ impl FailurePlan {
                 FailureKind::Hang { attempts } if attempts.is_none_or(|n| attempt <= n) => {
                     Some(Fault::Hang)
                 }
+                FailureKind::Stuck { secs } => Some(Fault::Stuck(secs)),
                 _ => None,
             })
     }
@@ -193,6 +223,7 @@ impl fmt::Display for FailurePlan {
                 FailureKind::Fail { attempts } => write!(f, "{attempts}")?,
                 FailureKind::Hang { attempts: None } => f.write_str("hang")?,
                 FailureKind::Hang { attempts: Some(n) } => write!(f, "hang{n}")?,
+                FailureKind::Stuck { secs } => write!(f, "stuck{secs}")?,
             }
         }
         Ok(())
@@ -206,9 +237,10 @@ mod tests {
     #[test]
     fn good_specs_parse_and_round_trip() {
         let spec = "confirm_trades:P003:1,clearing:*:2,settlement:D101@send_instructions:hang,\
-                    *:510001@D001@confirm:hang2";
+                    *:510001@D001@confirm:hang2,day_init:*:stuck20";
         let plan = FailurePlan::parse(spec).expect("valid spec");
-        assert_eq!(plan.rules().len(), 4);
+        assert_eq!(plan.rules().len(), 5);
+        assert_eq!(plan.rules()[4].kind, FailureKind::Stuck { secs: 20 });
         assert_eq!(plan.rules()[0].kind, FailureKind::Fail { attempts: 1 });
         assert_eq!(plan.rules()[2].kind, FailureKind::Hang { attempts: None });
         assert_eq!(plan.rules()[3].kind, FailureKind::Hang { attempts: Some(2) });

@@ -31,12 +31,14 @@ use super::notifier::{Notifier, NotifierArgs, NotifierMsg};
 use super::task::{Prepared, TaskActor, TaskArgs, TaskMsg};
 use super::{AttemptKey, LocalUpstream, Report};
 use crate::behavior::{BehaviorRegistry, LogLine};
-use crate::cluster::manager::{ClusterIn, RemoteExecutor};
-use crate::cluster::messages::{ReplicaPosition, Reply, ReportBody, ReportMsg, WireAttempt};
+use crate::cluster::manager::{ClusterIn, DayIdentity, RemoteExecutor};
+use crate::cluster::messages::{
+    BusySlot, ReplicaPosition, Reply, ReportBody, ReportMsg, WireAttempt,
+};
 use crate::cluster::wire::Wire;
 use crate::control::{
-    Answer, ClusterTiming, Control, ControlOptions, Effect, Held, Input, JoinAnswer, JoinIn, Now,
-    RemoteBody, RemoteReport, ReqId, Timer,
+    Answer, Busy, ClusterTiming, Control, ControlOptions, Effect, Held, Input, JoinAnswer, JoinIn,
+    KeyDay, Now, RemoteBody, RemoteReport, ReqId, Timer,
 };
 use crate::flow::Flow;
 use crate::graph::TaskIx;
@@ -231,6 +233,8 @@ pub(crate) struct ManagerState {
     replicator: Option<ActorRef<replication::ReplicatorMsg>>,
     started: Instant,
     stopping: bool,
+    /// The manager's day on the wire (cluster managers).
+    day_id: Option<DayIdentity>,
 }
 
 impl Actor for Manager {
@@ -284,11 +288,14 @@ impl Actor for Manager {
         let (day, mut log) = args.journal.into_parts();
         let mut replicator = None;
         let mut timing = None;
+        let mut day_id = None;
         let cluster = match &opts.cluster {
             None => None,
             Some(listen) => {
                 // A new epoch for every manager start, durable before any executor joins.
                 let epoch = log.bump_epoch()?;
+                let cluster_id = replication::cluster_id(&log)?;
+                day_id = Some(DayIdentity { date: args.date.to_string(), cluster_id: cluster_id.clone() });
                 replicator = Some(
                     replication::start(&mut log, args.date.to_string(), epoch, cell.clone())
                         .await?,
@@ -302,6 +309,7 @@ impl Actor for Manager {
                     lost_after_ms: (listen.lease + listen.margin()).as_millis() as u64,
                     reconcile_ms: listen.reconcile_window().as_millis() as u64,
                     protocol_version: crate::cluster::codec::PROTOCOL_VERSION,
+                    cluster_id,
                 });
                 Some(ClusterRt { inbox, node })
             }
@@ -352,6 +360,7 @@ impl Actor for Manager {
             replicator,
             started,
             stopping: false,
+            day_id,
         })
     }
 
@@ -501,7 +510,11 @@ impl ManagerState {
         Some(match input {
             ClusterIn::Join { join, reply } => {
                 let epoch = self.core_epoch();
-                let link = RemoteExecutor::find(&join, epoch);
+                let day = self.day_id.clone().unwrap_or(DayIdentity {
+                    date: self.date.to_string(),
+                    cluster_id: String::new(),
+                });
+                let link = RemoteExecutor::find(&join, epoch, day);
                 let agent_found = link.is_some();
                 self.joining = link.map(|link| Joining {
                     link,
@@ -517,8 +530,10 @@ impl ManagerState {
                         key: AttemptKey::from(&h.key),
                         outcome: h.outcome.clone().into(),
                         last_step: h.last_step.as_ref().map(|c| (c.step, c.name.clone())),
+                        day: key_day(&h.key),
                     })
                     .collect();
+                let busy = join.busy_slots.iter().map(busy).collect();
                 let req = self.keep(Pending::Wire(reply));
                 Input::Join {
                     req,
@@ -529,6 +544,7 @@ impl ManagerState {
                         slots: join.slots,
                         behaviors: join.behaviors,
                         held,
+                        busy,
                         agent_found,
                     },
                 }
@@ -689,8 +705,14 @@ impl ManagerState {
             (Pending::Checkpoint(f), Answer::Checkpoint(r)) => f(r),
             (Pending::Wire(p), answer) => {
                 let reply = match answer {
-                    Answer::Join(JoinAnswer::Accepted { epoch, lease_ms, heartbeat_ms }) => {
-                        Reply::JoinAccepted { epoch, lease_ms, heartbeat_ms }
+                    Answer::Join(JoinAnswer::Accepted { epoch, lease_ms, heartbeat_ms, day }) => {
+                        Reply::JoinAccepted {
+                            epoch,
+                            lease_ms,
+                            heartbeat_ms,
+                            cluster_id: day.cluster_id,
+                            date: day.date,
+                        }
                     }
                     Answer::Join(JoinAnswer::Rejected { reason }) => Reply::JoinRejected { reason },
                     Answer::Heartbeat { seq, ok } => Reply::HeartbeatAck { seq, ok },
@@ -790,15 +812,35 @@ impl ManagerState {
     }
 }
 
+/// The day a wire key carries.
+fn key_day(k: &WireAttempt) -> KeyDay {
+    KeyDay { date: k.date.clone(), cluster_id: k.cluster_id.clone() }
+}
+
+/// A busy slot of a join, as the core sees it.
+fn busy(b: &BusySlot) -> Busy {
+    Busy {
+        slot: b.slot,
+        epoch: b.epoch,
+        key: AttemptKey::from(&b.key),
+        day: key_day(&b.key),
+        abandoned: b.abandoned,
+    }
+}
+
 fn remote_report(r: ReportMsg) -> RemoteReport {
     let key = AttemptKey::from(&r.key);
+    let day = key_day(&r.key);
     let body = match r.body {
         ReportBody::Finished { outcome, last_step } => RemoteBody::Finished {
             outcome: outcome.into(),
             last_step: last_step.map(|c| (c.step, c.name)),
         },
-        ReportBody::Abandoned { reason } => RemoteBody::Abandoned { reason },
+        ReportBody::Abandoned { reason, fenced } => RemoteBody::Abandoned { reason, fenced },
         ReportBody::SlotFreed => RemoteBody::SlotFreed,
+        ReportBody::Refused { reason, busy: b } => {
+            RemoteBody::Refused { reason, busy: b.as_ref().map(busy) }
+        }
         ReportBody::Progress { step, done, total } => RemoteBody::Note(Notice::Progress {
             task: key.task.clone(),
             shard: key.shard,
@@ -830,6 +872,7 @@ fn remote_report(r: ReportMsg) -> RemoteReport {
         epoch: r.epoch,
         slot: r.slot,
         key,
+        day,
         body,
     }
 }

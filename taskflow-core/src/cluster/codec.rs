@@ -14,11 +14,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-/// The cluster protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The cluster protocol version this build speaks. Version 3: attempt keys carry the business
+/// date and the cluster id, joins carry the busy slots, assignments are refused out loud.
+pub const PROTOCOL_VERSION: u16 = 3;
 
-/// The oldest protocol version this build still decodes.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build still decodes (version 2 keys carry no day, so a
+/// version-2 peer could reconcile an outcome against another day's shard).
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
+
+/// The versions this build speaks, for messages: `3`, or `3..=4` once there are several.
+pub fn supported_versions() -> String {
+    if MIN_PROTOCOL_VERSION == PROTOCOL_VERSION {
+        PROTOCOL_VERSION.to_string()
+    } else {
+        format!("{MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}")
+    }
+}
 
 /// The largest envelope sent or accepted: far below ractor_cluster's 16 MiB frame limit, whose
 /// breach drops the whole session. Payloads are references, never blobs.
@@ -32,8 +43,8 @@ pub enum WireError {
     Truncated(usize),
     /// A protocol version this build does not speak.
     #[error(
-        "protocol version {found} is not supported: this node speaks versions \
-         {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}"
+        "protocol version {found} is not supported: this node speaks version {}",
+        supported_versions()
     )]
     Version {
         /// The version in the envelope.

@@ -2,21 +2,21 @@
 //! its slots, heartbeats, fences itself when the manager is out of reach, and reconnects with
 //! backoff after any disconnect.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
 use super::manager::{EXECUTOR_GROUP, MANAGER_GROUP, MANAGER_INBOX, agent_name};
 use super::messages::{
-    CheckpointMsg, DrainMsg, Heartbeat, HeldOutcome, Join, LastStep, Reply, ReportBody, ReportMsg,
-    ToExecutor, ToManager, WireAttempt, WireOutcome,
+    AssignMsg, BusySlot, CheckpointMsg, DrainMsg, Heartbeat, HeldOutcome, Join, LastStep, Reply,
+    ReportBody, ReportMsg, ToExecutor, ToManager, WireAttempt, WireOutcome,
 };
 use super::messages::{ReplicaPosition, ReplicateMsg};
 use super::node::{self, NodeEvent};
@@ -94,27 +94,51 @@ pub enum ExecutorError {
 struct Link {
     name: String,
     instance: u64,
+    /// The slots of this process (an assignment to another is answered as failed).
+    slots: u32,
     state: Mutex<LinkState>,
+    /// Bumped whenever the registration changes (a fence, an accepted join): a checkpoint
+    /// waiting for an answer looks again.
+    changes: watch::Sender<u64>,
     /// The replicas this process keeps, for `Join` (kept current by the replica keeper).
     replicas: Arc<Mutex<Vec<ReplicaPosition>>>,
     /// Casts to the manager (reports, notes), sent by [`send_casts`] in batches.
     out: mpsc::UnboundedSender<(ActorRef<Wire>, ToManager)>,
 }
 
+/// A job a slot has not returned yet.
+struct Job {
+    /// The job, as the slots know it.
+    key: AttemptKey,
+    /// Its key as the manager sent it: with the manager's business date and cluster id.
+    wire: WireAttempt,
+    /// The epoch it was assigned in: its reports and checkpoints carry it.
+    epoch: u64,
+    /// Cancelled by a fence: it sends no more checkpoints, and its outcome is "interrupted"
+    /// unless it had succeeded.
+    fenced: bool,
+    /// Its slot runner gave up waiting for it (a stop or timeout was forced): it ends with
+    /// `SlotFreed`, and its outcome is not used.
+    abandoned: bool,
+    /// A completed step whose checkpoint the manager did not answer: the next step waits for
+    /// it; if the job is fenced meanwhile, it rides with the job's interrupted outcome.
+    held_checkpoint: Option<LastStep>,
+}
+
 #[derive(Default)]
 struct LinkState {
     manager: Option<ActorRef<Wire>>,
     epoch: u64,
-    /// Jobs of the current registration, by slot.
-    running: HashMap<u32, AttemptKey>,
-    /// The epoch each job not yet returned was assigned in.
-    job_epochs: HashMap<AttemptKey, u64>,
-    /// Slots whose job has not returned yet (including fenced ones).
-    busy: HashSet<u32>,
-    /// Jobs cancelled by a fence: unless they succeeded, their outcome is "interrupted".
-    fenced: HashSet<AttemptKey>,
+    /// The business date and cluster id of the registration (from `JoinAccepted`).
+    date: String,
+    cluster_id: String,
+    /// The registration's lease: an unanswered checkpoint is sent again after it.
+    lease: Duration,
+    /// Jobs not returned yet, by slot: those of the current registration, and fenced or
+    /// abandoned ones still occupying their slot.
+    jobs: HashMap<u32, Job>,
     /// Outcomes not yet confirmed durable by the manager (two-phase confirmation).
-    held: HashMap<AttemptKey, HeldOutcome>,
+    held: HashMap<WireAttempt, HeldOutcome>,
     /// Their copies on disk (with `--data`).
     held_store: super::held::HeldStore,
     /// A drain was requested: tell every manager session, leave once idle and confirmed.
@@ -136,7 +160,41 @@ struct LinkState {
 impl LinkState {
     /// Nothing runs and no outcome awaits confirmation: a drain may end.
     fn idle(&self) -> bool {
-        self.busy.is_empty() && self.held.is_empty()
+        self.jobs.is_empty() && self.held.is_empty()
+    }
+
+    /// The job `key` (the one not fenced, if a fenced job of the same key still runs).
+    fn job_mut(&mut self, key: &AttemptKey) -> Option<&mut Job> {
+        let mut found = None;
+        for job in self.jobs.values_mut().filter(|j| &j.key == key) {
+            if !job.fenced {
+                return Some(job);
+            }
+            found = Some(job);
+        }
+        found
+    }
+
+    /// The slots whose job has not returned, for `Join`.
+    fn busy_slots(&self) -> Vec<BusySlot> {
+        let mut busy: Vec<BusySlot> = self
+            .jobs
+            .iter()
+            .map(|(&slot, j)| BusySlot {
+                slot,
+                epoch: j.epoch,
+                key: j.wire.clone(),
+                abandoned: j.abandoned,
+            })
+            .collect();
+        busy.sort_by_key(|b| b.slot);
+        busy
+    }
+
+    /// Keeps an outcome until the manager confirms it (in memory and, with `--data`, on disk).
+    fn hold(&mut self, held: HeldOutcome) {
+        self.held_store.put(&held);
+        self.held.insert(held.key.clone(), held);
     }
 }
 
@@ -148,6 +206,45 @@ impl Link {
     /// Queues a cast to the manager; [`send_casts`] sends it (with whatever else is queued).
     fn send(&self, manager: &ActorRef<Wire>, msg: ToManager) {
         let _ = self.out.send((manager.clone(), msg));
+    }
+
+    /// A report about the job of assignment `a` that never reached a slot.
+    fn report_unrun(&self, a: &AssignMsg, body: ReportBody) {
+        let manager = self.lock().manager.clone();
+        let Some(manager) = manager else {
+            warn!(job = ?a.key, "no manager session: the answer to an assignment cannot be sent");
+            return;
+        };
+        let msg = ToManager::Report(ReportMsg {
+            epoch: a.epoch,
+            executor: self.name.clone(),
+            instance: self.instance,
+            key: a.key.clone(),
+            slot: a.slot,
+            body,
+        });
+        self.send(&manager, msg);
+    }
+
+    /// Answers an assignment that was not run and need not be sent again (its epoch is older
+    /// than the registration, or its slot is still busy): the manager requeues the shard.
+    fn refuse(&self, a: &AssignMsg, reason: String, busy: Option<BusySlot>) {
+        warn!(job = ?a.key, slot = a.slot, %reason, "assignment refused; the manager requeues it");
+        self.report_unrun(a, ReportBody::Refused { reason, busy });
+    }
+
+    /// Answers an assignment that cannot run here as it is (malformed, no such slot) with a
+    /// failure, held until confirmed like any outcome: sent again, it would fail again.
+    fn fail_unrun(&self, a: &AssignMsg, reason: String) {
+        warn!(job = ?a.key, slot = a.slot, %reason, "assignment cannot run; reported as failed");
+        let outcome = WireOutcome::Failed { reason };
+        self.lock().hold(HeldOutcome {
+            epoch: a.epoch,
+            key: a.key.clone(),
+            outcome: outcome.clone(),
+            last_step: None,
+        });
+        self.report_unrun(a, ReportBody::Finished { outcome, last_step: None });
     }
 
     /// Sends a cast on its own envelope at once (replication: never inside a `Batch`, whose
@@ -213,38 +310,65 @@ struct RemoteUpstream(Arc<Link>);
 
 impl Upstream for RemoteUpstream {
     fn report(&self, report: Report) {
+        let (key, slot) = match &report {
+            Report::Finished { key, slot, .. }
+            | Report::Abandoned { key, slot, .. }
+            | Report::SlotFreed { key, slot, .. } => (key.clone(), *slot),
+        };
         let mut st = self.0.lock();
-        let job_epoch = st.job_epochs.get(report.key()).copied().unwrap_or(st.epoch);
-        let (key, slot, body) = match report {
-            Report::Finished { key, slot, outcome, last_step, .. } => {
-                let last_step = last_step.map(|c| LastStep { step: c.step as u32, name: c.name });
+        let known = st.jobs.get(&slot).is_some_and(|j| j.key == key);
+        let (wire, epoch, body) = match report {
+            Report::Finished { outcome, last_step, .. } => {
                 let mut outcome = WireOutcome::from(&outcome);
-                if st.fenced.remove(&key) && outcome != WireOutcome::Succeeded {
-                    // Cancelled by a fence (a failed checkpoint included): interrupted.
-                    outcome = WireOutcome::Cancelled;
-                }
-                st.job_epochs.remove(&key);
-                let held = HeldOutcome {
-                    epoch: job_epoch,
-                    key: WireAttempt::from(&key),
+                let mut last_step =
+                    last_step.map(|c| LastStep { step: c.step as u32, name: c.name });
+                let (wire, epoch) = match known.then(|| st.jobs.remove(&slot)).flatten() {
+                    Some(job) => {
+                        if job.fenced && outcome != WireOutcome::Succeeded {
+                            // Cancelled by a fence (an unanswered checkpoint included):
+                            // interrupted, and a checkpoint the manager never answered rides
+                            // with it, so the shard resumes after that step.
+                            outcome = WireOutcome::Cancelled;
+                            last_step = last_step.or(job.held_checkpoint);
+                        }
+                        (job.wire, job.epoch)
+                    }
+                    // Not a job the agent handed over (the slot runner's own refusal of a busy
+                    // slot): still answered, under the registration's day and epoch.
+                    None => (WireAttempt::stamped(&key, &st.date, &st.cluster_id), st.epoch),
+                };
+                st.hold(HeldOutcome {
+                    epoch,
+                    key: wire.clone(),
                     outcome: outcome.clone(),
                     last_step: last_step.clone(),
+                });
+                (wire, epoch, ReportBody::Finished { outcome, last_step })
+            }
+            Report::Abandoned { reason, .. } => {
+                let (wire, epoch, fenced) = match st.jobs.get_mut(&slot).filter(|_| known) {
+                    Some(job) => {
+                        job.abandoned = true;
+                        (job.wire.clone(), job.epoch, job.fenced)
+                    }
+                    None => (WireAttempt::stamped(&key, &st.date, &st.cluster_id), st.epoch, false),
                 };
-                st.held_store.put(&held);
-                st.held.insert(key.clone(), held);
-                (key, slot, ReportBody::Finished { outcome, last_step })
+                (wire, epoch, ReportBody::Abandoned { reason, fenced })
             }
-            Report::Abandoned { key, slot, reason, .. } => {
-                (key, slot, ReportBody::Abandoned { reason })
-            }
-            Report::SlotFreed { key, slot, .. } => (key, slot, ReportBody::SlotFreed),
+            Report::SlotFreed { .. } => match known.then(|| st.jobs.remove(&slot)).flatten() {
+                Some(job) => {
+                    if job.held_checkpoint.is_some() {
+                        // Its outcome is not used: neither is its unanswered checkpoint.
+                        st.held_store.remove(&job.wire);
+                    }
+                    (job.wire, job.epoch, ReportBody::SlotFreed)
+                }
+                None => {
+                    let wire = WireAttempt::stamped(&key, &st.date, &st.cluster_id);
+                    (wire, st.epoch, ReportBody::SlotFreed)
+                }
+            },
         };
-        if !matches!(body, ReportBody::Abandoned { .. }) {
-            st.busy.remove(&slot);
-            if st.running.get(&slot) == Some(&key) {
-                st.running.remove(&slot);
-            }
-        }
         let manager = st.manager.clone();
         drop(st);
         let Some(manager) = manager else {
@@ -252,16 +376,23 @@ impl Upstream for RemoteUpstream {
             return;
         };
         let msg = ToManager::Report(ReportMsg {
-            epoch: job_epoch,
+            epoch,
             executor: self.0.name.clone(),
             instance: self.0.instance,
-            key: WireAttempt::from(&key),
+            key: wire,
             slot,
             body,
         });
         self.0.send(&manager, msg);
     }
 
+    /// Resolves once the manager answered: `Ok` when the checkpoint is durable, the reason
+    /// when it refused it (a newer attempt owns the shard: the job then fails, fenced). An
+    /// unanswered checkpoint (no session, no answer in time) is not a failure: it is held
+    /// (in `DIR/held/` with `--data`, as "interrupted after this step") and sent again after
+    /// the lease or as soon as the registration changes, while the next step waits. If the
+    /// executor fences the job meanwhile, this resolves with an error and the checkpoint
+    /// rides with the job's interrupted outcome, delivered in the next `Join`.
     fn checkpoint(
         &self,
         key: AttemptKey,
@@ -270,28 +401,87 @@ impl Upstream for RemoteUpstream {
     ) -> BoxFuture<'static, Result<(), String>> {
         let link = self.0.clone();
         Box::pin(async move {
-            let (manager, epoch) = {
-                let st = link.lock();
-                (st.manager.clone(), st.job_epochs.get(&key).copied().unwrap_or(st.epoch))
-            };
-            let manager = manager.ok_or("no session with the manager")?;
-            let msg = ToManager::Checkpoint(CheckpointMsg {
-                epoch,
-                executor: link.name.clone(),
-                instance: link.instance,
-                key: WireAttempt::from(&key),
-                step,
-                name,
-            });
-            let bytes = codec::encode("checkpoint", &msg).map_err(|e| e.to_string())?;
-            match manager.call(|r| Wire::Call(bytes, r), Some(Duration::from_secs(30))).await {
-                Ok(CallResult::Success(b)) => match codec::decode::<Reply>("reply", &b) {
-                    Ok(Reply::CheckpointAck { error: None }) => Ok(()),
-                    Ok(Reply::CheckpointAck { error: Some(e) }) => Err(e),
-                    Ok(other) => Err(format!("unexpected answer to a checkpoint: {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                },
-                _ => Err("the manager did not confirm the checkpoint".into()),
+            let mut changes = link.changes.subscribe();
+            loop {
+                changes.borrow_and_update();
+                let (manager, msg, wait) = {
+                    let mut st = link.lock();
+                    let wait = st.lease.max(Duration::from_secs(1));
+                    let manager = st.manager.clone();
+                    let Some(job) = st.job_mut(&key) else {
+                        return Err("the job is no longer on this executor".to_owned());
+                    };
+                    if job.fenced {
+                        return Err(match job.held_checkpoint {
+                            Some(_) => format!(
+                                "step {step}'s checkpoint is held: this executor fenced itself \
+                                 before the manager answered it"
+                            ),
+                            None => "this executor fenced itself".to_owned(),
+                        });
+                    }
+                    let msg = ToManager::Checkpoint(CheckpointMsg {
+                        epoch: job.epoch,
+                        executor: link.name.clone(),
+                        instance: link.instance,
+                        key: job.wire.clone(),
+                        step,
+                        name: name.clone(),
+                    });
+                    (manager, msg, wait)
+                };
+                let answer = match manager {
+                    // A fence meanwhile ends the wait: the job must not go on to its next step.
+                    Some(manager) => tokio::select! {
+                        answer = checkpoint_call(&manager, &msg, wait) => answer,
+                        _ = changes.changed() => None,
+                    },
+                    None => None,
+                };
+                let done = {
+                    let mut st = link.lock();
+                    let held_store = st.held_store.clone();
+                    match (st.job_mut(&key), answer) {
+                        (None, _) => Some(Err("the job is no longer on this executor".to_owned())),
+                        (Some(job), Some(result)) => {
+                            if job.held_checkpoint.take().is_some() {
+                                held_store.remove(&job.wire);
+                            }
+                            Some(match result {
+                                Ok(()) if job.fenced => {
+                                    Err("this executor fenced itself".to_owned())
+                                }
+                                other => other,
+                            })
+                        }
+                        (Some(job), None) => {
+                            if job.held_checkpoint.as_ref().is_none_or(|c| c.step != step) {
+                                info!(job = %key, step, "the manager did not answer a checkpoint; it is held and sent again");
+                                let last_step = LastStep { step, name: name.clone() };
+                                held_store.put(&HeldOutcome {
+                                    epoch: job.epoch,
+                                    key: job.wire.clone(),
+                                    outcome: WireOutcome::Cancelled,
+                                    last_step: Some(last_step.clone()),
+                                });
+                                job.held_checkpoint = Some(last_step);
+                            }
+                            job.fenced.then(|| {
+                                Err(format!(
+                                    "step {step}'s checkpoint is held: this executor fenced \
+                                     itself before the manager answered it"
+                                ))
+                            })
+                        }
+                    }
+                };
+                if let Some(result) = done {
+                    return result;
+                }
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         })
     }
@@ -335,13 +525,26 @@ impl Upstream for RemoteUpstream {
             ),
             _ => return,
         };
-        let key = WireAttempt {
-            task: task.to_string(),
-            shard,
-            attempt,
-            generation: 0,
-            kind: super::messages::WireJobKind::Run,
-            dispatch: 0,
+        let (key, epoch) = {
+            let st = self.0.lock();
+            let job = st
+                .jobs
+                .values()
+                .find(|j| j.key.task == task && j.key.shard == shard && j.key.attempt == attempt);
+            match job {
+                Some(j) => (j.wire.clone(), j.epoch),
+                None => {
+                    let key = AttemptKey {
+                        task: task.clone(),
+                        shard,
+                        attempt,
+                        generation: 0,
+                        kind: crate::actors::JobKind::Run,
+                        dispatch: 0,
+                    };
+                    (WireAttempt::stamped(&key, &st.date, &st.cluster_id), epoch)
+                }
+            }
         };
         let msg = ToManager::Report(ReportMsg {
             epoch,
@@ -352,6 +555,29 @@ impl Upstream for RemoteUpstream {
             body,
         });
         self.0.send(&manager, msg);
+    }
+}
+
+/// One checkpoint call: `Some` with the manager's answer (accepted, or refused with the
+/// reason), `None` if it did not answer within `wait` (or the session is gone).
+async fn checkpoint_call(
+    manager: &ActorRef<Wire>,
+    msg: &ToManager,
+    wait: Duration,
+) -> Option<Result<(), String>> {
+    let bytes = match codec::encode("checkpoint", msg) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    match manager.call(|r| Wire::Call(bytes, r), Some(wait)).await {
+        Ok(CallResult::Success(b)) => Some(match codec::decode::<Reply>("reply", &b) {
+            Ok(Reply::CheckpointAck { error: None }) => Ok(()),
+            Ok(Reply::CheckpointAck { error: Some(e) }) => Err(e),
+            Ok(Reply::Rejected { reason }) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer to a checkpoint: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }),
+        _ => None,
     }
 }
 
@@ -417,33 +643,71 @@ impl Actor for Agent {
 }
 
 impl AgentState {
+    /// Starts an assignment on its slot, or answers why not: an assignment is never dropped
+    /// without a word to the manager.
+    fn on_assign(&mut self, a: AssignMsg) {
+        let assignment = match a.to_assignment() {
+            Ok(x) => x,
+            Err(detail) => {
+                let err = codec::WireError::Body { what: "assignment", detail: detail.clone() };
+                self.rejects.reject("manager", &err);
+                self.link.fail_unrun(&a, format!("malformed assignment: {detail}"));
+                return;
+            }
+        };
+        let mut st = self.link.lock();
+        // An assignment can overtake the answer to our join (it is sent once the dispatch is
+        // durable; the answer once the join is): accept the current epoch and newer ones.
+        if a.epoch < st.epoch {
+            let reason = format!(
+                "an assignment of epoch {} is older than this executor's registration (epoch {})",
+                a.epoch, st.epoch
+            );
+            drop(st);
+            self.link.refuse(&a, reason, None);
+            return;
+        }
+        if a.slot >= self.link.slots {
+            drop(st);
+            let reason = format!(
+                "slot {} does not exist: this executor has {} slots",
+                a.slot, self.link.slots
+            );
+            self.link.fail_unrun(&a, reason);
+            return;
+        }
+        if let Some(job) = st.jobs.get(&a.slot) {
+            let busy = BusySlot {
+                slot: a.slot,
+                epoch: job.epoch,
+                key: job.wire.clone(),
+                abandoned: job.abandoned,
+            };
+            let reason =
+                format!("slot {} is still busy with {} (not returned yet)", a.slot, job.key);
+            drop(st);
+            self.link.refuse(&a, reason, Some(busy));
+            return;
+        }
+        st.jobs.insert(
+            a.slot,
+            Job {
+                key: assignment.key.clone(),
+                wire: a.key.clone(),
+                epoch: a.epoch,
+                fenced: false,
+                abandoned: false,
+                held_checkpoint: None,
+            },
+        );
+        drop(st);
+        let _ = self.executor.cast(ExecutorMsg::Assign(assignment));
+    }
+
     /// Routes one (non-batch) message from the manager.
     fn on_message(&mut self, msg: ToExecutor) {
         match msg {
-            ToExecutor::Assign(a) => {
-                let assignment = match a.to_assignment() {
-                    Ok(x) => x,
-                    Err(detail) => {
-                        let err = codec::WireError::Body { what: "assignment", detail };
-                        self.rejects.reject("manager", &err);
-                        return;
-                    }
-                };
-                {
-                    // An assignment can overtake the answer to our join (it is sent once the
-                    // dispatch is durable; the answer once the join is): accept the current
-                    // epoch and newer ones, refuse only an older manager's.
-                    let mut st = self.link.lock();
-                    if a.epoch < st.epoch {
-                        warn!(job = %assignment.key, epoch = a.epoch, current = st.epoch, "assignment of an older epoch refused");
-                        return;
-                    }
-                    st.running.insert(a.slot, assignment.key.clone());
-                    st.job_epochs.insert(assignment.key.clone(), a.epoch);
-                    st.busy.insert(a.slot);
-                }
-                let _ = self.executor.cast(ExecutorMsg::Assign(assignment));
-            }
+            ToExecutor::Assign(a) => self.on_assign(a),
             ToExecutor::Stop(s) => {
                 let key = AttemptKey::from(&s.key);
                 let _ = self.executor.cast(ExecutorMsg::Stop { slot: s.slot, key });
@@ -451,7 +715,7 @@ impl AgentState {
             ToExecutor::Confirm(c) => {
                 let mut st = self.link.lock();
                 for k in &c.keys {
-                    if st.held.remove(&AttemptKey::from(k)).is_some() {
+                    if st.held.remove(k).is_some() {
                         st.held_store.remove(k);
                     }
                 }
@@ -530,14 +794,16 @@ pub async fn run_executor(
         info!(outcomes = held.len(), "outcomes of a previous process are held for the next join");
     }
     let state = LinkState {
-        held: held.into_iter().map(|h| (AttemptKey::from(&h.key), h)).collect(),
+        held: held.into_iter().map(|h| (h.key.clone(), h)).collect(),
         held_store,
         ..LinkState::default()
     };
     let link = Arc::new(Link {
         name: cfg.name.clone(),
         instance,
+        slots: cfg.slots.max(1),
         state: Mutex::new(state),
+        changes: watch::Sender::new(0),
         replicas: Arc::new(Mutex::new(Vec::new())),
         out,
     });
@@ -701,7 +967,8 @@ async fn drain_call(
     let msg = DrainMsg { executor: cfg.name.clone(), instance };
     let msg = if leave { ToManager::Leave(msg) } else { ToManager::Drain(msg) };
     let bytes = codec::encode("drain", &msg).ok()?;
-    let timeout = timeout.max(Duration::from_millis(200));
+    // The caller bounds it by the fence deadline (a zero timeout would mean none).
+    let timeout = timeout.max(Duration::from_millis(1));
     match inbox.call(|r| Wire::Call(bytes, r), Some(timeout)).await {
         Ok(CallResult::Success(b)) => match codec::decode::<Reply>("drain reply", &b) {
             Ok(Reply::DrainAck { ok }) => Some(ok),
@@ -716,10 +983,17 @@ async fn drain_call(
 fn fence(link: &Link, executor: &ActorRef<ExecutorMsg>, why: &str) {
     let jobs: Vec<(u32, AttemptKey)> = {
         let mut st = link.lock();
-        let jobs: Vec<(u32, AttemptKey)> = st.running.drain().collect();
-        st.fenced.extend(jobs.iter().map(|(_, k)| k.clone()));
-        jobs
+        st.jobs
+            .iter_mut()
+            .filter(|(_, j)| !j.fenced)
+            .map(|(&slot, j)| {
+                j.fenced = true;
+                (slot, j.key.clone())
+            })
+            .collect()
     };
+    // A checkpoint waiting for an answer gives up now: no step of a fenced job starts.
+    link.changes.send_modify(|n| *n += 1);
     if !jobs.is_empty() {
         warn!(jobs = jobs.len(), reason = why, "fencing: cancelling this executor's jobs");
     }
@@ -767,14 +1041,14 @@ async fn session(
     loop {
         // Wait for fenced jobs to return before offering the slots again (bounded).
         let deadline = Instant::now() + cfg.stop_grace * 2 + Duration::from_secs(1);
-        while !link.lock().busy.is_empty() && Instant::now() < deadline {
+        while !link.lock().jobs.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // From here on reports go to this session (the manager judges them after the join).
-        let held_outcomes: Vec<HeldOutcome> = {
+        let (held_outcomes, busy_slots) = {
             let mut st = link.lock();
             st.manager = Some(inbox.clone());
-            st.held.values().cloned().collect()
+            (st.held.values().cloned().collect::<Vec<HeldOutcome>>(), st.busy_slots())
         };
         let join = ToManager::Join(Join {
             executor: cfg.name.clone(),
@@ -786,17 +1060,19 @@ async fn session(
             replicas: link.replicas.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             seen_epoch: link.lock().seen_epoch,
             keeps_replica: cfg.data.is_some(),
+            busy_slots,
         });
         let bytes = codec::encode_version(cfg.protocol_version, "join", &join)
             .map_err(|e| SessionFail::Rejected(e.to_string()))?;
         let sent = Instant::now();
         let answer = inbox.call(|r| Wire::Call(bytes, r), Some(Duration::from_secs(10))).await;
-        let (epoch, lease, every) = match answer {
+        let (epoch, lease, heartbeat, day) = match answer {
             Ok(CallResult::Success(b)) => match codec::decode::<Reply>("join reply", &b) {
-                Ok(Reply::JoinAccepted { epoch, lease_ms, heartbeat_ms }) => (
+                Ok(Reply::JoinAccepted { epoch, lease_ms, heartbeat_ms, cluster_id, date }) => (
                     epoch,
                     Duration::from_millis(lease_ms),
-                    Duration::from_millis(heartbeat_ms.max(10)),
+                    Duration::from_millis(heartbeat_ms),
+                    (date, cluster_id),
                 ),
                 Ok(Reply::JoinRejected { reason } | Reply::Rejected { reason }) => {
                     return Err(SessionFail::Rejected(reason));
@@ -834,19 +1110,26 @@ async fn session(
             },
             _ => return Ok(SessionEnd::Retry("no answer to join".into())),
         };
+        if let Err(e) = super::manager::check_timing(lease, heartbeat) {
+            return Err(SessionFail::Rejected(format!(
+                "its lease and heartbeat break the fencing bound: {e}"
+            )));
+        }
         {
             // The manager answered only once the outcomes we re-reported were durable (or
             // judged stale): forget them, unless one was replaced since.
             let mut st = link.lock();
             for h in &held_outcomes {
-                let key = AttemptKey::from(&h.key);
-                if st.held.get(&key) == Some(h) {
-                    st.held.remove(&key);
+                if st.held.get(&h.key) == Some(h) {
+                    st.held.remove(&h.key);
                     st.held_store.remove(&h.key);
                 }
             }
             st.manager = Some(inbox.clone());
             st.epoch = epoch;
+            (st.date, st.cluster_id) = day;
+            st.lease = lease;
+            link.changes.send_modify(|n| *n += 1);
             st.replica_to = Some(inbox.clone());
             st.seen_epoch = st.seen_epoch.max(epoch);
             // --- replication: parts that overtook the join answer ---
@@ -872,6 +1155,13 @@ async fn session(
         let mut last_acked_sent = sent;
         let mut drain_sent = false;
         let why = loop {
+            // Every wait and call below ends by the fence deadline: lease − lease/5 after the
+            // send of the last heartbeat (or join) the manager acknowledged, whatever the
+            // heartbeat interval (the fencing bound, proto-docs/cluster.md). `every` bounds
+            // the drain calls: 200 ms for a busy manager's answer, never past the deadline.
+            let deadline = tokio::time::Instant::from_std(last_acked_sent + fence_at);
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let every = heartbeat.max(Duration::from_millis(200)).min(remaining);
             let draining = link.lock().draining;
             if draining && !drain_sent {
                 drain_sent = true;
@@ -888,7 +1178,7 @@ async fn session(
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + heartbeat)) => {}
                 _ = drained.notified() => continue,
                 ev = rx.recv() => match ev {
                     Some(NodeEvent::Disconnected { node_id: n, .. }) if n == node_id => {
@@ -898,11 +1188,12 @@ async fn session(
                     _ => continue,
                 },
             }
-            if last_acked_sent.elapsed() > fence_at {
+            if tokio::time::Instant::now() >= deadline {
                 break format!("no heartbeat acknowledged for {:?}", last_acked_sent.elapsed());
             }
             seq += 1;
-            let running = link.lock().running.values().map(WireAttempt::from).collect();
+            let running =
+                link.lock().jobs.values().filter(|j| !j.fenced).map(|j| j.wire.clone()).collect();
             let hb = ToManager::Heartbeat(Heartbeat {
                 executor: cfg.name.clone(),
                 instance: link.instance,
@@ -911,9 +1202,11 @@ async fn session(
             });
             let Ok(bytes) = codec::encode("heartbeat", &hb) else { continue };
             let sent = Instant::now();
-            let answer = inbox
-                .call(|r| Wire::Call(bytes, r), Some(every.max(Duration::from_millis(50))))
-                .await;
+            let call = inbox
+                .call(|r| Wire::Call(bytes, r), Some(heartbeat.max(Duration::from_millis(50))));
+            let Ok(answer) = tokio::time::timeout_at(deadline, call).await else {
+                break format!("no heartbeat acknowledged for {:?}", last_acked_sent.elapsed());
+            };
             if let Ok(CallResult::Success(b)) = answer {
                 match codec::decode::<Reply>("heartbeat reply", &b) {
                     Ok(Reply::HeartbeatAck { ok: true, .. }) => last_acked_sent = sent,

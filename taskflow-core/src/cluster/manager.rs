@@ -49,6 +49,72 @@ impl ClusterListen {
         self.lease / 5
     }
 
+    /// How long after the last heartbeat it received the manager declares an executor lost
+    /// (at the first sweep, every heartbeat/2, after that): lease + margin.
+    pub fn lost_after(&self) -> Duration {
+        self.lease + self.margin()
+    }
+
+    /// Checks the fencing bound (`proto-docs/cluster.md`, "The fencing bound"): a live
+    /// executor fences itself at lease − lease/5 after the send of the last heartbeat the
+    /// manager acknowledged, strictly before the manager declares it lost at
+    /// [`ClusterListen::lost_after`] after the last heartbeat it received; and a heartbeat
+    /// plus its answer fit in the fence time twice, so a live executor never fences itself
+    /// for a single slow answer. Settings that break it are refused with the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        check_timing(self.lease, self.heartbeat)
+    }
+}
+
+/// The smallest lease: the 2 × lease/5 between the executor's fence and the manager's loss
+/// must absorb the executor's scheduling delay (at least 20 ms).
+pub(crate) const MIN_LEASE: Duration = Duration::from_millis(50);
+
+/// The smallest heartbeat interval.
+pub(crate) const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// When an executor fences itself: this long after sending the last heartbeat (or join) the
+/// manager acknowledged, lease − lease/5 (see [`ClusterListen::validate`]).
+pub(crate) fn fence_after(lease: Duration) -> Duration {
+    lease - lease / 5
+}
+
+/// The timing rules of [`ClusterListen::validate`], also applied by an executor to the lease
+/// and heartbeat a manager accepts it with.
+pub(crate) fn check_timing(lease: Duration, heartbeat: Duration) -> Result<(), String> {
+    if lease < MIN_LEASE {
+        return Err(format!(
+            "the lease ({} ms) must be at least {} ms: an executor fences itself at lease − \
+             lease/5 and the manager declares it lost at lease + lease/5, and the 2 × lease/5 \
+             between them must absorb the executor's scheduling delay",
+            lease.as_millis(),
+            MIN_LEASE.as_millis()
+        ));
+    }
+    if heartbeat < MIN_HEARTBEAT {
+        return Err(format!(
+            "the heartbeat interval ({} ms) must be at least {} ms",
+            heartbeat.as_millis(),
+            MIN_HEARTBEAT.as_millis()
+        ));
+    }
+    let fence = fence_after(lease);
+    if heartbeat * 2 > fence {
+        return Err(format!(
+            "the heartbeat interval ({} ms) must be at most 2/5 of the lease ({} ms, so at most \
+             {} ms): an executor fences itself {} ms after the last heartbeat the manager \
+             acknowledged, and a heartbeat plus its answer (allowed up to one interval) must \
+             fit in that twice, or a live executor fences itself for a single slow answer",
+            heartbeat.as_millis(),
+            lease.as_millis(),
+            (fence / 2).as_millis(),
+            fence.as_millis()
+        ));
+    }
+    Ok(())
+}
+
+impl ClusterListen {
     /// How long a restarted manager waits for executors to re-report the shards they ran
     /// before it marks the rest unconfirmed: lease + margin, plus the executors' longest
     /// reconnect backoff (2 s) and a second for the handshake.
@@ -94,12 +160,32 @@ pub(crate) fn send_reply(reply: RpcReplyPort<Vec<u8>>, msg: &Reply) {
     }
 }
 
+/// Which manager's day a key belongs to: its business date and its day store's cluster id.
+/// Stamped on every key the manager sends; a re-reported outcome of another is not its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DayIdentity {
+    /// YYYY-MM-DD.
+    pub(crate) date: String,
+    /// `meta/app/cluster_id` of the day store.
+    pub(crate) cluster_id: String,
+}
+
+impl DayIdentity {
+    /// The wire form of `key` of this day.
+    pub(crate) fn stamp(&self, key: &crate::actors::AttemptKey) -> WireAttempt {
+        WireAttempt::stamped(key, &self.date, &self.cluster_id)
+    }
+
+}
+
 /// The manager's proxy of a joined executor: looks like a local executor to the manager.
 #[derive(Clone)]
 pub(crate) struct RemoteExecutor {
     pub(crate) agent: ActorRef<Wire>,
     pub(crate) epoch: u64,
     pub(crate) name: String,
+    /// The manager's day, stamped on every key sent to the executor.
+    pub(crate) day: DayIdentity,
 }
 
 impl RemoteExecutor {
@@ -108,8 +194,13 @@ impl RemoteExecutor {
         self.agent.get_id().node()
     }
 
-    /// Tells the executor it may forget these outcomes.
-    pub(crate) fn confirm(&self, keys: Vec<WireAttempt>) {
+    /// Tells the executor it may forget these outcomes (keys of this manager's day: stamped
+    /// here).
+    pub(crate) fn confirm(&self, mut keys: Vec<WireAttempt>) {
+        for k in &mut keys {
+            k.date.clone_from(&self.day.date);
+            k.cluster_id.clone_from(&self.day.cluster_id);
+        }
         let msg = ToExecutor::Confirm(ConfirmMsg { epoch: self.epoch, keys });
         match codec::encode("executor message", &msg) {
             Ok(bytes) => {
@@ -135,11 +226,11 @@ impl RemoteExecutor {
                 ExecutorMsg::Assign(a) => {
                     let t = match template.take() {
                         Some(t) if t.key.task == a.key.task.as_str() => t,
-                        _ => AssignMsg::from_assignment(self.epoch, a),
+                        _ => AssignMsg::from_assignment(self.epoch, a, &self.day.cluster_id),
                     };
                     let m = AssignMsg {
                         epoch: self.epoch,
-                        key: WireAttempt::from(&a.key),
+                        key: WireAttempt::stamped(&a.key, &t.date, &self.day.cluster_id),
                         slot: a.slot,
                         behavior: t.behavior.clone(),
                         date: t.date.clone(),
@@ -156,7 +247,7 @@ impl RemoteExecutor {
                 ExecutorMsg::Stop { slot, key } => ToExecutor::Stop(StopMsg {
                     epoch: self.epoch,
                     slot: *slot,
-                    key: WireAttempt::from(key),
+                    key: self.day.stamp(key),
                 }),
             });
         }
@@ -178,10 +269,15 @@ impl RemoteExecutor {
     }
 
     /// Finds a joined executor's agent among the remote members of its group.
-    pub(crate) fn find(join: &Join, epoch: u64) -> Option<RemoteExecutor> {
+    pub(crate) fn find(join: &Join, epoch: u64, day: DayIdentity) -> Option<RemoteExecutor> {
         let name = agent_name(&join.executor, join.instance);
         let cell = node::remote_members(EXECUTOR_GROUP, Some(&name)).into_iter().next()?;
-        Some(RemoteExecutor { agent: ActorRef::from(cell), epoch, name: join.executor.clone() })
+        Some(RemoteExecutor {
+            agent: ActorRef::from(cell),
+            epoch,
+            name: join.executor.clone(),
+            day,
+        })
     }
 }
 
@@ -269,9 +365,8 @@ impl Actor for Inbox {
                     let reason = match err {
                         codec::WireError::Version { found } => format!(
                             "protocol version mismatch: the executor speaks {found}, the manager \
-                             speaks {}..={}",
-                            codec::MIN_PROTOCOL_VERSION,
-                            codec::PROTOCOL_VERSION
+                             speaks {}",
+                            codec::supported_versions()
                         ),
                         other => other.to_string(),
                     };
@@ -318,6 +413,7 @@ pub(crate) async fn start(
     listen: &ClusterListen,
     manager: ActorRef<ManagerMsg>,
 ) -> Result<(ActorRef<Wire>, ActorRef<ractor_cluster::NodeServerMessage>), String> {
+    listen.validate()?;
     let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), Inbox, manager.clone())
         .await
         .map_err(|e| format!("cannot start the cluster inbox: {e}"))?;

@@ -76,6 +76,12 @@ pub enum Reply {
         lease_ms: u64,
         /// How often the executor sends a heartbeat.
         heartbeat_ms: u64,
+        /// The manager's day store cluster id (every key it sends carries it too).
+        #[serde(default)]
+        cluster_id: String,
+        /// The manager's business date, YYYY-MM-DD.
+        #[serde(default)]
+        date: String,
     },
     /// The executor is not registered; the reason is printed by the executor.
     JoinRejected {
@@ -141,6 +147,25 @@ pub struct Join {
     /// Whether this executor keeps replicas (`--data`): only then is it sent the stream.
     #[serde(default)]
     pub keeps_replica: bool,
+    /// Slots whose job has not returned yet (fenced, still stopping, or abandoned): the
+    /// manager keeps them occupied until the job's end is reported (`Finished` or
+    /// `SlotFreed`), so it neither assigns onto them nor runs their shard elsewhere meanwhile.
+    #[serde(default)]
+    pub busy_slots: Vec<BusySlot>,
+}
+
+/// A slot of an executor occupied by a job that has not returned yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusySlot {
+    /// The slot.
+    pub slot: u32,
+    /// The epoch the job was assigned in.
+    pub epoch: u64,
+    /// The job.
+    pub key: WireAttempt,
+    /// The executor gave up waiting for it (a stop or timeout was forced): it ends with
+    /// `SlotFreed` and no outcome. Otherwise it ends with `Finished`.
+    pub abandoned: bool,
 }
 
 /// An outcome an executor keeps until the manager confirms it.
@@ -248,9 +273,25 @@ pub enum ReportBody {
     Abandoned {
         /// The explanation.
         reason: String,
+        /// The executor had fenced the job (its manager was out of reach) before it was
+        /// abandoned: the shard is interrupted, not failed (protocol version 3).
+        #[serde(default)]
+        fenced: bool,
     },
     /// An abandoned job returned.
     SlotFreed,
+    /// The assignment was not run (protocol version 3): its epoch is older than the
+    /// executor's registration (it overtook the answer to a join), or its slot is still busy
+    /// with a job that has not returned. Not a failure: the manager puts the shard back in its
+    /// queue if the key is still its current attempt.
+    Refused {
+        /// Why, for the log.
+        reason: String,
+        /// The job still occupying the slot, if that is the reason: the manager keeps the
+        /// slot occupied until that job's end is reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        busy: Option<BusySlot>,
+    },
     /// Progress of a step (dropped under pressure).
     Progress {
         /// The step.
@@ -325,7 +366,9 @@ pub struct StopMsg {
     pub key: WireAttempt,
 }
 
-/// One attempt of one shard (see [`crate::actors::AttemptKey`]).
+/// One attempt of one shard of one manager's day (the wire form of `AttemptKey`): the
+/// business date and the day store's cluster id tell apart keys of different days or
+/// clusters that have the same task, shard and numbers (protocol version 3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WireAttempt {
     /// The task id.
@@ -338,13 +381,35 @@ pub struct WireAttempt {
     pub generation: u32,
     /// `run` or `rollback`.
     pub kind: WireJobKind,
-    /// Which dispatch of a rollback (0 for runs; absent means 0).
+    /// The business date, YYYY-MM-DD. Empty only in a key read from a protocol-2 held file
+    /// (such an outcome is vouched for by nobody).
+    #[serde(default)]
+    pub date: String,
+    /// The cluster id of the manager's day store (`meta/app/cluster_id`). Empty only in a
+    /// key read from a protocol-2 held file.
+    #[serde(default)]
+    pub cluster_id: String,
+    /// Which dispatch of a rollback this is (0 for runs, whose attempt already differs per
+    /// dispatch; absent means 0).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub dispatch: u32,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
     *n == 0
+}
+
+impl WireAttempt {
+    /// Whether the key carries a business date and a cluster id (every key since protocol
+    /// version 3 does; a protocol-2 held file's does not).
+    pub fn is_vouched(&self) -> bool {
+        !self.date.is_empty() && !self.cluster_id.is_empty()
+    }
+
+    /// Whether the key belongs to the day `date` of the cluster `cluster_id`.
+    pub fn is_of(&self, date: &str, cluster_id: &str) -> bool {
+        self.is_vouched() && self.date == date && self.cluster_id == cluster_id
+    }
 }
 
 /// Run or rollback.
@@ -357,8 +422,17 @@ pub enum WireJobKind {
     Rollback,
 }
 
+/// The key without its day: date and cluster id empty. Every sender stamps it with its own
+/// ([`WireAttempt::stamped`]) before it leaves the process.
 impl From<&AttemptKey> for WireAttempt {
     fn from(k: &AttemptKey) -> Self {
+        WireAttempt::stamped(k, "", "")
+    }
+}
+
+impl WireAttempt {
+    /// The wire form of `k` for the day `date` of the cluster `cluster_id`.
+    pub(crate) fn stamped(k: &AttemptKey, date: &str, cluster_id: &str) -> Self {
         WireAttempt {
             task: k.task.to_string(),
             shard: k.shard,
@@ -368,6 +442,8 @@ impl From<&AttemptKey> for WireAttempt {
                 JobKind::Run => WireJobKind::Run,
                 JobKind::Rollback => WireJobKind::Rollback,
             },
+            date: date.to_owned(),
+            cluster_id: cluster_id.to_owned(),
             dispatch: k.dispatch,
         }
     }
@@ -410,14 +486,16 @@ impl From<WireOutcome> for ShardOutcome {
 }
 
 impl AssignMsg {
-    /// The wire form of an assignment.
-    pub(crate) fn from_assignment(epoch: u64, a: &Assignment) -> Self {
+    /// The wire form of an assignment of the cluster `cluster_id` (its date is the
+    /// assignment's).
+    pub(crate) fn from_assignment(epoch: u64, a: &Assignment, cluster_id: &str) -> Self {
+        let date = a.date.to_string();
         AssignMsg {
             epoch,
-            key: WireAttempt::from(&a.key),
+            key: WireAttempt::stamped(&a.key, &date, cluster_id),
             slot: a.slot,
             behavior: a.behavior.clone(),
-            date: a.date.to_string(),
+            date,
             shard_key: a.shard_key.as_str().to_owned(),
             scope: a.scope.clone(),
             covered_dates: a.covered_dates.iter().map(ToString::to_string).collect(),

@@ -129,7 +129,7 @@ impl Actor for RecoveryInbox {
             (Ok(ToManager::Join(join)), Some(reply)) => {
                 // Keep the session: the executor answers pulls and joins again later.
                 send_reply(reply, &Reply::Recovering { retry_ms: 500 });
-                let agent = RemoteExecutor::find(&join, 0).map(|r| r.agent);
+                let agent = RemoteExecutor::find(&join, 0, Default::default()).map(|r| r.agent);
                 let _ = tx.send(Input::Join {
                     name: join.executor,
                     replicas: join.replicas,

@@ -4,40 +4,43 @@ use super::wire::Wire;
 use ractor::Message;
 use ractor::message::SerializedMessage;
 
+fn key(task: &str, shard: u32, kind: WireJobKind) -> WireAttempt {
+    WireAttempt {
+        task: task.into(),
+        shard,
+        attempt: 3,
+        generation: 0,
+        kind,
+        date: "2026-09-30".into(),
+        cluster_id: "c1".into(),
+        dispatch: 0,
+    }
+}
+
 fn stop() -> ToExecutor {
-    ToExecutor::Stop(StopMsg {
-        epoch: 7,
-        slot: 1,
-        key: WireAttempt {
-            task: "t".into(),
-            shard: 2,
-            attempt: 3,
-            generation: 0,
-            kind: WireJobKind::Run,
-            dispatch: 0,
-        },
-    })
+    ToExecutor::Stop(StopMsg { epoch: 7, slot: 1, key: key("t", 2, WireJobKind::Run) })
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The bytes of a v2 message never change: a peer of the same version must keep reading them
-/// (the body of a `Stop` is unchanged since v1; only the version prefix moved).
+/// The bytes of a v3 message never change: a peer of the same version must keep reading them
+/// (v3 added the business date and cluster id to the key).
 #[test]
 fn golden_bytes_of_a_stop() {
     let bytes = codec::encode("stop", &stop()).unwrap();
-    assert_eq!(hex(&bytes), GOLDEN_STOP, "the v2 wire form changed");
+    assert_eq!(hex(&bytes), GOLDEN_STOP, "the v3 wire form changed");
     let back: ToExecutor = codec::decode("stop", &bytes).unwrap();
     assert_eq!(back, stop());
 }
 
 const GOLDEN_STOP: &str = concat!(
-    "0002",
+    "0003",
     "81a453746f70",
     "83a565706f636807a4736c6f7401a36b6579",
-    "85a47461736ba174a5736861726402a7617474656d707403aa67656e65726174696f6e00a46b696e64a372756e"
+    "87a47461736ba174a5736861726402a7617474656d707403aa67656e65726174696f6e00a46b696e64a372756e",
+    "a464617465aa323032362d30392d3330aa636c75737465725f6964a26331"
 );
 
 #[test]
@@ -52,30 +55,51 @@ fn every_message_round_trips() {
         replicas: vec![],
         seen_epoch: 0,
         keeps_replica: false,
+        busy_slots: vec![BusySlot {
+            slot: 1,
+            epoch: 2,
+            key: key("b", 1, WireJobKind::Run),
+            abandoned: true,
+        }],
     });
     let report = ToManager::Report(ReportMsg {
         epoch: 1,
         executor: "e1".into(),
         instance: 42,
-        key: WireAttempt {
-            task: "a".into(),
-            shard: 0,
-            attempt: 1,
-            generation: 0,
-            kind: WireJobKind::Rollback,
-            dispatch: 0,
-        },
+        key: key("a", 0, WireJobKind::Rollback),
         slot: 0,
         body: ReportBody::Finished {
             outcome: WireOutcome::Failed { reason: "x".into() },
             last_step: None,
         },
     });
-    for m in [join, report] {
+    let refused = ToManager::Report(ReportMsg {
+        epoch: 1,
+        executor: "e1".into(),
+        instance: 42,
+        key: key("a", 0, WireJobKind::Run),
+        slot: 1,
+        body: ReportBody::Refused {
+            reason: "slot 1 is busy".into(),
+            busy: Some(BusySlot {
+                slot: 1,
+                epoch: 1,
+                key: key("b", 0, WireJobKind::Run),
+                abandoned: false,
+            }),
+        },
+    });
+    for m in [join, report, refused] {
         let b = codec::encode("m", &m).unwrap();
         assert_eq!(codec::decode::<ToManager>("m", &b).unwrap(), m);
     }
-    let r = Reply::JoinAccepted { epoch: 3, lease_ms: 1000, heartbeat_ms: 200 };
+    let r = Reply::JoinAccepted {
+        epoch: 3,
+        lease_ms: 1000,
+        heartbeat_ms: 200,
+        cluster_id: "c1".into(),
+        date: "2026-09-30".into(),
+    };
     let b = codec::encode("r", &r).unwrap();
     assert_eq!(codec::decode::<Reply>("r", &b).unwrap(), r);
 }
@@ -95,7 +119,7 @@ fn a_newer_or_unknown_version_is_rejected() {
 fn garbage_is_an_error_never_a_panic() {
     assert_eq!(codec::decode::<ToExecutor>("x", &[]).unwrap_err(), WireError::Truncated(0));
     assert_eq!(codec::decode::<ToExecutor>("x", &[0]).unwrap_err(), WireError::Truncated(1));
-    for garbage in [&[0u8, 2][..], &[0, 2, 0xc1], &[0, 2, 0x81, 0xa4, b'N', b'o', b'p', b'e', 0xc0]]
+    for garbage in [&[0u8, 3][..], &[0, 3, 0xc1], &[0, 3, 0x81, 0xa4, b'N', b'o', b'p', b'e', 0xc0]]
     {
         let err = codec::decode::<ToExecutor>("x", garbage).unwrap_err();
         assert_eq!(err.reason(), "undecodable", "{err}");
@@ -106,7 +130,7 @@ fn garbage_is_an_error_never_a_panic() {
     // Deterministic pseudo-random garbage: always an error or a value, never a panic.
     let mut x: u32 = 12345;
     for len in 0..300 {
-        let mut v = vec![0, 2];
+        let mut v = vec![0, 3];
         for _ in 0..len {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             v.push((x >> 16) as u8);
@@ -122,14 +146,7 @@ fn oversize_messages_are_refused_before_sending_and_on_receipt() {
         epoch: 1,
         executor: "e".into(),
         instance: 1,
-        key: WireAttempt {
-            task: "t".into(),
-            shard: 0,
-            attempt: 1,
-            generation: 0,
-            kind: WireJobKind::Run,
-            dispatch: 0,
-        },
+        key: key("t", 0, WireJobKind::Run),
         slot: 0,
         body: ReportBody::Log {
             at_ms: 0,
@@ -196,7 +213,9 @@ fn an_assignment_round_trips_through_its_wire_form() {
         completed_steps: 2,
         timeout: Some(std::time::Duration::from_millis(1500)),
     };
-    let wire = AssignMsg::from_assignment(9, &a);
+    let wire = AssignMsg::from_assignment(9, &a, "c1");
+    assert_eq!(wire.key.date, "2026-09-30", "the key carries the business date");
+    assert_eq!(wire.key.cluster_id, "c1", "and the cluster id");
     let bytes = codec::encode("assign", &ToExecutor::Assign(wire.clone())).unwrap();
     let ToExecutor::Assign(back) = codec::decode("assign", &bytes).unwrap() else {
         panic!("an assign decodes as an assign")
@@ -216,14 +235,7 @@ fn a_batch_is_one_envelope_and_splits_to_stay_under_the_limit() {
             epoch: 1,
             executor: "e1".into(),
             instance: 7,
-            key: WireAttempt {
-                task: "t".into(),
-                shard: i,
-                attempt: 1,
-                generation: 0,
-                kind: WireJobKind::Run,
-                dispatch: 0,
-            },
+            key: key("t", i, WireJobKind::Run),
             slot: i,
             body: ReportBody::Log {
                 at_ms: 0,
@@ -259,4 +271,70 @@ fn a_batch_is_one_envelope_and_splits_to_stay_under_the_limit() {
         all.extend(unwrap(decode("t", &env).expect("decodes")));
     }
     assert_eq!(all, big);
+}
+
+#[test]
+fn a_version_2_envelope_is_refused_naming_both_versions() {
+    // A v2 peer's keys carry no day: an outcome of one day could be reconciled against
+    // another's shard. Its envelopes are refused, and the join's answer names both versions.
+    let mut bytes = codec::encode("stop", &stop()).unwrap();
+    bytes[..2].copy_from_slice(&2u16.to_be_bytes());
+    let err = codec::decode::<ToExecutor>("stop", &bytes).unwrap_err();
+    assert_eq!(err, WireError::Version { found: 2 });
+    assert_eq!(
+        err.to_string(),
+        format!("protocol version 2 is not supported: this node speaks version {PROTOCOL_VERSION}")
+    );
+    assert_eq!(codec::supported_versions(), "3");
+}
+
+#[test]
+fn a_wire_key_names_its_day_and_cluster() {
+    use crate::actors::{AttemptKey, JobKind};
+    use crate::model::TaskId;
+    let k = AttemptKey {
+        task: TaskId::new("confirm"),
+        shard: 1,
+        attempt: 2,
+        generation: 0,
+        kind: JobKind::Run,
+        dispatch: 0,
+    };
+    let w = WireAttempt::stamped(&k, "2026-09-30", "c1");
+    assert!(w.is_of("2026-09-30", "c1"));
+    assert!(!w.is_of("2026-10-08", "c1"), "another day's shard with the same numbers");
+    assert!(!w.is_of("2026-09-30", "c2"), "another cluster's");
+    assert_eq!(crate::actors::AttemptKey::from(&w), k, "the slots' key is unchanged");
+    let unstamped = WireAttempt::from(&k);
+    assert!(!unstamped.is_vouched() && !unstamped.is_of("", ""), "no day: vouched by nobody");
+    let day = super::manager::DayIdentity { date: "2026-09-30".into(), cluster_id: "c1".into() };
+    assert!(day.stamp(&k).is_of(&day.date, &day.cluster_id));
+    assert!(!unstamped.is_of(&day.date, &day.cluster_id));
+}
+
+#[test]
+fn fencing_bound_settings_are_checked() {
+    use super::manager::{check_timing, fence_after};
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let listen = |lease, heartbeat| super::ClusterListen {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cookie: "c".into(),
+        lease: ms(lease),
+        heartbeat: ms(heartbeat),
+    };
+    // The defaults (a fifth of the lease) and the largest heartbeat allowed hold the bound.
+    for (lease, heartbeat) in [(10_000, 2_000), (1_000, 200), (1_000, 400), (50, 10)] {
+        assert_eq!(listen(lease, heartbeat).validate(), Ok(()), "{lease}/{heartbeat}");
+        let l = listen(lease, heartbeat);
+        assert!(fence_after(l.lease) < l.lost_after(), "fence strictly before lost");
+        assert!(heartbeat * 2 <= fence_after(l.lease).as_millis() as u64);
+    }
+    // Half the lease (accepted before protocol 3) no longer is: a heartbeat and its answer
+    // do not fit in the fence time twice.
+    let err = listen(1_000, 500).validate().unwrap_err();
+    assert!(err.contains("at most 2/5 of the lease"), "{err}");
+    assert!(err.contains("400 ms"), "says the largest allowed: {err}");
+    assert!(check_timing(ms(40), ms(10)).unwrap_err().contains("at least 50 ms"));
+    assert!(check_timing(ms(1_000), ms(5)).unwrap_err().contains("at least 10 ms"));
 }

@@ -223,6 +223,25 @@ impl Books {
         Some(slot)
     }
 
+    /// Marks a slot occupied by `key` (a busy slot of a join): abandoned — not a job of this
+    /// registration — unless `running` names its shard, which then runs there.
+    pub(crate) fn occupy_busy(
+        &mut self,
+        executor: usize,
+        slot: u32,
+        key: AttemptKey,
+        running: Option<TaskIx>,
+    ) {
+        let Some(e) = self.executors.get_mut(executor) else { return };
+        let Some(s) = e.slots.get_mut(slot as usize) else { return };
+        let shard = key.shard;
+        *s = SlotRt { job: Some(key), abandoned: running.is_none() };
+        e.free.retain(|&x| x != slot);
+        if let Some(ix) = running {
+            self.set_running(ix, shard, (executor, slot));
+        }
+    }
+
     /// Frees `slot` of `executor` if it holds `key`; whether it did.
     pub(crate) fn free_slot(
         &mut self,

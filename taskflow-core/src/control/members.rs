@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use tracing::{info, warn};
 
 use super::books::RemoteRt;
-use super::{Answer, Control, Effect, JoinAnswer, JoinIn, Orphans, ReqId, Timer};
+use super::reports::Settle;
+use super::{Answer, Control, Effect, JoinAnswer, JoinIn, KeyDay, Orphans, ReqId, Timer};
+use crate::graph::TaskIx;
 use crate::job::{AttemptKey, JobKind};
 use crate::state::{EventKind, ShardEvent, ShardStatus};
 
@@ -89,6 +91,9 @@ impl Control {
         for held in &join.held {
             reconciled += usize::from(self.reconcile_held(&join.executor, held));
         }
+        // Busy slots whose job is still its shard's assignment keep the shard running there
+        // (before `unvouched` and the re-join's `lose_executor` would requeue it).
+        let (vouched, still_running) = self.vouch_busy_slots(&join, existing);
         self.unvouched(&join.executor, join.instance);
         // Its jobs from a registration lost earlier: it joined again, so it has fenced them.
         self.release_orphans(Some((&join.executor, join.instance)));
@@ -105,6 +110,15 @@ impl Control {
             RemoteRt { instance: join.instance, last_seen_ms: self.now.mono_ms, lost: false };
         let ix =
             self.books.add_executor(join.executor.clone(), slots, Some(remote), Some(behaviors));
+        // Every busy slot stays occupied by its job (shown abandoned: not a job of this
+        // registration) until that job's end is reported or the executor is lost; a vouched,
+        // live one is a job of this registration, its shard running there.
+        for b in join.busy.iter().filter(|b| b.slot < slots) {
+            self.books.occupy_busy(ix, b.slot, b.key.clone(), None);
+        }
+        for (task, slot, key) in still_running {
+            self.books.occupy_busy(ix, slot, key, Some(task));
+        }
         self.out.push(Effect::Link { executor: ix });
         info!(
             executor = %join.executor,
@@ -112,13 +126,78 @@ impl Control {
             epoch = cluster.epoch,
             held = join.held.len(),
             reconciled,
+            busy = join.busy.len(),
+            vouched,
             "executor joined"
         );
         JoinAnswer::Accepted {
             epoch: cluster.epoch,
             lease_ms: cluster.lease_ms,
             heartbeat_ms: cluster.heartbeat_ms,
+            day: self.key_day(),
         }
+    }
+
+    /// The day of this manager's keys.
+    pub(super) fn key_day(&self) -> KeyDay {
+        KeyDay {
+            date: self.date.to_string(),
+            cluster_id: self
+                .opts
+                .cluster
+                .as_ref()
+                .map(|c| c.cluster_id.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether a key of `day` belongs to this manager's day (an empty day is nobody's).
+    pub(super) fn owns(&self, day: &KeyDay) -> bool {
+        !day.date.is_empty() && !day.cluster_id.is_empty() && *day == self.key_day()
+    }
+
+    /// A busy slot of a join vouches for its shard iff its key is of this manager's day, a
+    /// run, and exactly the shard's persisted assignment (running or stopping; attempt, epoch,
+    /// executor name and process instance as in its `Dispatch`). Such a shard is no longer
+    /// awaited, and a re-joining process's old registration lets go of it. An abandoned job's
+    /// shard is interrupted at once; a live one stays running there (returned, to be
+    /// installed once the registration exists). How many were vouched for, and the live ones.
+    fn vouch_busy_slots(
+        &mut self,
+        join: &JoinIn,
+        existing: Option<usize>,
+    ) -> (usize, Vec<(TaskIx, u32, AttemptKey)>) {
+        let (mut vouched, mut live) = (0, Vec::new());
+        for b in &join.busy {
+            let key = &b.key;
+            if key.kind != JobKind::Run || !self.owns(&b.day) || b.slot >= join.slots {
+                continue;
+            }
+            let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { continue };
+            let assigned = self.day.shard(ix, key.shard).is_some_and(|v| {
+                matches!(v.status, ShardStatus::Running | ShardStatus::Stopping)
+                    && v.attempt == key.attempt
+                    && v.epoch == b.epoch
+                    && v.executor == Some(join.executor.as_str())
+                    && v.instance == join.instance
+            });
+            if !assigned {
+                continue;
+            }
+            self.awaiting.remove(&(ix, key.shard));
+            if let Some(old) = existing {
+                self.free_slot(old, b.slot, key);
+            }
+            if b.abandoned {
+                info!(executor = %join.executor, job = %key, slot = b.slot, "a busy slot of the join holds an abandoned attempt of this shard; it is interrupted");
+                self.settle(key, Settle::Interrupted);
+            } else {
+                info!(executor = %join.executor, job = %key, slot = b.slot, "a busy slot of the join still runs this shard; it stays assigned there");
+                live.push((ix, b.slot, key.clone()));
+            }
+            vouched += 1;
+        }
+        (vouched, live)
     }
 
     /// A heartbeat; whether the executor is registered.

@@ -248,7 +248,7 @@ impl Control {
     }
 
     pub(super) fn on_remote_report(&mut self, r: RemoteReport) {
-        let RemoteReport { executor: name, instance, epoch, slot, key, body } = r;
+        let RemoteReport { executor: name, instance, epoch, slot, key, day, body } = r;
         if let RemoteBody::Note(notice) = body {
             // Notes are best-effort: shown only for a current registration.
             if self.current_remote(&name, instance).is_some() {
@@ -260,16 +260,44 @@ impl Control {
             && epoch < self.epoch()
         {
             // Assigned before this manager restarted (held by the executor across it): judged
-            // against the persisted assignment like a re-report in a join.
+            // against the persisted assignment like a re-report in a join. It may have
+            // occupied a busy slot of the join: that slot is free again.
+            self.release_busy_slot(&name, instance, slot, &key);
             let held = Held {
                 epoch,
                 key: key.clone(),
                 outcome: outcome.clone(),
                 last_step: last_step.clone(),
+                day: day.clone(),
             };
             self.reconcile_held(&name, &held);
             if let Some(ix) = self.current_remote(&name, instance) {
                 self.after_last(Effect::Confirm { executor: ix, key });
+            }
+            return;
+        }
+        // A job assigned before this manager started, on a busy slot of the join, returned
+        // without an outcome (`SlotFreed`: it had been abandoned; the slot is freed) or was
+        // abandoned after its executor fenced it (the slot stays occupied): its shard, if
+        // still exactly that assignment, is interrupted (it resumes at its last checkpoint).
+        if epoch < self.epoch()
+            && matches!(body, RemoteBody::SlotFreed | RemoteBody::Abandoned { fenced: true, .. })
+        {
+            let live = self
+                .current_remote(&name, instance)
+                .filter(|&ix| self.books.slot_job(ix, slot) == Some(&key));
+            match (body, live) {
+                (RemoteBody::Abandoned { reason, .. }, Some(ix)) => {
+                    self.abandoned_after_fence(ix, slot, key, reason);
+                }
+                (body, _) => {
+                    if matches!(body, RemoteBody::SlotFreed) {
+                        self.release_busy_slot(&name, instance, slot, &key);
+                    }
+                    let held =
+                        Held { epoch, key, outcome: ShardOutcome::Cancelled, last_step: None, day };
+                    self.reconcile_held(&name, &held);
+                }
             }
             return;
         }
@@ -304,13 +332,26 @@ impl Control {
                 self.finish_job(&key, Some((executor, slot)), last_step, Settle::Outcome(outcome));
                 self.after_last(Effect::Confirm { executor, key });
             }
-            RemoteBody::Abandoned { reason } => {
+            // A job the executor fenced and then abandoned (it did not return within the
+            // grace) is interrupted, not failed.
+            RemoteBody::Abandoned { reason, fenced: true } => {
+                self.abandoned_after_fence(executor, slot, key, reason)
+            }
+            RemoteBody::Abandoned { reason, fenced: false } => {
                 self.on_report(Report::Abandoned { key, executor, slot, reason })
             }
             RemoteBody::SlotFreed => self.on_report(Report::SlotFreed { key, executor, slot }),
-            RemoteBody::Refused { reason } => {
-                info!(job = %key, %reason, "assignment refused by its executor; it is queued again");
-                self.finish_job(&key, Some((executor, slot)), None, Settle::Interrupted);
+            RemoteBody::Refused { reason, busy } => {
+                // It never ran: its slot is freed — or kept occupied by the job the refusal
+                // names as still on it — and the shard is queued again, not failed.
+                warn!(executor = %name, job = %key, %reason, "assignment refused by the executor; queued again");
+                self.free_slot(executor, slot, &key);
+                if let Some(b) = busy.filter(|b| b.slot == slot)
+                    && self.books.slot_job(executor, slot).is_none()
+                {
+                    self.books.occupy_busy(executor, slot, b.key, None);
+                }
+                self.settle(&key, Settle::Interrupted);
             }
             RemoteBody::Note(_) => {}
         }
@@ -320,6 +361,15 @@ impl Control {
     /// shard still runs exactly that assignment; true if it was recorded.
     pub(super) fn reconcile_held(&mut self, executor: &str, held: &Held) -> bool {
         let key = &held.key;
+        // Only an outcome of this manager's day: another day's shard with the same names and
+        // numbers, or an old key without a day, is dropped.
+        if !self.owns(&held.day) {
+            info!(
+                %executor, job = %key, date = %held.day.date, cluster_id = %held.day.cluster_id,
+                "re-reported outcome is of another day or cluster; dropped"
+            );
+            return false;
+        }
         let Some(ix) = self.flow.graph().index_of(key.task.as_str()) else { return false };
         let current = self.day.shard(ix, key.shard).is_some_and(|v| {
             key.kind == JobKind::Run
@@ -344,6 +394,23 @@ impl Control {
         let at = self.books.running_at(ix, key.shard);
         self.finish_job(key, at, held.last_step.clone(), how);
         true
+    }
+
+    /// An abandoned job the executor had fenced: its shard is interrupted (settled first:
+    /// running → pending, stopping → stopped), then the abandonment is recorded as usual (the
+    /// slot stays occupied until `SlotFreed`; the shard is no longer on that attempt, so it
+    /// is not failed).
+    fn abandoned_after_fence(&mut self, executor: usize, slot: u32, key: AttemptKey, reason: String) {
+        self.settle(&key, Settle::Interrupted);
+        self.on_report(Report::Abandoned { key, executor, slot, reason });
+    }
+
+    /// The end of a job that occupied a busy slot of the current registration (from its
+    /// join, or named by a refusal) frees that slot, whatever the job's epoch.
+    fn release_busy_slot(&mut self, executor: &str, instance: u64, slot: u32, key: &AttemptKey) {
+        if let Some(ix) = self.current_remote(executor, instance) {
+            self.free_slot(ix, slot, key);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -187,6 +187,13 @@ const HEARTBEAT_MS: u64 = 200;
 const BASE_WALL_MS: i64 = 1_790_751_600_000;
 /// Protocol version the simulated executors speak.
 const PROTOCOL: u16 = 1;
+/// The simulated day store's cluster id.
+const CLUSTER_ID: &str = "sim-cluster";
+
+/// The day every key of the simulated manager carries.
+fn key_day() -> crate::control::KeyDay {
+    crate::control::KeyDay { date: "2026-09-30".into(), cluster_id: CLUSTER_ID.into() }
+}
 
 /// What happens at an instant.
 #[derive(Debug, Clone)]
@@ -497,6 +504,7 @@ impl World {
                 lost_after_ms: LEASE_MS + LEASE_MS / 5,
                 reconcile_ms: LEASE_MS + LEASE_MS / 5 + 1000,
                 protocol_version: PROTOCOL,
+                cluster_id: CLUSTER_ID.into(),
             }),
         };
         let now = self.now();

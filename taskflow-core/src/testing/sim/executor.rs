@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ev, HEARTBEAT_MS, LEASE_MS, PROTOCOL, World, flows};
+use super::{Ev, HEARTBEAT_MS, LEASE_MS, PROTOCOL, World, flows, key_day};
 use crate::behavior::ShardOutcome;
 use crate::control::{Answer, Held, JoinAnswer, JoinIn, RemoteBody, RemoteReport};
 use crate::job::{Assignment, AttemptKey, JobKind};
@@ -272,6 +272,7 @@ fn send_join(w: &mut World, exec: usize) {
         slots: e.slots.len() as u32,
         behaviors: w.flow.tasks().iter().map(|t| t.behavior.clone()).collect(),
         held,
+        busy: Vec::new(),
         agent_found: true,
     };
     let life = e.life;
@@ -312,7 +313,13 @@ fn finish(w: &mut World, exec: usize, slot: u32, outcome: ShardOutcome) {
         ShardOutcome::Succeeded => Some((job.steps - 1, step_name(job.steps - 1))),
         _ => job.unacked.clone(),
     };
-    let held = Held { epoch: job.epoch, key: job.key.clone(), outcome: outcome.clone(), last_step };
+    let held = Held {
+        epoch: job.epoch,
+        key: job.key.clone(),
+        outcome: outcome.clone(),
+        last_step,
+        day: key_day(),
+    };
     let e = &mut w.execs[exec];
     e.held.insert(job.key.clone(), (held.clone(), slot));
     // Reports go on any open session: the manager judges them (fencing).
@@ -323,6 +330,7 @@ fn finish(w: &mut World, exec: usize, slot: u32, outcome: ShardOutcome) {
             epoch: job.epoch,
             slot,
             key: job.key,
+            day: key_day(),
             body: RemoteBody::Finished { outcome, last_step: held.last_step },
         };
         w.send_up(exec, Up::Report(report));
@@ -404,7 +412,11 @@ pub(crate) fn on_down(w: &mut World, exec: usize, msg: Down) {
                     epoch,
                     slot: assignment.slot,
                     key: assignment.key,
-                    body: RemoteBody::Refused { reason: "not registered (fenced)".into() },
+                    day: key_day(),
+                    body: RemoteBody::Refused {
+                        reason: "not registered (fenced)".into(),
+                        busy: None,
+                    },
                 };
                 w.send_up(exec, Up::Report(report));
                 return;
@@ -427,6 +439,7 @@ pub(crate) fn on_down(w: &mut World, exec: usize, msg: Down) {
                     epoch,
                     slot: assignment.slot,
                     key,
+                    day: key_day(),
                     body: RemoteBody::Finished { outcome, last_step: None },
                 };
                 w.send_up(exec, Up::Report(report));
