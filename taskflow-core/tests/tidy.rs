@@ -19,14 +19,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Files and directories (ending in `/`) allowed to name ractor_cluster.
-const RACTOR_CLUSTER_ALLOWED: &[&str] = &[
-    "taskflow-core/src/cluster.rs",
-    "taskflow-core/src/cluster/",
-    // TODO(manager rewrite): the manager actor holds the cluster node today; once it lives
-    // behind a handle under `cluster/`, remove these two entries.
-    "taskflow-core/src/actors/manager.rs",
-    "taskflow-core/src/actors/manager/",
-];
+const RACTOR_CLUSTER_ALLOWED: &[&str] =
+    &["taskflow-core/src/cluster.rs", "taskflow-core/src/cluster/"];
 
 /// Files and directories (ending in `/`) of taskflow-core allowed to touch the file system.
 const FS_ALLOWED: &[&str] = &[

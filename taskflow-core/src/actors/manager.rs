@@ -31,11 +31,10 @@ use super::notifier::{Notifier, NotifierArgs, NotifierMsg};
 use super::task::{Prepared, TaskActor, TaskArgs, TaskMsg};
 use super::{AttemptKey, LocalUpstream, Report};
 use crate::behavior::{BehaviorRegistry, LogLine};
-use crate::cluster::manager::{ClusterIn, DayIdentity, RemoteExecutor};
+use crate::cluster::manager::{ClusterIn, DayIdentity, Listener, RemoteExecutor};
 use crate::cluster::messages::{
     BusySlot, ReplicaPosition, Reply, ReportBody, ReportMsg, WireAttempt,
 };
-use crate::cluster::wire::Wire;
 use crate::control::{
     Answer, Busy, ClusterTiming, Control, ControlOptions, Effect, Held, Input, JoinAnswer, JoinIn,
     KeyDay, Now, RemoteBody, RemoteReport, ReqId, Timer,
@@ -204,12 +203,6 @@ struct Joining {
     replicas: Option<Vec<ReplicaPosition>>,
 }
 
-/// The transport side of a cluster manager.
-struct ClusterRt {
-    inbox: ActorRef<Wire>,
-    node: ActorRef<ractor_cluster::NodeServerMessage>,
-}
-
 pub(crate) struct ManagerState {
     core: Control,
     log: Option<DayLog>,
@@ -228,7 +221,8 @@ pub(crate) struct ManagerState {
     task_actors: HashMap<TaskIx, ActorRef<TaskMsg>>,
     actor_tasks: HashMap<ActorId, TaskIx>,
     local_up: Arc<LocalUpstream>,
-    cluster: Option<ClusterRt>,
+    /// The listener for executor processes (cluster managers).
+    cluster: Option<Listener>,
     /// Replication to executors with `--data` (cluster managers only).
     replicator: Option<ActorRef<replication::ReplicatorMsg>>,
     started: Instant,
@@ -295,12 +289,15 @@ impl Actor for Manager {
                 // A new epoch for every manager start, durable before any executor joins.
                 let epoch = log.bump_epoch()?;
                 let cluster_id = replication::cluster_id(&log)?;
-                day_id = Some(DayIdentity { date: args.date.to_string(), cluster_id: cluster_id.clone() });
+                day_id = Some(DayIdentity {
+                    date: args.date.to_string(),
+                    cluster_id: cluster_id.clone(),
+                });
                 replicator = Some(
                     replication::start(&mut log, args.date.to_string(), epoch, cell.clone())
                         .await?,
                 );
-                let (inbox, node) = crate::cluster::manager::start(listen, myself.clone()).await?;
+                let listener = crate::cluster::manager::start(listen, myself.clone()).await?;
                 tracing::info!(addr = %listen.addr, epoch, "accepting executors");
                 timing = Some(ClusterTiming {
                     epoch,
@@ -311,7 +308,7 @@ impl Actor for Manager {
                     protocol_version: crate::cluster::codec::PROTOCOL_VERSION,
                     cluster_id,
                 });
-                Some(ClusterRt { inbox, node })
+                Some(listener)
             }
         };
         // Forward the journal's durable watermark into the mailbox; the watch coalesces, so a
@@ -455,10 +452,8 @@ impl Actor for Manager {
         // The cluster inbox (a globally named actor) and the node server are not children:
         // stop them and wait, so that the listener is closed and a new runtime in this process
         // can accept executors again.
-        if let Some(c) = state.cluster.take() {
-            let grace = Some(Duration::from_secs(5));
-            let _ = c.inbox.stop_and_wait(None, grace).await;
-            let _ = c.node.stop_and_wait(None, grace).await;
+        if let Some(listener) = state.cluster.take() {
+            listener.stop().await;
         }
         Ok(())
     }

@@ -175,7 +175,6 @@ impl DayIdentity {
     pub(crate) fn stamp(&self, key: &crate::actors::AttemptKey) -> WireAttempt {
         WireAttempt::stamped(key, &self.date, &self.cluster_id)
     }
-
 }
 
 /// The manager's proxy of a joined executor: looks like a local executor to the manager.
@@ -409,10 +408,27 @@ fn peer_of(m: &ToManager) -> &str {
 
 /// Starts the inbox (advertised to executors) and the node server bound to `listen.addr`;
 /// session closes are forwarded to the manager.
+/// The manager's listener: its inbox and the node server. Stopped with [`Listener::stop`].
+pub(crate) struct Listener {
+    inbox: ActorRef<Wire>,
+    node: ActorRef<ractor_cluster::NodeServerMessage>,
+}
+
+impl Listener {
+    /// Stops the inbox (a globally named actor) and the node server and waits, so that the
+    /// port is closed and a new runtime in this process can accept executors again.
+    pub(crate) async fn stop(self) {
+        let grace = Some(std::time::Duration::from_secs(5));
+        let _ = self.inbox.stop_and_wait(None, grace).await;
+        let _ = self.node.stop_and_wait(None, grace).await;
+    }
+}
+
+/// Starts listening for executors on `listen.addr`; decoded messages go to `manager`.
 pub(crate) async fn start(
     listen: &ClusterListen,
     manager: ActorRef<ManagerMsg>,
-) -> Result<(ActorRef<Wire>, ActorRef<ractor_cluster::NodeServerMessage>), String> {
+) -> Result<Listener, String> {
     listen.validate()?;
     let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), Inbox, manager.clone())
         .await
@@ -426,7 +442,7 @@ pub(crate) async fn start(
     })
     .await;
     match node {
-        Ok(node) => Ok((inbox, node)),
+        Ok(node) => Ok(Listener { inbox, node }),
         Err(e) => {
             inbox.stop(None);
             Err(e)

@@ -400,7 +400,13 @@ impl Control {
     /// running → pending, stopping → stopped), then the abandonment is recorded as usual (the
     /// slot stays occupied until `SlotFreed`; the shard is no longer on that attempt, so it
     /// is not failed).
-    fn abandoned_after_fence(&mut self, executor: usize, slot: u32, key: AttemptKey, reason: String) {
+    fn abandoned_after_fence(
+        &mut self,
+        executor: usize,
+        slot: u32,
+        key: AttemptKey,
+        reason: String,
+    ) {
         self.settle(&key, Settle::Interrupted);
         self.on_report(Report::Abandoned { key, executor, slot, reason });
     }
