@@ -9,7 +9,7 @@
 //! restart (with or without its held outcomes), executor pause longer than its lease, link
 //! partitions (heartbeat loss), manager crash and recovery from its journal (the real
 //! `DayState` fold, once through a snapshot round trip). Operator actions drawn from the seed
-//! at random times. The **real** [`Control`] decides; invariants are checked after every
+//! at random times. The **real** manager core (`control::Control`) decides; invariants are checked after every
 //! step (see [`Invariant`]).
 //!
 //! A failing seed replays exactly: [`SimFailure`]'s `Display` prints the one line that does,
@@ -967,9 +967,12 @@ impl World {
             let c = day.counts(ix);
             let action = if c.get(ShardStatus::Unconfirmed) > 0 {
                 Some(OperatorAction::Confirm)
-            } else if c.get(ShardStatus::Failed) + c.get(ShardStatus::Stopped) > 0 {
-                Some(OperatorAction::Retry)
-            } else if c.get(ShardStatus::RollbackFailed) + c.get(ShardStatus::RolledBack) > 0 {
+            } else if c.get(ShardStatus::Failed)
+                + c.get(ShardStatus::Stopped)
+                + c.get(ShardStatus::RollbackFailed)
+                + c.get(ShardStatus::RolledBack)
+                > 0
+            {
                 Some(OperatorAction::Retry)
             } else if c.get(ShardStatus::Registered) > 0 && day.dependencies_done(ix) {
                 Some(OperatorAction::Execute)
@@ -1050,7 +1053,7 @@ impl World {
             };
             // A manager that has not recorded the dispatch yet durably may lag; the live job
             // must then be of a later attempt than the day knows, never an earlier one.
-            if !ok && !(key.kind == crate::job::JobKind::Run && key.attempt > v.attempt) {
+            if !(ok || key.kind == crate::job::JobKind::Run && key.attempt > v.attempt) {
                 return Err((
                     Invariant::SingleLiveAttempt,
                     format!(
