@@ -504,7 +504,7 @@ impl ManagerState {
     fn cluster_input(&mut self, input: ClusterIn) -> Option<Input> {
         Some(match input {
             ClusterIn::Join { join, reply } => {
-                let epoch = self.core_epoch();
+                let epoch = self.core.epoch();
                 let day = self.day_id.clone().unwrap_or(DayIdentity {
                     date: self.date.to_string(),
                     cluster_id: String::new(),
@@ -584,10 +584,6 @@ impl ManagerState {
                 Input::SessionClosed { executors }
             }
         })
-    }
-
-    fn core_epoch(&self) -> u64 {
-        self.core.epoch()
     }
 
     /// Carries out the core's effects, in order.

@@ -237,9 +237,8 @@ struct Disk {
     durable: u64,
     fsync_in_flight: bool,
     epoch: u64,
-    /// Seq of each durable-or-not dispatch (task, shard, attempt) and checkpoint.
+    /// Seq of each dispatch (task, shard, attempt), durable or not.
     dispatch_seq: BTreeMap<(TaskId, u32, u32), u64>,
-    checkpoint_seq: BTreeMap<(TaskId, u32, u32, u32), u64>,
 }
 
 impl Disk {
@@ -249,9 +248,6 @@ impl Disk {
                 &e.kind
             {
                 self.dispatch_seq.insert((task.clone(), *shard, *attempt), e.seq);
-            }
-            if let EventKind::StepCheckpoint { task, shard, generation, step, .. } = &e.kind {
-                self.checkpoint_seq.insert((task.clone(), *shard, *generation, *step), e.seq);
             }
         }
         self.events.extend(events);
@@ -267,7 +263,6 @@ impl Disk {
         self.events.truncate(d as usize);
         self.fsync_in_flight = false;
         self.dispatch_seq.retain(|_, s| *s <= d);
-        self.checkpoint_seq.retain(|_, s| *s <= d);
     }
 }
 
@@ -312,7 +307,8 @@ pub(crate) struct World {
     report: SimReport,
     trace: Vec<String>,
     faults_over_at: u64,
-    pending_joins: BTreeMap<ReqId, (usize, u64)>,
+    /// The executor and session of the join being handled (for `Effect::Link`).
+    joining: Option<(usize, u64)>,
 }
 
 /// Runs one seed.
@@ -363,7 +359,7 @@ impl World {
             report: SimReport { seed, ..SimReport::default() },
             trace: Vec::new(),
             faults_over_at: 0,
-            pending_joins: BTreeMap::new(),
+            joining: None,
             cfg,
         }
     }
@@ -639,12 +635,8 @@ impl World {
                 }
             }
             Effect::Link { executor } => {
-                // The join being answered is the one in `pending_joins` of this input.
-                if let Some((&req, &(exec, session))) = self.pending_joins.iter().next_back() {
-                    let _ = req;
-                    if let Some(m) = self.manager.as_mut() {
-                        m.links.insert(executor, (exec, session));
-                    }
+                if let (Some(link), Some(m)) = (self.joining, self.manager.as_mut()) {
+                    m.links.insert(executor, link);
                 }
             }
         }
@@ -665,7 +657,6 @@ impl World {
     fn answer(&mut self, req: ReqId, answer: Answer) -> Result<(), Broke> {
         let Some(m) = self.manager.as_mut() else { return Ok(()) };
         let Some(dest) = m.reqs.remove(&req) else { return Ok(()) };
-        self.pending_joins.remove(&req);
         match (dest, answer) {
             (ReqDest::Operator, Answer::Act(Ok(seq))) if seq > self.disk.durable => Err((
                 Invariant::AcknowledgedIsDurable,
@@ -673,11 +664,6 @@ impl World {
             )),
             (ReqDest::Operator, _) => Ok(()),
             (ReqDest::Exec { exec, session, call }, answer) => {
-                if let Answer::Checkpoint(Ok(())) = &answer {
-                    // Checked by the executor against its own call: the step's checkpoint
-                    // must be durable.
-                    let _ = call;
-                }
                 if let Answer::Join(JoinAnswer::Rejected { reason }) = &answer {
                     self.note(|| format!("join of e{} rejected: {reason}", exec + 1));
                 }
@@ -860,8 +846,10 @@ impl World {
         let input = match msg {
             Up::Join { call, join } => {
                 let req = self.keep(ReqDest::Exec { exec, session, call });
-                self.pending_joins.insert(req, (exec, session));
-                Input::Join { req, join }
+                self.joining = Some((exec, session));
+                let handled = self.feed(Input::Join { req, join });
+                self.joining = None;
+                return handled;
             }
             Up::Heartbeat { call, instance, seq } => {
                 let req = self.keep(ReqDest::Exec { exec, session, call });
@@ -906,7 +894,6 @@ impl World {
             Fault::CrashManager => {
                 if self.manager.take().is_some() {
                     self.disk.crash();
-                    self.pending_joins.clear();
                     let open: Vec<usize> = self.sessions.keys().copied().collect();
                     for exec in open {
                         self.sessions.remove(&exec);
