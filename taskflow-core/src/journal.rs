@@ -286,9 +286,9 @@ impl Journal {
         self.log.log_stats()
     }
 
-    /// The store's epoch metadata, bumped durably (blocking: an fsync). For manager start.
-    pub fn bump_epoch(&self) -> Result<u64, store::Error> {
-        self.log.bump_epoch()
+    /// The epoch this day store last ran under (see [`store::Store::epoch`]).
+    pub fn epoch(&self) -> Result<u64, store::Error> {
+        self.log.epoch()
     }
 
     /// Flushes, waits (bounded by `timeout`) until everything is durable, stops the snapshot
@@ -378,9 +378,14 @@ impl DayLog {
     }
     // --- end replication ---
 
-    /// The store's epoch metadata, bumped durably (blocking: an fsync). For manager start.
-    pub(crate) fn bump_epoch(&self) -> Result<u64, store::Error> {
-        self.store.bump_epoch()
+    /// The epoch this day store last ran under (see [`store::Store::epoch`]).
+    pub(crate) fn epoch(&self) -> Result<u64, store::Error> {
+        self.store.epoch()
+    }
+
+    /// Records the epoch the manager now runs under in the day store, durably (blocking).
+    pub(crate) fn set_epoch(&self, epoch: u64) -> Result<(), store::Error> {
+        self.store.set_epoch(epoch)
     }
 
     /// Flushes, waits (bounded by `timeout`) until everything is durable, stops the snapshot

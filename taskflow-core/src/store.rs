@@ -49,6 +49,7 @@
 //! the store records the durable seq, so such a truncation is reported as corruption.
 
 mod backup;
+mod epoch;
 mod error;
 mod format;
 mod log;
@@ -66,6 +67,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 pub use backup::{Report, SegmentReport, Verdict, backup, inspect, restore};
+pub use epoch::{EPOCH_FILE, bump_dir_epoch, dir_epoch};
 pub use error::{Error, Result};
 pub use format::{FORMAT_VERSION, Manifest};
 pub use log::{Durable, LogReader, LogStats, MAX_PAYLOAD, SegmentInfo, TornTail};
@@ -491,16 +493,19 @@ impl Store {
         snap::commit(&self.db, &self.sled_dir)
     }
 
-    /// The current epoch (0 if never bumped).
+    /// The epoch this day store last ran under (0 if never set). The authoritative, never
+    /// decreasing epoch is the data directory's ([`bump_dir_epoch`]); this copy lets a day
+    /// store moved to another data directory (or written by an older version) keep the floor.
     pub fn epoch(&self) -> Result<u64> {
         Ok(self.meta_get::<u64>("epoch")?.unwrap_or(0))
     }
 
-    /// Increments the epoch durably and returns the new value (the runtime does this at start).
-    pub fn bump_epoch(&self) -> Result<u64> {
-        let e = self.epoch()? + 1;
-        self.meta_put("epoch", &e)?;
-        Ok(e)
+    /// Records `epoch` as the one this day store runs under, durably (never lowers it).
+    pub fn set_epoch(&self, epoch: u64) -> Result<()> {
+        if epoch > self.epoch()? {
+            self.meta_put("epoch", &epoch)?;
+        }
+        Ok(())
     }
 
     /// All caller metadata as `(name, raw rmp payload)` pairs, verified.

@@ -15,7 +15,7 @@ fn make_store(dir: &std::path::Path) {
     assert!(store.wait_durable(1500, Duration::from_secs(30)).unwrap());
     store.write_snapshot(1000, &vec![7u8; 70_000]).unwrap();
     store.meta_put("cluster_id", &"prod-a".to_string()).unwrap();
-    store.bump_epoch().unwrap();
+    store.set_epoch(1).unwrap();
     store.close().unwrap();
 }
 

@@ -153,8 +153,10 @@ fn metadata_and_epoch_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), StoreOptions::for_test()).unwrap();
     assert_eq!(store.epoch().unwrap(), 0);
-    assert_eq!(store.bump_epoch().unwrap(), 1);
-    assert_eq!(store.bump_epoch().unwrap(), 2);
+    store.set_epoch(1).unwrap();
+    store.set_epoch(2).unwrap();
+    store.set_epoch(1).unwrap(); // never lowered
+    assert_eq!(store.epoch().unwrap(), 2);
     store.meta_put("cluster_id", &"fund-clearing-a".to_string()).unwrap();
     assert_eq!(store.meta_get::<String>("missing").unwrap(), None);
     store.close().unwrap();

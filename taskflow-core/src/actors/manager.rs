@@ -286,8 +286,11 @@ impl Actor for Manager {
         let cluster = match &opts.cluster {
             None => None,
             Some(listen) => {
-                // A new epoch for every manager start, durable before any executor joins.
-                let epoch = log.bump_epoch()?;
+                // A new epoch for every manager start, durable before any executor joins: the
+                // data directory's, which never goes backwards across days and recoveries (a
+                // recovered or older day store's own epoch is its floor).
+                let epoch = crate::store::bump_dir_epoch(&opts.data_dir, log.epoch()?)?;
+                log.set_epoch(epoch)?;
                 let cluster_id = replication::cluster_id(&log)?;
                 day_id = Some(DayIdentity {
                     date: args.date.to_string(),
