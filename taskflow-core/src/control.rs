@@ -525,8 +525,6 @@ pub(crate) struct Control {
     /// Reactions to recorded events, in record order.
     work: VecDeque<Reaction>,
     books: Books,
-    /// Shards whose rollback, under the auto-rollback policy, is followed by a retry.
-    auto_retry_after_rollback: BTreeSet<(TaskIx, u32)>,
     /// Notes shown beside a shard (why it is abandoned).
     notes: BTreeMap<(TaskIx, u32), String>,
     /// Stale reports already logged.
@@ -580,7 +578,6 @@ impl Control {
             out: Vec::new(),
             work: VecDeque::new(),
             books,
-            auto_retry_after_rollback: BTreeSet::new(),
             notes: BTreeMap::new(),
             ignored: BTreeSet::new(),
             late_logged: BTreeSet::new(),

@@ -49,13 +49,15 @@ pub(crate) fn readiness(
     }
 }
 
-/// The backoff before the automatic retry of a shard whose attempt `attempt` failed, or `None`
-/// when its automatic retries are used up.
+/// The backoff before the automatic retry of a shard that has just failed for the
+/// `failures`-th time in its generation, or `None` when its automatic retries are used up.
 ///
-/// Attempts are counted over the whole day from the durable state, so the rule survives a
-/// restart without extra bookkeeping: attempt `n` failing is retried while `n <= retries`.
-pub(crate) fn auto_retry(attempt: u32, retries: u32, backoff: Duration) -> Option<Duration> {
-    (attempt >= 1 && attempt <= retries).then_some(backoff)
+/// Failures are counted in the durable state (the shard row), so the rule survives a restart
+/// without extra bookkeeping, and only a run that failed counts — not a requeue after a lost
+/// executor, a refused assignment or a manager restart: failure `n` is retried while
+/// `n <= retries`.
+pub(crate) fn auto_retry(failures: u32, retries: u32, backoff: Duration) -> Option<Duration> {
+    (failures >= 1 && failures <= retries).then_some(backoff)
 }
 
 /// The executor for the next shard: the one with the most free slots among those that host
@@ -164,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn retries_are_counted_by_attempt() {
+    fn retries_are_counted_by_failure() {
         let b = Duration::from_secs(1);
         assert_eq!(auto_retry(1, 2, b), Some(b));
         assert_eq!(auto_retry(2, 2, b), Some(b));

@@ -226,6 +226,8 @@ pub struct ShardInfo {
     pub attempt: u32,
     /// Its generation.
     pub generation: u32,
+    /// Runs that failed in this generation (the automatic retries used up).
+    pub failures: u32,
     /// The executor of its last dispatch.
     pub executor: Option<String>,
     /// Steps completed in this generation.
@@ -249,6 +251,7 @@ impl ShardInfo {
             status: v.status,
             attempt: v.attempt,
             generation: v.generation,
+            failures: v.failures,
             executor: v.executor.map(str::to_owned),
             steps_done: v.checkpoint.map_or(0, |c| c.steps_done),
             started_ms: v.started_ms,

@@ -17,7 +17,7 @@ use crate::runtime::Notice;
 use crate::schedule::{self, Readiness};
 use crate::state::{
     Applied, AuditRecord, DayEvent, EventKind, OperatorAction, ShardEvent, ShardStatus, Target,
-    TaskStatus, UnconfirmedPolicy, transition,
+    TaskStatus, transition,
 };
 
 /// One shard that a bulk event moves: index, status before, status after, finished time.
@@ -141,20 +141,13 @@ impl Control {
             ShardStatus::Failed if matches!(from, ShardStatus::Running | ShardStatus::Stopping) => {
                 self.maybe_auto_retry(ix, shard);
             }
-            ShardStatus::Unconfirmed
-                if self.opts.unconfirmed_policy == UnconfirmedPolicy::AutoRollback =>
-            {
-                self.auto_retry_after_rollback.insert((ix, shard));
-                let task = self.flow.graph().id(ix).clone();
-                self.record(EventKind::Shard { task, shard, event: ShardEvent::Rollback });
+            ShardStatus::Unconfirmed => {
+                if let Some(event) = self.opts.unconfirmed_policy.on_unconfirmed() {
+                    let task = self.flow.graph().id(ix).clone();
+                    self.record(EventKind::Shard { task, shard, event });
+                }
             }
-            ShardStatus::RolledBack
-                if self.auto_retry_after_rollback.remove(&(ix, shard))
-                    && self.day.dependencies_done(ix) =>
-            {
-                let task = self.flow.graph().id(ix).clone();
-                self.record(EventKind::Shard { task, shard, event: ShardEvent::Retry });
-            }
+            ShardStatus::RolledBack => self.maybe_retry_after_rollback(ix, shard),
             _ => {}
         }
     }
@@ -340,12 +333,31 @@ impl Control {
 
     // ----- retries ---------------------------------------------------------------------
 
-    fn maybe_auto_retry(&mut self, ix: TaskIx, shard: u32) {
-        let Some(attempt) = self.day.shard(ix, shard).map(|v| v.attempt) else { return };
+    /// A shard's run failed: retry it after the backoff while its failures in this generation
+    /// are within `retries` (requeues and restarts are not failures: the count is the day's).
+    pub(super) fn maybe_auto_retry(&mut self, ix: TaskIx, shard: u32) {
+        let Some((attempt, failures)) = self.day.shard(ix, shard).map(|v| (v.attempt, v.failures))
+        else {
+            return;
+        };
         let def = self.flow.task(ix);
-        if let Some(backoff) = schedule::auto_retry(attempt, def.retries, def.retry_backoff) {
-            info!(task = %def.id, shard, attempt, ?backoff, "shard failed; retrying after backoff");
+        if let Some(backoff) = schedule::auto_retry(failures, def.retries, def.retry_backoff) {
+            info!(task = %def.id, shard, attempt, failures, ?backoff, "shard failed; retrying after backoff");
             self.schedule_retry(ix, shard, attempt, backoff);
+        }
+    }
+
+    /// A shard rolled back by the unconfirmed policy (`RollbackThenRetry`, durable) runs again
+    /// once rolled back — after a recovery too. If its dependencies are not done (an upstream
+    /// was rolled back meanwhile) it waits, rolled back, for an operator.
+    pub(super) fn maybe_retry_after_rollback(&mut self, ix: TaskIx, shard: u32) {
+        let intent = self
+            .day
+            .shard(ix, shard)
+            .is_some_and(|v| v.status == ShardStatus::RolledBack && v.retry_after_rollback);
+        if intent && self.day.dependencies_done(ix) {
+            let task = self.flow.graph().id(ix).clone();
+            self.record(EventKind::Shard { task, shard, event: ShardEvent::Retry });
         }
     }
 

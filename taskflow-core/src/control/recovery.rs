@@ -60,16 +60,17 @@ impl Control {
                 self.load_timings(ix);
                 continue;
             }
-            let work: Vec<(u32, ShardStatus, u32, Option<Assignee>)> = s
+            let work: Vec<(u32, ShardStatus, u32, u32, Option<Assignee>)> = s
                 .shards(ix, None, 0, usize::MAX)
                 .into_iter()
                 .map(|v| {
-                    (v.index, v.status, v.attempt, v.executor.map(|e| (e.to_owned(), v.instance)))
+                    let executor = v.executor.map(|e| (e.to_owned(), v.instance));
+                    (v.index, v.status, v.attempt, v.failures, executor)
                 })
                 .collect();
             self.load_timings(ix);
             self.ensure_active(ix);
-            for (shard, status, attempt, executor) in work {
+            for (shard, status, attempt, failures, executor) in work {
                 match status {
                     ShardStatus::Running | ShardStatus::Stopping => {
                         // A shard dispatched to an executor process may have finished there:
@@ -94,11 +95,12 @@ impl Control {
                     ShardStatus::Failed => {
                         let def = self.flow.task(ix);
                         if let Some(b) =
-                            schedule::auto_retry(attempt, def.retries, def.retry_backoff)
+                            schedule::auto_retry(failures, def.retries, def.retry_backoff)
                         {
                             self.schedule_retry(ix, shard, attempt, b);
                         }
                     }
+                    ShardStatus::RolledBack => self.maybe_retry_after_rollback(ix, shard),
                     _ => {}
                 }
             }

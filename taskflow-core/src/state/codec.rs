@@ -11,10 +11,15 @@
 //! bulk         per registered task with shards, in graph order:
 //!                key bytes   (meta.tasks[i].key_bytes bytes, UTF-8)
 //!                key ends    (n × u32: key j ends at ends[j])
-//!                rows        (n × 37 bytes: status u8, attempt u32, generation u32,
+//!                rows        (n × 40 bytes: status u8, attempt u32, generation u32,
 //!                             executor u32, steps_done u32, step_name u32,
-//!                             started_ms i64, finished_ms i64; u32::MAX = none)
+//!                             started_ms i64, finished_ms i64, failures u16,
+//!                             flags u8 (bit 0: retry after rollback); u32::MAX = none)
 //! ```
+//!
+//! Row schema 1 (written before failure counts existed) had 37-byte rows without `failures`
+//! and `flags`; it is still read, with `failures` = the attempt number (the retry budget those
+//! versions counted) and no retry intent.
 //!
 //! Derived data (status counts, task statuses, readiness) is not stored: decoding recomputes
 //! it, so a snapshot cannot disagree with itself. Checksums are the store's business; the
@@ -40,8 +45,9 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"TFDS";
 /// The snapshot layout version this build writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
 /// The shard row layout version this build writes and reads.
-pub const SHARD_ROW_SCHEMA_VERSION: u16 = 1;
-const ROW_LEN: usize = 37;
+pub const SHARD_ROW_SCHEMA_VERSION: u16 = 2;
+const ROW_LEN: usize = 40;
+const ROW_LEN_V1: usize = 37;
 const HEADER_LEN: usize = 12;
 
 /// Why bytes could not be decoded into a snapshot or an event.
@@ -192,6 +198,8 @@ impl DayState {
                 out.extend_from_slice(&r.step_name.to_le_bytes());
                 out.extend_from_slice(&r.started_ms.to_le_bytes());
                 out.extend_from_slice(&r.finished_ms.to_le_bytes());
+                out.extend_from_slice(&r.failures.to_le_bytes());
+                out.push(u8::from(r.then_retry));
             }
         }
         out
@@ -212,7 +220,7 @@ impl DayState {
             });
         }
         let rows = r.u16("header")?;
-        if rows != SHARD_ROW_SCHEMA_VERSION {
+        if rows != SHARD_ROW_SCHEMA_VERSION && rows != 1 {
             return Err(CodecError::UnsupportedVersion {
                 what: "shard row",
                 found: rows,
@@ -277,7 +285,7 @@ impl DayState {
             let keys = read_keys(&mut r, tm.key_bytes as usize, n)?;
             let mut shards = Vec::with_capacity(n.min(r.remaining() / ROW_LEN));
             for _ in 0..n {
-                let row = r.row()?;
+                let row = r.row(rows)?;
                 let assignee_ok = row.executor == NONE || assignees.get(row.executor).is_some();
                 if !assignee_ok || !valid(row.step_name, &step_names) {
                     return Err(malformed("shard row", format!("task {i}: unknown name id")));
@@ -390,8 +398,9 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn row(&mut self) -> Result<ShardRecord, CodecError> {
-        let b = self.take(ROW_LEN, "shard rows")?;
+    fn row(&mut self, schema: u16) -> Result<ShardRecord, CodecError> {
+        let len = if schema == 1 { ROW_LEN_V1 } else { ROW_LEN };
+        let b = self.take(len, "shard rows")?;
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let i64_at = |i: usize| {
             let mut a = [0u8; 8];
@@ -409,6 +418,16 @@ impl<'a> Reader<'a> {
             step_name: u32_at(17),
             started_ms: i64_at(21),
             finished_ms: i64_at(29),
+            failures: if schema == 1 {
+                u16::try_from(u32_at(1)).unwrap_or(u16::MAX)
+            } else {
+                u16::from_le_bytes([b[37], b[38]])
+            },
+            then_retry: match b.get(39) {
+                None | Some(0) => false,
+                Some(1) => true,
+                Some(f) => return Err(malformed("shard row", format!("unknown flags {f}"))),
+            },
         })
     }
 }

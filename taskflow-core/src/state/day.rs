@@ -187,6 +187,13 @@ pub struct ShardView<'a> {
     pub finished_ms: Option<i64>,
     /// The error of its latest failure, cleared by success.
     pub last_error: Option<&'a str>,
+    /// How many of its runs failed (`Fail`) in the current generation: the automatic retries
+    /// it used up. A requeue (lost executor, refused assignment), a manager restart or an
+    /// operator's action never counts; a rollback starts again at 0.
+    pub failures: u32,
+    /// It is being rolled back by the unconfirmed policy and is run again once rolled back
+    /// (`RollbackThenRetry`; durable).
+    pub retry_after_rollback: bool,
 }
 
 /// How far a shard got in its current generation.
@@ -212,7 +219,7 @@ pub struct AuditEntry {
 /// "None" for an interned id.
 pub(super) const NONE: u32 = u32::MAX;
 
-/// One shard, 40 bytes. Timestamps use 0 for "not set".
+/// One shard, 40 bytes (checked by a test). Timestamps use 0 for "not set".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ShardRecord {
     pub(super) started_ms: i64,
@@ -222,7 +229,11 @@ pub(super) struct ShardRecord {
     pub(super) generation: u32,
     pub(super) steps_done: u32,
     pub(super) step_name: u32,
+    /// `Fail`s in the current generation (saturating).
+    pub(super) failures: u16,
     pub(super) status: ShardStatus,
+    /// Rolled back by `RollbackThenRetry`, not retried yet.
+    pub(super) then_retry: bool,
 }
 
 impl ShardRecord {
@@ -234,7 +245,9 @@ impl ShardRecord {
         generation: 0,
         steps_done: 0,
         step_name: NONE,
+        failures: 0,
         status: ShardStatus::Registered,
+        then_retry: false,
     };
 }
 
@@ -639,15 +652,20 @@ impl DayState {
         let rec = &mut t.shards[shard as usize];
         t.counts.move_one(rec.status, to);
         rec.status = to;
+        // The intent to retry lasts from `RollbackThenRetry` through the rollback's success.
+        rec.then_retry = matches!(event, ShardEvent::RollbackThenRetry)
+            || rec.then_retry && matches!(event, ShardEvent::RollbackSucceeded);
         match event {
             ShardEvent::Dispatch { attempt, .. } => {
                 rec.attempt = *attempt;
                 rec.executor = executor;
             }
+            ShardEvent::Fail { .. } => rec.failures = rec.failures.saturating_add(1),
             ShardEvent::RollbackSucceeded => {
                 rec.generation += 1;
                 rec.steps_done = 0;
                 rec.step_name = NONE;
+                rec.failures = 0;
             }
             _ => {}
         }

@@ -166,8 +166,9 @@ impl fmt::Display for Target {
     }
 }
 
-/// The envelope version of an encoded [`DayEvent`].
-pub const EVENT_FORMAT_VERSION: u8 = 1;
+/// The envelope version of an encoded [`DayEvent`]. Version 2 added the shard event
+/// `rollback_then_retry`; version 1 bodies are a subset and are still read.
+pub const EVENT_FORMAT_VERSION: u8 = 2;
 
 impl DayEvent {
     /// Encodes the event: one version byte, then MessagePack with field names.
@@ -186,7 +187,7 @@ impl DayEvent {
         let Some((&version, body)) = bytes.split_first() else {
             return Err(CodecError::Truncated { what: "event version" });
         };
-        if version != EVENT_FORMAT_VERSION {
+        if !(1..=EVENT_FORMAT_VERSION).contains(&version) {
             return Err(CodecError::UnsupportedVersion {
                 what: "event",
                 found: u16::from(version),

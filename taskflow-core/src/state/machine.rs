@@ -168,6 +168,10 @@ pub enum ShardEvent {
     Confirm,
     /// An operator declares the work failed: `unconfirmed → failed`.
     MarkFailed,
+    /// The unconfirmed policy `auto-rollback`: `unconfirmed → rolling back`, and once rolled
+    /// back the shard is retried. The intent is part of the event, so a manager crash during
+    /// the rollback does not leave the shard rolled back and the day stalled.
+    RollbackThenRetry,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -194,11 +198,12 @@ pub enum ShardEventKind {
     MarkUnconfirmed,
     Confirm,
     MarkFailed,
+    RollbackThenRetry,
 }
 
 impl ShardEventKind {
     /// Every kind.
-    pub const ALL: [ShardEventKind; 15] = [
+    pub const ALL: [ShardEventKind; 16] = [
         ShardEventKind::Ready,
         ShardEventKind::Dispatch,
         ShardEventKind::Succeed,
@@ -214,6 +219,7 @@ impl ShardEventKind {
         ShardEventKind::MarkUnconfirmed,
         ShardEventKind::Confirm,
         ShardEventKind::MarkFailed,
+        ShardEventKind::RollbackThenRetry,
     ];
 
     /// The verb for "cannot {verb} a shard that is {status}".
@@ -234,6 +240,7 @@ impl ShardEventKind {
             ShardEventKind::MarkUnconfirmed => "mark unconfirmed",
             ShardEventKind::Confirm => "confirm",
             ShardEventKind::MarkFailed => "mark failed",
+            ShardEventKind::RollbackThenRetry => "roll back and retry",
         }
     }
 }
@@ -257,6 +264,7 @@ impl ShardEvent {
             ShardEvent::MarkUnconfirmed => ShardEventKind::MarkUnconfirmed,
             ShardEvent::Confirm => ShardEventKind::Confirm,
             ShardEvent::MarkFailed => ShardEventKind::MarkFailed,
+            ShardEvent::RollbackThenRetry => ShardEventKind::RollbackThenRetry,
         }
     }
 }
@@ -310,6 +318,7 @@ pub const TRANSITIONS: &[(ShardStatus, ShardEventKind, ShardStatus)] = &[
     (S::Unconfirmed, E::Confirm, S::Succeeded),
     (S::Unconfirmed, E::MarkFailed, S::Failed),
     (S::Unconfirmed, E::Rollback, S::RollingBack),
+    (S::Unconfirmed, E::RollbackThenRetry, S::RollingBack),
 ];
 
 /// The table as a dense matrix for O(1) lookup on the hot path; built from [`TRANSITIONS`] at
@@ -353,7 +362,7 @@ pub enum UnconfirmedPolicy {
     /// Leave it for an operator to confirm, mark failed or roll back (the default).
     #[default]
     Hold,
-    /// Roll it back automatically.
+    /// Roll it back automatically, then run it again.
     AutoRollback,
 }
 
@@ -362,7 +371,7 @@ impl UnconfirmedPolicy {
     pub fn on_unconfirmed(self) -> Option<ShardEvent> {
         match self {
             UnconfirmedPolicy::Hold => None,
-            UnconfirmedPolicy::AutoRollback => Some(ShardEvent::Rollback),
+            UnconfirmedPolicy::AutoRollback => Some(ShardEvent::RollbackThenRetry),
         }
     }
 }

@@ -137,6 +137,8 @@ impl DayState {
             started_ms: set(rec.started_ms),
             finished_ms: set(rec.finished_ms),
             last_error: self.errors.get(&(ix.0, shard)).map(String::as_str),
+            failures: u32::from(rec.failures),
+            retry_after_rollback: rec.then_retry,
         })
     }
 

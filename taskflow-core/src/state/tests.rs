@@ -171,6 +171,7 @@ fn sample_event(kind: ShardEventKind) -> ShardEvent {
         ShardEventKind::MarkUnconfirmed => SE::MarkUnconfirmed,
         ShardEventKind::Confirm => SE::Confirm,
         ShardEventKind::MarkFailed => SE::MarkFailed,
+        ShardEventKind::RollbackThenRetry => SE::RollbackThenRetry,
     }
 }
 
@@ -251,10 +252,82 @@ fn skipped_is_terminal_and_rollback_failed_only_allows_another_rollback() {
     assert_eq!(allowed_events(S::RollbackFailed), vec![ShardEventKind::Rollback]);
     assert_eq!(
         allowed_events(S::Unconfirmed),
-        vec![ShardEventKind::Confirm, ShardEventKind::MarkFailed, ShardEventKind::Rollback]
+        vec![
+            ShardEventKind::Confirm,
+            ShardEventKind::MarkFailed,
+            ShardEventKind::Rollback,
+            ShardEventKind::RollbackThenRetry
+        ]
     );
     assert_eq!(UnconfirmedPolicy::default().on_unconfirmed(), None);
-    assert_eq!(UnconfirmedPolicy::AutoRollback.on_unconfirmed(), Some(SE::Rollback));
+    assert_eq!(UnconfirmedPolicy::AutoRollback.on_unconfirmed(), Some(SE::RollbackThenRetry));
+}
+
+#[test]
+fn failures_count_only_failed_runs_of_the_current_generation() {
+    let mut d = Day::new();
+    d.register("a", 1);
+    d.ok(EventKind::TaskReady { task: tid("a") });
+    let failures = |d: &Day| d.st.shard(d.ix("a"), 0).map(|v| (v.attempt, v.failures));
+    d.dispatch("a", 0);
+    // A requeue (lost executor, refused assignment) is not a failure, however often.
+    d.shard("a", 0, SE::Requeue).expect("requeue");
+    d.dispatch("a", 0);
+    d.shard("a", 0, SE::Requeue).expect("requeue");
+    d.dispatch("a", 0);
+    assert_eq!(failures(&d), Some((3, 0)));
+    d.shard("a", 0, SE::Fail { reason: "no quotes".into() }).expect("fail");
+    assert_eq!(failures(&d), Some((3, 1)));
+    d.shard("a", 0, SE::Retry).expect("retry");
+    d.dispatch("a", 0);
+    d.shard("a", 0, SE::MarkUnconfirmed).expect("unconfirmed");
+    // An operator's verdict on unknown work is not a run that failed.
+    d.shard("a", 0, SE::MarkFailed).expect("mark failed");
+    assert_eq!(failures(&d), Some((4, 1)));
+    d.shard("a", 0, SE::Retry).expect("retry");
+    d.dispatch("a", 0);
+    d.shard("a", 0, SE::Fail { reason: "again".into() }).expect("fail");
+    assert_eq!(failures(&d), Some((5, 2)));
+    // A rollback starts a new generation with its own budget.
+    d.shard("a", 0, SE::Rollback).expect("rollback");
+    d.shard("a", 0, SE::RollbackSucceeded).expect("rolled back");
+    assert_eq!(failures(&d), Some((5, 0)));
+}
+
+#[test]
+fn the_retry_intent_of_an_automatic_rollback_lasts_until_the_retry() {
+    let mut d = Day::new();
+    d.register("a", 2);
+    d.ok(EventKind::TaskReady { task: tid("a") });
+    let intent = |d: &Day, i| d.st.shard(d.ix("a"), i).map(|v| (v.status, v.retry_after_rollback));
+    for i in 0..2 {
+        d.dispatch("a", i);
+        d.shard("a", i, SE::MarkUnconfirmed).expect("unconfirmed");
+    }
+    d.shard("a", 0, SE::RollbackThenRetry).expect("auto rollback");
+    d.shard("a", 1, SE::Rollback).expect("operator rollback");
+    assert_eq!(intent(&d, 0), Some((S::RollingBack, true)));
+    assert_eq!(intent(&d, 1), Some((S::RollingBack, false)));
+    d.shard("a", 0, SE::RollbackSucceeded).expect("rolled back");
+    d.shard("a", 1, SE::RollbackSucceeded).expect("rolled back");
+    // Durable: a snapshot round trip keeps it (a recovery retries shard 0, not shard 1).
+    let back = DayState::decode_snapshot(&d.st.encode_snapshot(), diamond()).expect("decode");
+    assert_eq!(back, d.st);
+    assert_eq!(intent(&d, 0), Some((S::RolledBack, true)));
+    assert_eq!(intent(&d, 1), Some((S::RolledBack, false)));
+    d.shard("a", 0, SE::Retry).expect("retry");
+    assert_eq!(intent(&d, 0), Some((S::Pending, false)));
+    // A failed rollback ends the intent: an operator decides.
+    d.dispatch("a", 0);
+    d.shard("a", 0, SE::MarkUnconfirmed).expect("unconfirmed");
+    d.shard("a", 0, SE::RollbackThenRetry).expect("auto rollback");
+    d.shard("a", 0, SE::RollbackFailed { reason: "locked".into() }).expect("failed");
+    assert_eq!(intent(&d, 0), Some((S::RollbackFailed, false)));
+}
+
+#[test]
+fn a_shard_record_stays_40_bytes() {
+    assert_eq!(std::mem::size_of::<super::day::ShardRecord>(), 40);
 }
 
 #[test]
@@ -684,7 +757,7 @@ fn fixture(name: &str, bytes: &[u8]) -> Vec<u8> {
 fn snapshot_golden_bytes() {
     let day = golden_day();
     let bytes = day.encode_snapshot();
-    let golden = fixture("day_snapshot_v1.bin", &bytes);
+    let golden = fixture("day_snapshot_v2.bin", &bytes);
     assert_eq!(bytes, golden, "the snapshot format changed: bump its version and add a migration");
     let decoded = DayState::decode_snapshot(&golden, diamond()).expect("fixture decodes");
     assert_eq!(decoded, day);
@@ -692,9 +765,8 @@ fn snapshot_golden_bytes() {
     assert_eq!(decoded.task_status_of("c"), Some(TaskStatus::NotApplicable));
 }
 
-#[test]
-fn event_golden_bytes() {
-    let events = vec![
+fn golden_events() -> Vec<DayEvent> {
+    vec![
         DayEvent {
             seq: 7,
             at_ms: 1_764_000_000_000,
@@ -719,7 +791,28 @@ fn event_golden_bytes() {
                 covered_dates: vec![date().date()],
             },
         },
-    ];
+    ]
+}
+
+fn framed(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let n = u32::from_le_bytes(*len) as usize;
+        out.push(tail[..n].to_vec());
+        rest = &tail[n..];
+    }
+    out
+}
+
+#[test]
+fn event_golden_bytes() {
+    let mut events = golden_events();
+    events.push(DayEvent {
+        seq: 9,
+        at_ms: 1_764_000_000_002,
+        kind: EventKind::Shard { task: tid("nav"), shard: 0, event: SE::RollbackThenRetry },
+    });
     let mut all = Vec::new();
     for e in &events {
         let b = e.encode();
@@ -727,8 +820,46 @@ fn event_golden_bytes() {
         all.extend_from_slice(&(b.len() as u32).to_le_bytes());
         all.extend_from_slice(&b);
     }
-    let golden = fixture("day_events_v1.bin", &all);
+    let golden = fixture("day_events_v2.bin", &all);
     assert_eq!(all, golden, "the event format changed: bump its version");
+}
+
+#[test]
+fn events_of_version_1_are_still_read() {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/state/fixtures/day_events_v1.bin"),
+    )
+    .expect("the v1 fixture is kept");
+    let decoded: Vec<DayEvent> = framed(&bytes)
+        .iter()
+        .map(|b| {
+            assert_eq!(b[0], 1, "written by version 1");
+            DayEvent::decode(b).expect("a v1 event decodes")
+        })
+        .collect();
+    assert_eq!(decoded, golden_events());
+}
+
+#[test]
+fn snapshots_of_row_schema_1_are_still_read_with_the_old_retry_budget() {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/state/fixtures/day_snapshot_v1.bin"),
+    )
+    .expect("the v1 fixture is kept");
+    assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), 1, "row schema 1");
+    let decoded = DayState::decode_snapshot(&bytes, diamond()).expect("a v1 snapshot decodes");
+    let day = golden_day();
+    // Everything but the failure count equals today's fold; the failure count is the attempt,
+    // the budget row schema 1's versions spent (so an upgrade neither adds nor takes retries).
+    let b = day.graph().index_of("b").expect("b");
+    for i in 0..3 {
+        let (old, new) = (decoded.shard(b, i).expect("shard"), day.shard(b, i).expect("shard"));
+        assert_eq!(old.failures, old.attempt);
+        assert_eq!(ShardView { failures: new.attempt, ..new }, old);
+    }
+    assert_eq!(decoded.encode_snapshot().len(), day.encode_snapshot().len());
 }
 
 #[test]
@@ -746,13 +877,13 @@ fn unknown_future_versions_are_rejected_clearly() {
     bytes[6..8].copy_from_slice(&9u16.to_le_bytes());
     assert_eq!(
         DayState::decode_snapshot(&bytes, diamond()),
-        Err(CodecError::UnsupportedVersion { what: "shard row", found: 9, supported: 1 })
+        Err(CodecError::UnsupportedVersion { what: "shard row", found: 9, supported: 2 })
     );
     let mut ev = DayEvent { seq: 1, at_ms: 0, kind: EventKind::DayClosed }.encode();
-    ev[0] = 2;
+    ev[0] = 3;
     assert_eq!(
         DayEvent::decode(&ev),
-        Err(CodecError::UnsupportedVersion { what: "event", found: 2, supported: 1 })
+        Err(CodecError::UnsupportedVersion { what: "event", found: 3, supported: 2 })
     );
 }
 

@@ -120,6 +120,9 @@ pub enum Invariant {
     NoFailureByFault,
     /// The faults stopped, yet the day neither closed nor stalled for an operator's reason.
     NothingStuck,
+    /// A shard whose behavior failed fewer times than its `retries` was left failed: a
+    /// requeue, a refusal or a restart used up its retries.
+    RetriesKept,
 }
 
 /// A failed run: which invariant, when, and how to replay it.
@@ -569,6 +572,7 @@ impl World {
         let effects = m.core.handle(input, now);
         self.report.inputs += 1;
         m.core.check().map_err(|e| (Invariant::CountersRecount, e))?;
+        Self::check_retry_armed(&self.flow, m.core.day(), &effects)?;
         for e in effects {
             self.note(|| format!("eff {e:?}"));
             self.effect(e)?;
@@ -1056,6 +1060,85 @@ impl World {
         Ok(())
     }
 
+    /// A shard whose run failed with retries left gets its retry timer in the same turn:
+    /// only failures count, so a requeue, a refusal or a restart never uses one up.
+    fn check_retry_armed(flow: &Flow, day: &DayState, effects: &[Effect]) -> Result<(), Broke> {
+        for e in effects {
+            let Effect::Append(events) = e else { continue };
+            for ev in events {
+                let EventKind::Shard { task, shard, event: ShardEvent::Fail { .. } } = &ev.kind
+                else {
+                    continue;
+                };
+                let Some(ix) = flow.graph().index_of(task.as_str()) else { continue };
+                let Some(v) = day.shard(ix, *shard) else { continue };
+                let retries = flow.task(ix).retries;
+                if v.status != ShardStatus::Failed
+                    || v.failures > retries
+                    || !day.dependencies_done(ix)
+                {
+                    continue;
+                }
+                let armed = effects.iter().any(|e| {
+                    matches!(e, Effect::Timer { timer: Timer::Retry { task: t, shard: s, .. }, .. }
+                        if *t == ix && s == shard)
+                });
+                if !armed {
+                    return Err((
+                        Invariant::RetriesKept,
+                        format!(
+                            "{task}[{shard}] failed ({} failure(s), retries = {retries}, attempt \
+                             {}) and no retry was scheduled",
+                            v.failures, v.attempt
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every shard left failed by its behavior's failure (the last event on it in the
+    /// durable log is a `Fail`, not an operator's action) used up its retries: its failures
+    /// in this generation exceed `retries`.
+    fn check_retries_kept(&self) -> Result<(), Broke> {
+        let Some(m) = self.manager.as_ref() else { return Ok(()) };
+        let day = m.core.day();
+        let mut by_fail: BTreeMap<(&str, u32), bool> = BTreeMap::new();
+        for e in &self.disk.events {
+            match &e.kind {
+                EventKind::Shard { task, shard, event } => {
+                    by_fail
+                        .insert((task.as_str(), *shard), matches!(event, ShardEvent::Fail { .. }));
+                }
+                EventKind::TaskShards { task, .. } => {
+                    by_fail.retain(|(t, _), _| *t != task.as_str());
+                }
+                _ => {}
+            }
+        }
+        for ((task, shard), failed) in by_fail {
+            let Some(ix) = self.flow.graph().index_of(task) else { continue };
+            let Some(v) = day.shard(ix, shard) else { continue };
+            let retries = self.flow.task(ix).retries;
+            if failed
+                && v.status == ShardStatus::Failed
+                && v.failures <= retries
+                && day.dependencies_done(ix)
+            {
+                return Err((
+                    Invariant::RetriesKept,
+                    format!(
+                        "{task}[{shard}] is left failed after {} failure(s) of retries = {retries} \
+                         (attempt {})",
+                        v.failures, v.attempt
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The faults are over: the day closed, or it stalled and every shard that is not
     /// terminal waits for an operator.
     fn final_check(&mut self) -> Result<(), Broke> {
@@ -1074,6 +1157,9 @@ impl World {
         if day.is_closed() {
             return Ok(());
         }
+        self.check_retries_kept()?;
+        let Some(m) = self.manager.as_ref() else { return Ok(()) };
+        let day = m.core.day();
         if !m.core.stalled() {
             return Err((
                 Invariant::NothingStuck,

@@ -148,6 +148,7 @@ pub(crate) struct ShardDto {
     pub(crate) status: &'static str,
     pub(crate) attempt: u32,
     pub(crate) generation: u32,
+    pub(crate) failures: u32,
     pub(crate) executor: Option<String>,
     pub(crate) step: u32,
     pub(crate) step_name: Option<String>,
@@ -340,6 +341,7 @@ pub(crate) fn shard_dto(
         status: shard_status_name(s.status),
         attempt: s.attempt,
         generation: s.generation,
+        failures: s.failures,
         executor: s.executor.clone(),
         step: s.steps_done,
         step_name: (s.steps_done > 0)

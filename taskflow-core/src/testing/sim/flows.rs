@@ -67,7 +67,7 @@ pub fn random_flow(rng: &mut Rng) -> Flow {
             1 => flow.push_str("trigger = \"at 15:01\"\n"),
             _ => {}
         }
-        let _ = writeln!(flow, "retries = {}", rng.range(0, 2));
+        let _ = writeln!(flow, "retries = {}", rng.range(0, 3));
         let _ = writeln!(flow, "retry_backoff = \"{}s\"", rng.range(0, 1));
         flow.push('\n');
     }
