@@ -243,3 +243,135 @@ pub fn assert_all_done(report: &serde_json::Value) {
         );
     }
 }
+
+// --- Exactly-once checks shared by the fault tests: the ledger and the journal ---
+
+/// The ledger of a fault-free in-process run of the example day (`taskflow standalone
+/// --until-done`; the figures are deterministic), made in `dir`.
+pub fn reference_ledger(dir: &Path) -> std::collections::BTreeMap<String, i64> {
+    let ledger = dir.join("reference-ledger");
+    let data = dir.join("reference-data");
+    let mut run = Proc::spawn(
+        &["standalone", "--until-done", "--date", DATE, "--data", data.to_str().unwrap()],
+        &[("TASKFLOW_LEDGER_DIR", ledger.to_str().unwrap()), ("TASKFLOW_FUND_STEP_DELAY", "0ms")],
+    );
+    let code = run.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "reference run:\n{}", run.output());
+    taskflow_examples::fund_clearing::FileLedger::open(&ledger).unwrap().entries().unwrap()
+}
+
+/// What [`check_ledger_exact`] found in a ledger that is exact.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgerSummary {
+    /// Committed postings (= the expected ones).
+    pub postings: usize,
+    /// Re-posts refused as duplicates (a step re-run after its shard moved or resumed).
+    pub dups: u32,
+}
+
+/// The committed [`FileLedger`](taskflow_examples::fund_clearing::FileLedger) in `dir` equals
+/// `expected` key for key and amount for amount, and `attempts.log` shows every key committed
+/// exactly once (one `new`, no `rev`); otherwise a description of every difference.
+pub fn check_ledger_exact(
+    dir: &Path,
+    expected: &std::collections::BTreeMap<String, i64>,
+) -> Result<LedgerSummary, String> {
+    let ledger = taskflow_examples::fund_clearing::FileLedger::open(dir)
+        .map_err(|e| format!("open the ledger {}: {e}", dir.display()))?;
+    let entries = ledger.entries().map_err(|e| format!("read the ledger: {e}"))?;
+    let attempts = ledger.attempts().map_err(|e| format!("read attempts.log: {e}"))?;
+    let missing: Vec<_> = expected.keys().filter(|k| !entries.contains_key(*k)).collect();
+    let extra: Vec<_> = entries.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let other: Vec<_> = entries
+        .iter()
+        .filter(|(k, a)| expected.get(*k).is_some_and(|e| e != *a))
+        .map(|(k, a)| format!("{k}: {a} (expected {})", expected[k]))
+        .collect();
+    let not_once: Vec<_> = attempts.iter().filter(|(_, a)| a.new != 1 || a.rev != 0).collect();
+    if missing.is_empty() && extra.is_empty() && other.is_empty() && not_once.is_empty() {
+        let dups = attempts.values().map(|a| a.dup).sum();
+        return Ok(LedgerSummary { postings: entries.len(), dups });
+    }
+    fn first<T: std::fmt::Debug>(v: &[T]) -> String {
+        let shown: Vec<_> = v.iter().take(10).collect();
+        if v.len() > shown.len() {
+            format!("{shown:?} and {} more", v.len() - 10)
+        } else {
+            format!("{shown:?}")
+        }
+    }
+    Err(format!(
+        "the ledger is not exact: {} missing {}; {} extra {}; other amounts {}; keys not \
+         committed exactly once (new != 1 or rev != 0): {}",
+        missing.len(),
+        first(&missing),
+        extra.len(),
+        first(&extra),
+        first(&other),
+        first(&not_once)
+    ))
+}
+
+/// What the journal (`taskflow store events`) says about the day's shards.
+#[derive(Debug, Default)]
+pub struct JournalCounts {
+    /// `succeed` events per registered `(task, shard)`.
+    pub successes: std::collections::BTreeMap<(String, u64), u32>,
+    /// `requeue` events (a lost executor's running shard back to pending).
+    pub requeues: u32,
+    /// `dispatch` events per `(task, shard)`.
+    pub dispatches: std::collections::BTreeMap<(String, u64), u32>,
+    /// Problems: a success of an unregistered shard, a task-wide success (which would hide
+    /// per-shard counts), a log that does not start at seq 1.
+    pub problems: Vec<String>,
+}
+
+impl JournalCounts {
+    /// Counts the day's events (as printed by [`store_events`]).
+    pub fn of(events: &[serde_json::Value]) -> JournalCounts {
+        let mut c = JournalCounts::default();
+        if events.first().and_then(|e| e["seq"].as_u64()) != Some(1) {
+            c.problems.push("the journal does not start at seq 1".into());
+        }
+        for e in events {
+            let kind = &e["kind"];
+            if let Some(r) = kind.get("task_registered") {
+                let task = r["task"].as_str().unwrap_or_default().to_owned();
+                for i in 0..r["shards"].as_array().map_or(0, Vec::len) as u64 {
+                    c.successes.insert((task.clone(), i), 0);
+                }
+            } else if let Some(s) = kind.get("shard") {
+                let at = (
+                    s["task"].as_str().unwrap_or_default().to_owned(),
+                    s["shard"].as_u64().unwrap_or(u64::MAX),
+                );
+                match &s["event"] {
+                    serde_json::Value::String(v) if v == "succeed" => {
+                        match c.successes.get_mut(&at) {
+                            Some(n) => *n += 1,
+                            None => c.problems.push(format!("success of unregistered {at:?}")),
+                        }
+                    }
+                    serde_json::Value::String(v) if v == "requeue" => c.requeues += 1,
+                    v if v.get("dispatch").is_some() => *c.dispatches.entry(at).or_default() += 1,
+                    _ => {}
+                }
+            } else if let Some(t) = kind.get("task_shards")
+                && t["event"] == "succeed"
+            {
+                c.problems.push(format!("a task-wide success hides per-shard counts: {e}"));
+            }
+        }
+        c
+    }
+
+    /// Registered shards whose success count is not exactly one.
+    pub fn not_once(&self) -> Vec<(&(String, u64), &u32)> {
+        self.successes.iter().filter(|(_, n)| **n != 1).collect()
+    }
+
+    /// Shards dispatched more than once.
+    pub fn redispatched(&self) -> usize {
+        self.dispatches.values().filter(|n| **n >= 2).count()
+    }
+}
