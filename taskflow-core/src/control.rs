@@ -687,6 +687,7 @@ impl Control {
     }
 
     /// Checks every counter against its recount; the first difference, if any.
+    #[cfg(any(debug_assertions, test, feature = "test-util"))]
     pub(crate) fn check(&self) -> Result<(), String> {
         self.books.check(&self.day)
     }

@@ -553,6 +553,7 @@ impl Books {
 
     /// Recounts every counter from scratch and compares; also that the slot tables and
     /// `running` agree, and that running shards are running in the day's state.
+    #[cfg(any(debug_assertions, test, feature = "test-util"))]
     pub(crate) fn check(&self, day: &DayState) -> Result<(), String> {
         let mut per_task = vec![0u32; self.tasks.len()];
         for (&(ix, shard), &(executor, slot)) in &self.running {
