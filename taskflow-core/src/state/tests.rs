@@ -824,13 +824,17 @@ fn event_golden_bytes() {
     assert_eq!(all, golden, "the event format changed: bump its version");
 }
 
+/// The bytes of a fixture of an older format version, kept under test and never blessed.
+fn kept_fixture(name: &str) -> Vec<u8> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/state/fixtures").join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (an old fixture is kept)", path.display()))
+}
+
 #[test]
 fn events_of_version_1_are_still_read() {
-    let bytes = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/state/fixtures/day_events_v1.bin"),
-    )
-    .expect("the v1 fixture is kept");
+    let bytes = kept_fixture("day_events_v1.bin");
     let decoded: Vec<DayEvent> = framed(&bytes)
         .iter()
         .map(|b| {
@@ -843,11 +847,7 @@ fn events_of_version_1_are_still_read() {
 
 #[test]
 fn snapshots_of_row_schema_1_are_still_read_with_the_old_retry_budget() {
-    let bytes = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/state/fixtures/day_snapshot_v1.bin"),
-    )
-    .expect("the v1 fixture is kept");
+    let bytes = kept_fixture("day_snapshot_v1.bin");
     assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), 1, "row schema 1");
     let decoded = DayState::decode_snapshot(&bytes, diamond()).expect("a v1 snapshot decodes");
     let day = golden_day();
