@@ -30,10 +30,8 @@
 //! into the mailbox). The manager never awaits the disk in a handler.
 
 pub(crate) mod clock;
-pub(crate) mod executor;
 pub(crate) mod manager;
 pub(crate) mod notifier;
-pub(crate) mod slot;
 pub(crate) mod task;
 
 use std::sync::Arc;
@@ -43,29 +41,14 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
 use crate::behavior::BoxFuture;
-pub(crate) use crate::job::{Assignment, AttemptKey, JobKind, Report};
-use crate::runtime::Notice;
+use crate::executor::Upstream;
+pub(crate) use crate::job::{AttemptKey, Report};
+use crate::view::Notice;
 use manager::ManagerMsg;
 use notifier::NotifierMsg;
 
 /// How many progress/log notices may wait in the notifier's mailbox before slots drop them.
 const MAX_INFLIGHT_NOTES: usize = 10_000;
-
-/// Where an executor's slots send what they have to say: to the manager in this process
-/// ([`LocalUpstream`]), or over the network (`crate::cluster`).
-pub(crate) trait Upstream: Send + Sync + 'static {
-    /// A report about a job (finished, abandoned, slot freed).
-    fn report(&self, report: Report);
-    /// A step checkpoint; resolves once it is durable, or with why it was refused.
-    fn checkpoint(
-        &self,
-        key: AttemptKey,
-        step: u32,
-        name: String,
-    ) -> BoxFuture<'static, Result<(), String>>;
-    /// A progress or log notice (dropped under pressure).
-    fn note(&self, notice: Notice);
-}
 
 /// The manager and notifier of this process.
 pub(crate) struct LocalUpstream {

@@ -41,10 +41,10 @@ use crate::flow::Flow;
 use crate::graph::TaskIx;
 use crate::job::{Assignment, AttemptKey, Report};
 use crate::model::BusinessDate;
-use crate::registration::Prepared;
-use crate::runtime::{ActionError, Board, DayOutcome, Notice, ShardInfo, TaskView};
 use crate::schedule::DurabilityGate;
+use crate::schedule::Prepared;
 use crate::state::{AuditEntry, Command, DayEvent, DayState, ShardStatus, UnconfirmedPolicy};
+use crate::view::{ActionError, Board, DayOutcome, Notice, ShardInfo, TaskView};
 
 pub(crate) use books::Books;
 use record::Reaction;

@@ -34,6 +34,13 @@ use crate::model::BusinessDate;
 use crate::state::{self, Applied, CodecError, DayEvent, DayState, EventKind};
 use crate::store::{self, Durable, LogStats, Store, StoreOptions, TornTail};
 
+/// Caller metadata of the manager's day store: its cluster id (random, set at creation).
+pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
+/// Caller metadata written by a recovery from replicas: `(epoch, seq)` — the first epoch and
+/// the last seq taken from the replica. A replica of an older epoch that holds more than `seq`
+/// holds a tail this history does not have, and is started over.
+pub(crate) const META_RECOVERED_FROM: &str = "recovered_from";
+
 /// A hook shown every flushed batch of `(seq, encoded event)` (replication).
 pub(crate) type Tap = Box<dyn Fn(&[(u64, Vec<u8>)]) + Send>;
 

@@ -22,9 +22,11 @@ pub mod store;
 pub mod testing;
 
 mod actors;
+mod executor;
 mod graph;
 mod job;
 mod journal;
+mod options;
 mod past;
 mod runtime;
 mod schedule;
@@ -32,10 +34,9 @@ mod view;
 
 pub use graph::{Error as GraphError, TaskGraph, TaskIx};
 pub use journal::{Error as JournalError, Journal, JournalOptions, Recovery as JournalRecovery};
+pub use options::RuntimeOptions;
 pub use past::{PastDay, PastLog};
-pub use runtime::{
-    Error as RuntimeError, ManagerHandle, Runtime, RuntimeOptions, previous_open_day, today_in,
-};
+pub use runtime::{Error as RuntimeError, ManagerHandle, Runtime, previous_open_day, today_in};
 pub use view::{
     ActionError, Board, DayOutcome, ExecutorView, Notice, RuntimeStats, ShardInfo, SlotView,
     Subscription, TaskView, Topic, event_task,

@@ -211,36 +211,3 @@ pub(crate) fn distributor_qualifies(task: &TaskDef, d: &Distributor) -> bool {
 
 #[cfg(test)]
 mod tests;
-
-/// A task's registration and split, computed ahead of recording it.
-#[derive(Debug, Clone)]
-pub(crate) struct Prepared {
-    /// The registered scope.
-    pub(crate) items: Vec<ScopeItem>,
-    /// The covered calendar dates.
-    pub(crate) covered_dates: Vec<chrono::NaiveDate>,
-    /// The shards, in registration order.
-    pub(crate) plans: Vec<crate::behavior::ShardPlan>,
-}
-
-/// Whether preparing `ix` is trivial enough for the manager to do inline: a system-level task
-/// (one scope item, no reference data walked) split by the flow, not by its behavior.
-pub(crate) fn is_trivial(flow: &crate::flow::Flow, ix: crate::graph::TaskIx) -> bool {
-    let def = flow.task(ix);
-    def.level == TaskLevel::System && def.shard_by != ShardBy::Behavior
-}
-
-/// Registration plus the flow's own split (`shard_by` other than `behavior`): pure.
-pub(crate) fn prepare_by_flow(
-    flow: &crate::flow::Flow,
-    date: BusinessDate,
-    ix: crate::graph::TaskIx,
-) -> Result<Prepared, String> {
-    let def = flow.task(ix);
-    let reg = register(def, date, flow.reference()).map_err(|e| e.to_string())?;
-    if reg.is_empty() {
-        return Ok(Prepared { items: Vec::new(), covered_dates: Vec::new(), plans: Vec::new() });
-    }
-    let plans = crate::schedule::group_scope(def, &reg.items);
-    Ok(Prepared { items: reg.items, covered_dates: reg.covered_dates, plans })
-}

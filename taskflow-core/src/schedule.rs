@@ -1,5 +1,5 @@
 //! Scheduling decisions as plain functions ("decide, then do"): when a registered task becomes
-//! ready, whether a failed shard is retried automatically, where a shard runs, how a task's
+//! ready, whether a failed shard is retried automatically, how a trivial task is prepared inline, where a shard runs, how a task's
 //! scope is grouped into shards, and the durability gate that holds effects back until the
 //! events they depend on are durable.
 //!
@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::behavior::ShardPlan;
-use crate::model::{BusinessDate, ScopeItem, ShardBy, ShardKey, TaskDef, Trigger};
+use crate::flow::Flow;
+use crate::graph::TaskIx;
+use crate::model::{BusinessDate, ScopeItem, ShardBy, ShardKey, TaskDef, TaskLevel, Trigger};
 
 /// What to do with a registered task whose dependencies are done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,4 +212,38 @@ mod tests {
         assert_eq!(g.push(3, "d"), Some("d"));
         assert_eq!(g.len(), 0);
     }
+}
+
+/// A task's registration and split, computed ahead of recording it.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    /// The registered scope.
+    pub(crate) items: Vec<ScopeItem>,
+    /// The covered calendar dates.
+    pub(crate) covered_dates: Vec<chrono::NaiveDate>,
+    /// The shards, in registration order.
+    pub(crate) plans: Vec<ShardPlan>,
+}
+
+/// Whether preparing `ix` is trivial enough for the manager to do inline: a system-level task
+/// (one scope item, no reference data walked) split by the flow, not by its behavior.
+pub(crate) fn is_trivial(flow: &Flow, ix: TaskIx) -> bool {
+    let def = flow.task(ix);
+    def.level == TaskLevel::System && def.shard_by != ShardBy::Behavior
+}
+
+/// Registration plus the flow's own split (`shard_by` other than `behavior`): pure.
+pub(crate) fn prepare_by_flow(
+    flow: &Flow,
+    date: BusinessDate,
+    ix: TaskIx,
+) -> Result<Prepared, String> {
+    let def = flow.task(ix);
+    let reg =
+        crate::registration::register(def, date, flow.reference()).map_err(|e| e.to_string())?;
+    if reg.is_empty() {
+        return Ok(Prepared { items: Vec::new(), covered_dates: Vec::new(), plans: Vec::new() });
+    }
+    let plans = group_scope(def, &reg.items);
+    Ok(Prepared { items: reg.items, covered_dates: reg.covered_dates, plans })
 }

@@ -5,8 +5,8 @@
 //!
 //! Plain data below the actors: of taskflow's modules this one uses only `model`, `state`,
 //! `behavior` (log lines) and `store` (log counters), so the actors and the cluster code use
-//! it without importing the runtime, which imports them. [`crate::runtime`] re-exports every
-//! item.
+//! it without importing the runtime, which imports them. The crate root re-exports every
+//! public item.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;

@@ -352,3 +352,125 @@ fn code_only_blanks_comments_and_literals_and_keeps_lines() {
     assert!(uses_fs("use std::{fs, io};") && uses_fs("tokio::fs::write(p, b)"));
     assert!(!uses_fs("let offs::x = 1;") && !uses_fs("self.fs_root()"));
 }
+
+/// The top-level module of a taskflow-core source file (`src/control/record.rs` → `control`),
+/// or `None` for `lib.rs`.
+fn top_module(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("taskflow-core/src/")?;
+    let first = rest.split('/').next()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (name != "lib").then(|| name.to_owned())
+}
+
+/// The top-level modules a piece of code names through `crate::…`, with the line of each:
+/// `crate::a::b`, `crate::{a, b::c}` (nested braces and several lines included).
+fn crate_paths(code: &str) -> Vec<(String, usize)> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        if code[..at].chars().next_back().is_some_and(ident) {
+            continue;
+        }
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The names at brace depth 0 of the group.
+            let mut depth = 0;
+            let mut expecting = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => expecting = true,
+                    c if expecting && depth == 0 && ident(c) => {
+                        let name: String = group[i..].chars().take_while(|&c| ident(c)).collect();
+                        out.push((name, line_of(at)));
+                        expecting = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let name: String = rest.chars().take_while(|&c| ident(c)).collect();
+            if !name.is_empty() {
+                out.push((name, line_of(at)));
+            }
+        }
+    }
+    out
+}
+
+/// ARCHITECTURE.md's layers: no import circle between taskflow-core's top-level modules (test
+/// code, which may reach anywhere, aside). A circle is printed whole, each edge with a
+/// file:line that makes it.
+#[test]
+fn top_level_modules_of_the_core_import_no_circle() {
+    use std::collections::BTreeMap;
+    let root = workspace();
+    // edges[a][b] = the first file:line where module a names module b.
+    let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let modules: std::collections::BTreeSet<String> =
+        rust_files(&root, "taskflow-core/src").iter().filter_map(|p| top_module(p)).collect();
+    for path in rust_files(&root, "taskflow-core/src") {
+        let (Some(from), false) = (top_module(&path), test_file(&path)) else { continue };
+        let code = code_only(&read(&root, &path));
+        let lines = non_test_lines(&code);
+        let text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+        for (to, n) in crate_paths(&text) {
+            if to != from && modules.contains(&to) {
+                edges.entry(from.clone()).or_default().entry(to).or_insert(format!("{path}:{n}"));
+            }
+        }
+    }
+    // Depth-first search for a back edge; the stack names the circle.
+    fn visit(
+        m: &str,
+        edges: &BTreeMap<String, BTreeMap<String, String>>,
+        state: &mut BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(m.to_owned(), 1);
+        stack.push(m.to_owned());
+        for to in edges.get(m).into_iter().flat_map(|e| e.keys()) {
+            match state.get(to.as_str()) {
+                Some(1) => {
+                    let from = stack.iter().position(|s| s == to).expect("on the stack");
+                    let mut circle = stack[from..].to_vec();
+                    circle.push(to.clone());
+                    return Some(circle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(to, edges, state, stack) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state.insert(m.to_owned(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for m in &modules {
+        if state.contains_key(m.as_str()) {
+            continue;
+        }
+        if let Some(circle) = visit(m, &edges, &mut state, &mut Vec::new()) {
+            let shown: Vec<String> = circle
+                .windows(2)
+                .map(|w| format!("{} -> {} ({})", w[0], w[1], edges[&w[0]][&w[1]]))
+                .collect();
+            panic!("an import circle between top-level modules:\n{}\n", shown.join("\n"));
+        }
+    }
+}
+
+#[test]
+fn crate_paths_finds_plain_and_grouped_imports() {
+    let code = "use crate::a::X;\nuse crate::{b, c::{D, E},\n f::G};\nlet x = crate::h::y();";
+    let names: Vec<(String, usize)> = crate_paths(code);
+    let got: Vec<(&str, usize)> = names.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+    assert_eq!(got, [("a", 1), ("b", 2), ("c", 2), ("f", 2), ("h", 4)]);
+}

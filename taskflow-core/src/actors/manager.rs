@@ -14,8 +14,6 @@
 
 mod replication;
 
-pub(crate) use replication::{META_CLUSTER_ID, META_RECOVERED_FROM};
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -26,7 +24,6 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tracing::{error, info};
 
 use super::clock::{Clock, ClockMsg};
-use super::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use super::notifier::{Notifier, NotifierArgs, NotifierMsg};
 use super::task::{Prepared, TaskActor, TaskArgs, TaskMsg};
 use super::{AttemptKey, LocalUpstream, Report};
@@ -39,15 +36,16 @@ use crate::control::{
     Answer, Busy, ClusterTiming, Control, ControlOptions, Effect, Held, Input, JoinAnswer, JoinIn,
     KeyDay, Now, RemoteBody, RemoteReport, ReqId, Timer,
 };
+use crate::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::flow::Flow;
 use crate::graph::TaskIx;
 use crate::journal::{DayLog, Journal};
 use crate::model::{BusinessDate, TaskId};
-use crate::runtime::{
-    ActionError, Board, DayOutcome, Notice, RuntimeOptions, RuntimeStats, ShardInfo, Subscription,
-    TaskView, Topic,
-};
+use crate::options::RuntimeOptions;
 use crate::state::{AuditEntry, Command, ShardStatus};
+use crate::view::{
+    ActionError, Board, DayOutcome, Notice, RuntimeStats, ShardInfo, Subscription, TaskView, Topic,
+};
 
 /// Messages of the manager.
 pub(crate) enum ManagerMsg {
@@ -300,7 +298,15 @@ impl Actor for Manager {
                     replication::start(&mut log, args.date.to_string(), epoch, cell.clone())
                         .await?,
                 );
-                let listener = crate::cluster::manager::start(listen, myself.clone()).await?;
+                let to_me = myself.clone();
+                let deliver: crate::cluster::manager::Deliver = Arc::new(move |inbound| {
+                    use crate::cluster::manager::Inbound;
+                    let _ = to_me.cast(match inbound {
+                        Inbound::Cluster(input) => ManagerMsg::Cluster(input),
+                        Inbound::ReplicaAck(ack) => ManagerMsg::ReplicaAck(ack),
+                    });
+                });
+                let listener = crate::cluster::manager::start(listen, deliver).await?;
                 tracing::info!(addr = %listen.addr, epoch, "accepting executors");
                 timing = Some(ClusterTiming {
                     epoch,
@@ -624,7 +630,7 @@ impl ManagerState {
                     confirms.entry(executor).or_default().push((&key).into())
                 }
                 Effect::Publish(n) => notices.push(n),
-                Effect::Note(n) => crate::actors::Upstream::note(&*self.local_up, n),
+                Effect::Note(n) => crate::executor::Upstream::note(&*self.local_up, n),
                 Effect::Reply { req, answer } => self.answer(req, answer),
                 Effect::Timer { at_ms, timer } => {
                     let delay = at_ms.saturating_sub(now(self.started).mono_ms);

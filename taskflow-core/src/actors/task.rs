@@ -29,7 +29,7 @@ pub(crate) enum TaskMsg {
 
 impl ractor::Message for TaskMsg {}
 
-pub(crate) use crate::registration::Prepared;
+pub(crate) use crate::schedule::Prepared;
 
 /// Arguments of a task actor.
 pub(crate) struct TaskArgs {
@@ -97,7 +97,7 @@ pub(crate) fn prepare_task(
     let args = PrepareArgs { flow, registry, date };
     let def = args.flow.task(ix);
     if def.shard_by != ShardBy::Behavior {
-        return crate::registration::prepare_by_flow(flow, date, ix);
+        return crate::schedule::prepare_by_flow(flow, date, ix);
     }
     let reg =
         registration::register(def, args.date, args.flow.reference()).map_err(|e| e.to_string())?;

@@ -23,10 +23,10 @@ use super::node::{self, NodeEvent};
 use super::replica::{ReplicaMsg, ToManagerFn};
 use super::status::Status;
 use super::wire::Wire;
-use crate::actors::executor::{Executor, ExecutorArgs, ExecutorMsg};
-use crate::actors::{AttemptKey, Report, Upstream};
 use crate::behavior::{BehaviorRegistry, BoxFuture, LogLevel};
-use crate::runtime::Notice;
+use crate::executor::{Executor, ExecutorArgs, ExecutorMsg, Upstream};
+use crate::job::{AttemptKey, Report};
+use crate::view::Notice;
 
 /// How an executor process joins its manager.
 #[derive(Debug, Clone)]
@@ -539,7 +539,7 @@ impl Upstream for RemoteUpstream {
                         shard,
                         attempt,
                         generation: 0,
-                        kind: crate::actors::JobKind::Run,
+                        kind: crate::job::JobKind::Run,
                         dispatch: 0,
                     };
                     (WireAttempt::stamped(&key, &st.date, &st.cluster_id), epoch)

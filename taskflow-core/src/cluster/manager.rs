@@ -2,6 +2,7 @@
 //! [`RemoteExecutor`] proxy the manager sends assignments through, and the node server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -9,13 +10,12 @@ use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
 use super::messages::{
-    AssignMsg, CheckpointMsg, ConfirmMsg, DrainMsg, Heartbeat, Join, Reply, ReportMsg, StopMsg,
-    ToExecutor, ToManager, WireAttempt,
+    AssignMsg, CheckpointMsg, ConfirmMsg, DrainMsg, Heartbeat, Join, ReplicaAckMsg, Reply,
+    ReportMsg, StopMsg, ToExecutor, ToManager, WireAttempt,
 };
 use super::node::{self, NodeEvent};
 use super::wire::Wire;
-use crate::actors::executor::ExecutorMsg;
-use crate::actors::manager::ManagerMsg;
+use crate::executor::ExecutorMsg;
 
 /// The process group of the manager's inbox.
 pub(crate) const MANAGER_GROUP: &str = "taskflow.manager.v1";
@@ -172,7 +172,7 @@ pub(crate) struct DayIdentity {
 
 impl DayIdentity {
     /// The wire form of `key` of this day.
-    pub(crate) fn stamp(&self, key: &crate::actors::AttemptKey) -> WireAttempt {
+    pub(crate) fn stamp(&self, key: &crate::job::AttemptKey) -> WireAttempt {
         WireAttempt::stamped(key, &self.date, &self.cluster_id)
     }
 }
@@ -280,24 +280,37 @@ impl RemoteExecutor {
     }
 }
 
+/// What the listener hands the manager: a decoded executor message or session close, or a
+/// replication acknowledgement (for the replicator).
+pub(crate) enum Inbound {
+    /// For the manager's core.
+    Cluster(ClusterIn),
+    /// For the replicator.
+    ReplicaAck(ReplicaAckMsg),
+}
+
+/// Where the listener delivers what it decoded: the manager's mailbox, given by the manager
+/// (so this module needs nothing of the manager's actor).
+pub(crate) type Deliver = Arc<dyn Fn(Inbound) + Send + Sync>;
+
 /// The manager's inbox: decodes every envelope into a `Result` and hands the manager what it
 /// understood; rejects the rest (logged once per peer and reason, answered if it was a call).
 pub(crate) struct Inbox;
 
 pub(crate) struct InboxState {
-    manager: ActorRef<ManagerMsg>,
+    manager: Deliver,
     rejects: RejectLog,
 }
 
 impl Actor for Inbox {
     type Msg = Wire;
     type State = InboxState;
-    type Arguments = ActorRef<ManagerMsg>;
+    type Arguments = Deliver;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Wire>,
-        manager: ActorRef<ManagerMsg>,
+        manager: Deliver,
     ) -> Result<InboxState, ActorProcessingErr> {
         ractor::pg::join(MANAGER_GROUP.to_owned(), vec![myself.get_cell()]);
         Ok(InboxState { manager, rejects: RejectLog::default() })
@@ -327,7 +340,7 @@ impl Actor for Inbox {
             }
             // Replication acks go to `actors::manager::replication`, not to `members`.
             (Ok(ToManager::ReplicaAck(a)), None) => {
-                let _ = state.manager.cast(ManagerMsg::ReplicaAck(a));
+                (state.manager)(Inbound::ReplicaAck(a));
                 return Ok(());
             }
             (Ok(ToManager::Batch(items)), None) => {
@@ -374,7 +387,7 @@ impl Actor for Inbox {
                 return Ok(());
             }
         };
-        let _ = state.manager.cast(ManagerMsg::Cluster(input));
+        (state.manager)(Inbound::Cluster(input));
         Ok(())
     }
 }
@@ -425,10 +438,7 @@ impl Listener {
 }
 
 /// Starts listening for executors on `listen.addr`; decoded messages go to `manager`.
-pub(crate) async fn start(
-    listen: &ClusterListen,
-    manager: ActorRef<ManagerMsg>,
-) -> Result<Listener, String> {
+pub(crate) async fn start(listen: &ClusterListen, manager: Deliver) -> Result<Listener, String> {
     listen.validate()?;
     let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), Inbox, manager.clone())
         .await
@@ -436,7 +446,7 @@ pub(crate) async fn start(
     let node = node::start("taskflow-manager".into(), listen.cookie.clone(), listen.addr, {
         move |e| {
             if let NodeEvent::Disconnected { node_id, .. } = e {
-                let _ = manager.cast(ManagerMsg::Cluster(ClusterIn::SessionClosed { node_id }));
+                manager(Inbound::Cluster(ClusterIn::SessionClosed { node_id }));
             }
         }
     })

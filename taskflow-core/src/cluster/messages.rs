@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::{Assignment, AttemptKey, JobKind};
 use crate::behavior::{Params, ShardOutcome};
+use crate::job::{Assignment, AttemptKey, JobKind};
 use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 
 // --- replication (issue 4 part 7) ---

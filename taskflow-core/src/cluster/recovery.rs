@@ -493,13 +493,9 @@ impl Puller<'_> {
         }
         // The manager bumps the epoch at start: it will be max_epoch + 1, above every epoch
         // an executor reported. `recovered_from` bounds which replicas may continue later.
-        store
-            .meta_put(crate::actors::manager::META_CLUSTER_ID, &self.position.cluster_id)
-            .map_err(err)?;
+        store.meta_put(crate::journal::META_CLUSTER_ID, &self.position.cluster_id).map_err(err)?;
         store.meta_put("epoch", &max_epoch).map_err(err)?;
-        store
-            .meta_put(crate::actors::manager::META_RECOVERED_FROM, &(max_epoch + 1, last))
-            .map_err(err)?;
+        store.meta_put(crate::journal::META_RECOVERED_FROM, &(max_epoch + 1, last)).map_err(err)?;
         store.close().map_err(err)?;
         if last != self.position.seq {
             warn!(last, reported = self.position.seq, "the replica held more than it reported");

@@ -191,8 +191,8 @@ fn any_variant_name_reaches_the_handler_as_bytes() {
 
 #[test]
 fn an_assignment_round_trips_through_its_wire_form() {
-    use crate::actors::{Assignment, AttemptKey, JobKind};
     use crate::behavior::Params;
+    use crate::job::{Assignment, AttemptKey, JobKind};
     use crate::model::{ScopeItem, ShardKey, TaskId};
     let a = Assignment {
         key: AttemptKey {
@@ -290,7 +290,7 @@ fn a_version_2_envelope_is_refused_naming_both_versions() {
 
 #[test]
 fn a_wire_key_names_its_day_and_cluster() {
-    use crate::actors::{AttemptKey, JobKind};
+    use crate::job::{AttemptKey, JobKind};
     use crate::model::TaskId;
     let k = AttemptKey {
         task: TaskId::new("confirm"),
@@ -304,7 +304,7 @@ fn a_wire_key_names_its_day_and_cluster() {
     assert!(w.is_of("2026-09-30", "c1"));
     assert!(!w.is_of("2026-10-08", "c1"), "another day's shard with the same numbers");
     assert!(!w.is_of("2026-09-30", "c2"), "another cluster's");
-    assert_eq!(crate::actors::AttemptKey::from(&w), k, "the slots' key is unchanged");
+    assert_eq!(crate::job::AttemptKey::from(&w), k, "the slots' key is unchanged");
     let unstamped = WireAttempt::from(&k);
     assert!(!unstamped.is_vouched() && !unstamped.is_of("", ""), "no day: vouched by nobody");
     let day = super::manager::DayIdentity { date: "2026-09-30".into(), cluster_id: "c1".into() };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::flow::Flow;
 use crate::graph::TaskIx;
 use crate::job::{AttemptKey, JobKind};
-use crate::registration::Prepared;
+use crate::schedule::Prepared;
 use crate::state::{DayState, ShardStatus};
 
 /// The core's view of one executor.

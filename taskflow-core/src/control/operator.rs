@@ -4,8 +4,8 @@
 use tracing::info;
 
 use super::{Answer, Control, Effect, ReqId};
-use crate::runtime::ActionError;
 use crate::state::{Command, decide};
+use crate::view::ActionError;
 
 impl Control {
     pub(super) fn on_act(&mut self, req: ReqId, cmd: Command) {

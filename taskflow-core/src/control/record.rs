@@ -12,13 +12,13 @@ use super::{Control, Effect, Timer};
 use crate::graph::TaskIx;
 use crate::job::JobKind;
 use crate::model::Trigger;
-use crate::registration::Prepared;
-use crate::runtime::Notice;
+use crate::schedule::Prepared;
 use crate::schedule::{self, Readiness};
 use crate::state::{
     Applied, AuditRecord, DayEvent, EventKind, OperatorAction, ShardEvent, ShardStatus, Target,
     TaskStatus, transition,
 };
+use crate::view::Notice;
 
 /// One shard that a bulk event moves: index, status before, status after, finished time.
 type Moved = (u32, ShardStatus, ShardStatus, i64);
@@ -182,10 +182,10 @@ impl Control {
         if self.books.task(s).problem.is_some() || !self.books.start_preparing(s) {
             return;
         }
-        if crate::registration::is_trivial(&self.flow, s) {
+        if crate::schedule::is_trivial(&self.flow, s) {
             // A system task split by the flow: one scope item, nothing to walk. Preparing it
             // here costs less than the actor it would otherwise need.
-            let result = crate::registration::prepare_by_flow(&self.flow, self.date, s);
+            let result = crate::schedule::prepare_by_flow(&self.flow, self.date, s);
             self.on_prepared(s, result);
             return;
         }
@@ -204,7 +204,7 @@ impl Control {
         let mut ahead = Vec::new();
         for &s in self.flow.graph().successors(ix) {
             let t = self.books.task(s);
-            if crate::registration::is_trivial(&self.flow, s)
+            if crate::schedule::is_trivial(&self.flow, s)
                 || t.prepared.is_some()
                 || t.problem.is_some()
                 || self.day.is_registered(s)

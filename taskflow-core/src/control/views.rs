@@ -3,8 +3,8 @@
 use super::Control;
 use crate::graph::TaskIx;
 use crate::model::Trigger;
-use crate::runtime::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
 use crate::state::{ShardStatus, TaskStatus};
+use crate::view::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
 
 impl Control {
     /// The board as of the last recorded seq (released once that seq is durable).

@@ -615,7 +615,7 @@ impl World {
             }
             Effect::Confirm { executor, key } => self.send_down(executor, Down::Confirm { key }),
             Effect::Publish(n) => {
-                if let crate::runtime::Notice::Event { seq, .. } = n
+                if let crate::view::Notice::Event { seq, .. } = n
                     && seq > self.disk.durable
                 {
                     return Err((
@@ -796,7 +796,7 @@ impl World {
                 if Some(i) != inc {
                     return Ok(());
                 }
-                let result = crate::registration::prepare_by_flow(&self.flow, self.date, task);
+                let result = crate::schedule::prepare_by_flow(&self.flow, self.date, task);
                 self.feed(Input::Prepared { task, result })
             }
             Ev::Fsync { inc: i, upto } => {

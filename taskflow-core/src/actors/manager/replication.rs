@@ -26,15 +26,8 @@ use crate::cluster::messages::{
     Bytes, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition, ReplicateMsg, ToExecutor,
 };
 use crate::cluster::wire::Wire;
-use crate::journal::DayLog;
+use crate::journal::{DayLog, META_CLUSTER_ID, META_RECOVERED_FROM};
 use crate::store::{LogReader, Store};
-
-/// Caller metadata of the manager's day store: its cluster id (random, set at creation).
-pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
-/// Caller metadata written by a recovery from replicas: `(epoch, seq)` — the first epoch and
-/// the last seq taken from the replica. A replica of an older epoch that holds more than `seq`
-/// holds a tail this history does not have, and is started over.
-pub(crate) const META_RECOVERED_FROM: &str = "recovered_from";
 
 /// Unacknowledged events per executor.
 const WINDOW_EVENTS: u64 = 16_384;

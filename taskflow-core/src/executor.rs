@@ -1,4 +1,6 @@
-//! An in-process executor: a fixed set of long-lived slot runners.
+//! The executor actor: a fixed set of long-lived slot runners. The manager's process runs it
+//! for its in-process executors, an executor process (`cluster/`) for the shards it is sent;
+//! it sits below both, so neither imports the other for it.
 //!
 //! ```text
 //! Manager ──► Executor(i) ──► SlotRunner × slots
@@ -6,7 +8,7 @@
 //!
 //! The manager does the placement (it knows every slot's occupancy, so credits = free slots and
 //! no queue grows here) and addresses a slot by index; the executor only routes. Its messages
-//! are plain data with ids ([`super::Assignment`], [`super::AttemptKey`]), so an executor
+//! are plain data with ids ([`crate::job::Assignment`], [`crate::job::AttemptKey`]), so an executor
 //! process (`cluster/`) receives the same assignments and sends the same reports over the
 //! network.
 
@@ -16,9 +18,28 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::error;
 
-use super::slot::{SlotArgs, SlotMsg, SlotRunner};
-use super::{Assignment, AttemptKey, Upstream};
-use crate::behavior::BehaviorRegistry;
+use crate::behavior::{BehaviorRegistry, BoxFuture};
+use crate::job::{Assignment, AttemptKey, Report};
+use crate::view::Notice;
+use slot::{SlotArgs, SlotMsg, SlotRunner};
+
+pub(crate) mod slot;
+
+/// Where an executor's slots send what they have to say: to the manager in this process
+/// (the manager actor's local upstream), or over the network (`crate::cluster`).
+pub(crate) trait Upstream: Send + Sync + 'static {
+    /// A report about a job (finished, abandoned, slot freed).
+    fn report(&self, report: Report);
+    /// A step checkpoint; resolves once it is durable, or with why it was refused.
+    fn checkpoint(
+        &self,
+        key: AttemptKey,
+        step: u32,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), String>>;
+    /// A progress or log notice (dropped under pressure).
+    fn note(&self, notice: Notice);
+}
 
 /// Messages of an executor.
 #[derive(Debug)]

@@ -23,11 +23,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Assignment, AttemptKey, JobKind, Report, Upstream};
+use super::Upstream;
 use crate::behavior::{
     BehaviorLease, BehaviorRegistry, BoxFuture, CancelToken, Checkpoint, CheckpointError, LogLine,
     Progress, RunOptions, ShardOutcome, ShardSink, ShardSpec, run_rollback, run_shard,
 };
+use crate::job::{Assignment, AttemptKey, JobKind, Report};
 use crate::view::Notice;
 
 /// Messages of a slot runner.
