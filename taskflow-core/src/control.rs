@@ -536,6 +536,10 @@ pub(crate) struct Control {
     /// Shards that were running on an executor process when this manager started: their
     /// executor name and instance.
     awaiting: BTreeMap<(TaskIx, u32), (String, u64)>,
+    /// Shards found rolling back when this manager started: their rollback may still run on
+    /// an executor of an earlier epoch (rollback dispatches are not in the log), so they are
+    /// queued only when the reconcile window is over and every such executor has fenced.
+    rollbacks_in_doubt: BTreeSet<(TaskIx, u32)>,
     /// Jobs of lost executors, until their leases are surely over.
     orphans: Vec<Orphans>,
     waiters: Vec<ReqId>,
@@ -583,6 +587,7 @@ impl Control {
             late_logged: BTreeSet::new(),
             unhosted: BTreeSet::new(),
             awaiting: BTreeMap::new(),
+            rollbacks_in_doubt: BTreeSet::new(),
             orphans: Vec::new(),
             waiters: Vec::new(),
             draining: None,

@@ -119,3 +119,20 @@ fn replay_one_seed() {
         }
     }
 }
+
+/// Seeds of the random flows that once broke an invariant, each pinned by a unit test of the
+/// core too; they stay in every run.
+const KEPT_SEEDS: &[(u64, &str)] = &[(
+    60_793,
+    "a rollback recovered in flight ran again at once while the previous manager's paused \
+     executor still ran it (control::tests::a_rollback_recovered_in_flight_waits_for_the_reconcile_window)",
+)];
+
+#[test]
+fn seeds_that_once_broke_an_invariant_keep_every_invariant() {
+    for &(seed, what) in KEPT_SEEDS {
+        if let Err(f) = sim::run(seed, &SimConfig::default()) {
+            panic!("kept seed {seed} ({what}) fails again: {f}");
+        }
+    }
+}

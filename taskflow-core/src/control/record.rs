@@ -399,9 +399,10 @@ impl Control {
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn not_stalled_because(&self) -> String {
         format!(
-            "running {:?}, awaiting {}, orphans {}, retries {}, preparing {}, timed {}, reactions {}, queued work {}",
+            "running {:?}, awaiting {}, rollbacks in doubt {}, orphans {}, retries {}, preparing {}, timed {}, reactions {}, queued work {}",
             self.books.running_list(),
             self.awaiting.len(),
+            self.rollbacks_in_doubt.len(),
             self.orphans.len(),
             self.books.retries_pending(),
             self.books.preparing_count(),
@@ -415,6 +416,7 @@ impl Control {
     pub(crate) fn stalled(&self) -> bool {
         self.books.running_len() == 0
             && self.awaiting.is_empty()
+            && self.rollbacks_in_doubt.is_empty()
             && self.orphans.is_empty()
             && self.books.retries_pending() == 0
             && self.books.preparing_count() == 0

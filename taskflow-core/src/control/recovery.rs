@@ -89,6 +89,17 @@ impl Control {
                             _ => unconfirmed.push((ix, shard)),
                         }
                     }
+                    ShardStatus::RollingBack if self.opts.cluster.is_some() => {
+                        // Its rollback may have been dispatched by the manager before this one
+                        // and still run on an executor that has not noticed yet.
+                        self.rollbacks_in_doubt.insert((ix, shard));
+                        self.notes.insert(
+                            (ix, shard),
+                            "its rollback may still run on an executor of the previous manager; \
+                             it runs again when the reconcile window is over"
+                                .into(),
+                        );
+                    }
                     ShardStatus::Pending | ShardStatus::RollingBack => {
                         self.on_shard_change(ix, shard, status, status)
                     }
@@ -107,15 +118,25 @@ impl Control {
             self.trigger_check(ix);
         }
         if let Some(c) = &self.opts.cluster
-            && !self.awaiting.is_empty()
+            && !(self.awaiting.is_empty() && self.rollbacks_in_doubt.is_empty())
         {
             let window = c.reconcile_ms;
-            warn!(
-                shards = self.awaiting.len(),
-                window_ms = window,
-                "shards were running on executors when the manager stopped; waiting for their \
-                 executors to re-report"
-            );
+            if !self.awaiting.is_empty() {
+                warn!(
+                    shards = self.awaiting.len(),
+                    window_ms = window,
+                    "shards were running on executors when the manager stopped; waiting for \
+                     their executors to re-report"
+                );
+            }
+            if !self.rollbacks_in_doubt.is_empty() {
+                warn!(
+                    shards = self.rollbacks_in_doubt.len(),
+                    window_ms = window,
+                    "shards were rolling back when the manager stopped; their rollbacks run \
+                     again once every executor of the previous manager has fenced"
+                );
+            }
             let at_ms = self.now.mono_ms + window;
             self.out.push(Effect::Timer { at_ms, timer: Timer::Reconcile });
         }
@@ -201,6 +222,13 @@ impl Control {
 
     /// The reconcile window is over.
     pub(super) fn reconcile_due(&mut self) {
+        for (ix, shard) in std::mem::take(&mut self.rollbacks_in_doubt) {
+            self.notes.remove(&(ix, shard));
+            let status = self.day.shard(ix, shard).map(|v| v.status);
+            if status == Some(ShardStatus::RollingBack) {
+                self.on_shard_change(ix, shard, ShardStatus::RollingBack, ShardStatus::RollingBack);
+            }
+        }
         if self.awaiting.is_empty() {
             return;
         }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::flow::Flow;
+use crate::job::JobKind;
 use crate::model::{ScopeItem, ShardKey};
 use crate::state::{DayEvent, EventKind, ShardEvent as SE};
 use crate::testing::{CALENDAR, DISTRIBUTORS, PRODUCTS};
@@ -189,4 +190,95 @@ fn the_unconfirmed_policy_records_its_intent_in_the_log() {
         "{kinds:#?}"
     );
     assert!(!kinds.iter().any(|k| matches!(k, EventKind::Shard { event: SE::Rollback, .. })));
+}
+
+/// A cluster core (epoch 3, no in-process executor) over `day`, after its start.
+fn start_cluster(flow: Arc<Flow>, day: DayState, reconcile_ms: u64) -> (Control, Vec<Effect>) {
+    let durable = day.last_seq();
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: Vec::new(),
+        cluster: Some(ClusterTiming {
+            epoch: 3,
+            lease_ms: 1000,
+            heartbeat_ms: 200,
+            lost_after_ms: 1200,
+            reconcile_ms,
+            protocol_version: 1,
+            cluster_id: "c1".into(),
+        }),
+    };
+    let mut core = Control::new(flow.clone(), date(), day, durable, opts, NOW);
+    let mut out = core.handle(Input::Start, NOW);
+    feed_prepared(&mut core, &flow, &mut out, NOW);
+    (core, out)
+}
+
+/// Answers every `Prepare` in `out` (and what that releases), making appends durable.
+fn feed_prepared(core: &mut Control, flow: &Flow, out: &mut Vec<Effect>, now: Now) {
+    let mut i = 0;
+    while i < out.len() {
+        let more = match &out[i] {
+            Effect::Append(events) => match events.last() {
+                Some(last) => core.handle(Input::Durable(last.seq), now),
+                None => Vec::new(),
+            },
+            Effect::Prepare { tasks, .. } => {
+                let mut more = Vec::new();
+                for &task in tasks.clone().iter() {
+                    let result = crate::schedule::prepare_by_flow(flow, date(), task);
+                    more.extend(core.handle(Input::Prepared { task, result }, now));
+                }
+                more
+            }
+            _ => Vec::new(),
+        };
+        out.extend(more);
+        i += 1;
+    }
+}
+
+fn rollbacks_assigned(out: &[Effect]) -> usize {
+    out.iter()
+        .filter(|e| {
+            matches!(e, Effect::Assign { assignment, .. } if assignment.key.kind == JobKind::Rollback)
+        })
+        .count()
+}
+
+#[test]
+fn a_rollback_recovered_in_flight_waits_for_the_reconcile_window() {
+    // Seed 60793: epoch 2 dispatched this shard's rollback to e1 (rollback dispatches are not
+    // in the log) and died; e1 was paused, so it still ran the rollback on its old lease. The
+    // epoch-3 core gave the same rollback to the first executor that joined, and both ran it
+    // at once. A rollback found in flight waits, as a running shard does, until every
+    // executor of an earlier epoch must have fenced itself.
+    let f = flow(ONE_SYSTEM_TASK);
+    let d = day(&f, vec![dispatch(1), SE::MarkUnconfirmed, SE::RollbackThenRetry]);
+    let (mut core, mut out) = start_cluster(f.clone(), d, 5_000);
+    assert!(
+        out.iter().any(|e| matches!(e, Effect::Timer { timer: Timer::Reconcile, at_ms } if *at_ms == NOW.mono_ms + 5_000)),
+        "{out:#?}"
+    );
+    let join = JoinIn {
+        executor: "e2".into(),
+        instance: 9,
+        protocol_version: 1,
+        slots: 2,
+        behaviors: vec!["scripted".into()],
+        held: Vec::new(),
+        busy: Vec::new(),
+        agent_found: true,
+    };
+    let mut joined = core.handle(Input::Join { req: 1, join }, NOW);
+    feed_prepared(&mut core, &f, &mut joined, NOW);
+    out.extend(joined);
+    assert_eq!(rollbacks_assigned(&out), 0, "no rollback before the window ends: {out:#?}");
+
+    let later = Now { mono_ms: NOW.mono_ms + 5_000, wall_ms: NOW.wall_ms + 5_000 };
+    let mut due = core.handle(Input::Timer(Timer::Reconcile), later);
+    feed_prepared(&mut core, &f, &mut due, later);
+    assert_eq!(rollbacks_assigned(&due), 1, "the rollback runs once the window ends: {due:#?}");
 }
