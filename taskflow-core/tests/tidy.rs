@@ -474,3 +474,67 @@ fn crate_paths_finds_plain_and_grouped_imports() {
     let got: Vec<(&str, usize)> = names.iter().map(|(n, l)| (n.as_str(), *l)).collect();
     assert_eq!(got, [("a", 1), ("b", 2), ("c", 2), ("f", 2), ("h", 4)]);
 }
+
+/// The `taskflow_core::…` module paths named in log directives (`TASKFLOW_LOG`-style
+/// `path=level`) in `text`, with their 1-based line numbers.
+fn log_targets(text: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("taskflow_core::") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(tail.len());
+            if tail[end..].starts_with('=') {
+                out.push((tail[..end].to_owned(), i + 1));
+            }
+            rest = &tail[end..];
+        }
+    }
+    out
+}
+
+/// Whether `taskflow_core::a::b` is a module of the core (`src/a/b.rs` or `src/a/b/mod.rs`).
+fn core_module_exists(root: &Path, target: &str) -> bool {
+    let parts: Vec<&str> = target.split("::").skip(1).collect();
+    if parts.is_empty() {
+        return true;
+    }
+    let base = root.join("taskflow-core/src").join(parts.join("/"));
+    base.with_extension("rs").is_file() || base.join("mod.rs").is_file()
+}
+
+#[test]
+fn every_log_directive_names_a_module_that_exists() {
+    // A log filter naming a moved module silently matches nothing: fault tests waiting for
+    // `job started` from `taskflow_core::actors::slot` at debug hung once the slot had moved.
+    let root = workspace();
+    let mut findings = Vec::new();
+    let mut files: Vec<String> = ["taskflow-core", "taskflow-server", "examples", "benches", ".ci"]
+        .iter()
+        .flat_map(|d| rust_files(&root, d))
+        .collect();
+    files.extend(["README.md", "ARCHITECTURE.md", ".ci/run"].map(String::from));
+    for path in files {
+        let Ok(text) = fs::read_to_string(root.join(&path)) else { continue };
+        for (target, n) in log_targets(&text) {
+            if !core_module_exists(&root, &target) {
+                findings.push(Finding {
+                    at: format!("{path}:{n}"),
+                    what: format!("log directive for `{target}`, which is no module of the core"),
+                });
+            }
+        }
+    }
+    assert!(findings.is_empty(), "\n{}\n", report(&findings));
+}
+
+#[test]
+fn log_targets_finds_directives_only() {
+    let text = "let l = \"warn,taskflow_core::executor::slot=debug\";\nuse taskflow_core::view;";
+    assert_eq!(log_targets(text), vec![("taskflow_core::executor::slot".to_owned(), 1)]);
+    let root = workspace();
+    assert!(core_module_exists(&root, "taskflow_core::executor::slot"));
+    assert!(!core_module_exists(&root, "taskflow_core::actors::slot"));
+}

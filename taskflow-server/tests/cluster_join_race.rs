@@ -38,7 +38,7 @@ fn an_assignment_that_overtakes_the_join_answer_is_run() {
     let (fake, mut rx) = rt
         .block_on(FakeManager::start(addr.parse().unwrap(), COOKIE))
         .expect("the fake manager listens");
-    let log = ("TASKFLOW_LOG", "warn,taskflow_core::actors::slot=debug");
+    let log = ("TASKFLOW_LOG", "warn,taskflow_core::executor::slot=debug");
     let exec =
         Proc::spawn(&["executor", "--manager", &addr, "--name", "e1", "--slots", "1"], &[log]);
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 use taskflow_core::behavior::{BehaviorRegistry, CommandBehavior};
 use taskflow_core::flow::{self, Flow};
 use taskflow_core::model::BusinessDate;
-use taskflow_core::state::ShardStatus;
+use taskflow_core::state::{ShardStatus, TaskStatus};
 use taskflow_core::{
     Board, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Topic, previous_open_day,
     today_in,
@@ -296,11 +296,20 @@ pub(crate) async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Prints one line per task status change, as they happen (never periodically).
+/// Prints one line per task status change, as they happen (never periodically). The day
+/// runs before this subscribes, so it starts from a board taken after subscribing: every
+/// task that already left `unregistered` is printed once, then only notices after the
+/// board's seq (the manager answers the two calls in order, so nothing falls between them).
 async fn print_progress(manager: ManagerHandle) {
     let Ok(mut sub) = manager.subscribe(vec![Topic::Day]).await else { return };
+    let Ok(board) = manager.board().await else { return };
+    for t in board.tasks.iter().filter(|t| t.status != TaskStatus::Unregistered) {
+        println!("{}  {}: {}", Utc::now().format("%H:%M:%S"), t.id, t.status);
+    }
     while let Some(n) = sub.next().await {
-        if let Notice::TaskStatus { task, status, .. } = n {
+        if let Notice::TaskStatus { seq, task, status } = n
+            && seq > board.seq
+        {
             println!("{}  {task}: {status}", Utc::now().format("%H:%M:%S"));
         }
     }

@@ -209,7 +209,7 @@ impl Cluster {
 /// The log filter that makes an executor print `job started` / `job ended` as a slot starts
 /// and finishes a shard: the signal fault tests wait for before they kill or stop a process.
 pub const JOB_STARTED_LOG: (&str, &str) =
-    ("TASKFLOW_LOG", "warn,taskflow_core::actors::slot=debug");
+    ("TASKFLOW_LOG", "warn,taskflow_core::executor::slot=debug");
 
 /// What `taskflow store events DATA --date DATE` prints: one JSON value per event.
 pub fn store_events(data: &Path) -> Vec<serde_json::Value> {
