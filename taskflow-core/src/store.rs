@@ -157,7 +157,23 @@ pub struct Store {
     snap_lock: Mutex<Option<u64>>,
     closed: bool,
     // Declared last so it is released after sled and the writer are gone.
-    _lock: File,
+    _lock: DirLock,
+}
+
+/// The store's `LOCK`, released only once sled has let go of its own lock too (sled 0.34's
+/// background threads keep `sled/db` open for a moment after the last handle is dropped), so
+/// whoever takes `LOCK` next finds sled free.
+struct DirLock {
+    _file: File,
+    sled_dir: PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if !snap::wait_sled_released(&self.sled_dir) {
+            warn!(dir = %self.sled_dir.display(), "sled still holds its lock after the store closed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -362,6 +378,7 @@ impl Store {
         let fallback_seq = rec.chosen.older_seq;
         let next_seq = rec.log.next_seq;
         let log = Log::start(log_dir, rec.log.segments, next_seq, opts.segment_bytes)?;
+        let lock = DirLock { _file: lock, sled_dir: sled_dir.clone() };
         let store = Store {
             dir,
             sled_dir,

@@ -70,9 +70,44 @@ fn chunk_key(generation: u64, idx: u32) -> Vec<u8> {
     k
 }
 
+/// How long sled's own lock may lag behind the store's: sled 0.34's background threads hold
+/// `sled/db` open for a moment after its last handle is dropped.
+const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (bounded) until nothing holds sled's lock file `dir/db`: true once it is free (or
+/// does not exist), false if it is still held after [`SLED_RELEASE_WAIT`].
+pub(crate) fn wait_sled_released(dir: &Path) -> bool {
+    let path = dir.join("db");
+    let deadline = std::time::Instant::now() + SLED_RELEASE_WAIT;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let free = match File::open(&path) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => true,
+        };
+        if free {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Opens sled on its own thread under `catch_unwind`: sled 0.34 asserts on some corruption at
-/// open time, and a panic must become `Error::Corrupt`, not bring the process down.
+/// open time, and a panic must become `Error::Corrupt`, not bring the process down. The caller
+/// holds the store's `LOCK`, so a sled lock still held is our own closed handle's lag: it is
+/// waited out (bounded) before the directory counts as locked.
 pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    match open_sled_once(dir, cache_bytes) {
+        Err(Error::Locked { .. }) if wait_sled_released(dir) => open_sled_once(dir, cache_bytes),
+        other => other,
+    }
+}
+
+fn open_sled_once(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let path = dir.to_owned();
     let handle = std::thread::Builder::new()
         .name("taskflow-sled-open".into())
@@ -84,7 +119,7 @@ pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
         .map_err(|e| Error::io(dir, e))?;
     match handle.join() {
         Ok(Ok(Ok(db))) => Ok(db),
-        Ok(Ok(Err(sled::Error::Io(e)))) if e.kind() == std::io::ErrorKind::WouldBlock => {
+        Ok(Ok(Err(sled::Error::Io(e)))) if is_lock_refusal(&e) => {
             Err(Error::Locked { path: dir.join("db") })
         }
         Ok(Ok(Err(e))) => Err(Error::corrupt(dir, None, format!("sled failed to open: {e}"))),
@@ -97,6 +132,13 @@ pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
             Err(Error::corrupt(dir, None, format!("sled panicked while opening: {msg}")))
         }
     }
+}
+
+/// Whether sled refused to open because another handle holds its lock: sled 0.34 reports it
+/// as an `Other` I/O error "could not acquire lock on …" wrapping the `WouldBlock`.
+fn is_lock_refusal(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.to_string().starts_with("could not acquire lock")
 }
 
 /// Makes everything written to sled so far power-loss durable: `flush()` (which only issues
@@ -489,4 +531,25 @@ pub(crate) fn inspect_generations(
 /// Path helper so messages name sled's directory consistently.
 pub(crate) fn sled_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("sled")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sled_held_by_another_handle_is_locked_not_corrupt() {
+        // sled's refusal used to read as corruption, so the lag of a just-closed handle was
+        // never waited out (store_read and store_corruption failed at random).
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sled");
+        let held = open_sled_once(&dir, 1 << 20).unwrap();
+        match open_sled_once(&dir, 1 << 20) {
+            Err(Error::Locked { path }) => assert_eq!(path, dir.join("db")),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(held);
+        assert!(wait_sled_released(&dir), "sled lets go of its lock once closed");
+        assert!(open_sled(&dir, 1 << 20).is_ok());
+    }
 }
