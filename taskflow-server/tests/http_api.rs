@@ -24,6 +24,7 @@ async fn board_actions_and_errors_over_http() {
     assert_eq!(init["status"], "registered");
     assert_eq!(init["trigger"], "manual");
     assert_eq!(init["level"], "system");
+    assert_eq!(init["priority"], 0);
     assert_eq!(init["shards"]["total"], 1);
     assert_eq!(init["shards"]["registered"], 1);
     assert_eq!(init["allowed_actions"], serde_json::json!(["execute", "stop", "skip"]));

@@ -14,6 +14,24 @@ use crate::job::{AttemptKey, JobKind};
 use crate::schedule::Prepared;
 use crate::state::{DayState, ShardStatus};
 
+/// The order runnable tasks get free slots in: higher `priority` first, then the longer
+/// remaining path to the day's end (in tasks: the critical path first), then flow order.
+type RunRank = (Reverse<i32>, Reverse<u32>, u32);
+
+/// Each task's [`RunRank`].
+fn run_ranks(flow: &Flow, topo_pos: &[u32]) -> Vec<RunRank> {
+    let graph = flow.graph();
+    let mut path = vec![0u32; graph.len()];
+    for &ix in graph.topo_order().iter().rev() {
+        let longest = graph.successors(ix).iter().map(|s| path[s.get()]).max().unwrap_or(0);
+        path[ix.get()] = longest + 1;
+    }
+    graph
+        .indices()
+        .map(|ix| (Reverse(flow.task(ix).priority), Reverse(path[ix.get()]), topo_pos[ix.get()]))
+        .collect()
+}
+
 /// The core's view of one executor.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecRt {
@@ -105,7 +123,9 @@ pub(crate) struct Books {
     executors: Vec<ExecRt>,
     tasks: Vec<TaskRt>,
     topo_pos: Vec<u32>,
-    run_tasks: BTreeSet<(u32, TaskIx)>,
+    /// Each task's place in the run order (see [`RunRank`]).
+    run_rank: Vec<RunRank>,
+    run_tasks: BTreeSet<(RunRank, TaskIx)>,
     rollback_tasks: BTreeSet<(Reverse<u32>, TaskIx)>,
     /// The job of each shard that occupies a slot (not abandoned ones): executor and slot.
     running: BTreeMap<(TaskIx, u32), (usize, u32)>,
@@ -130,6 +150,7 @@ impl Books {
         let mut books = Books {
             executors: Vec::new(),
             tasks: (0..graph.len()).map(|_| TaskRt::default()).collect(),
+            run_rank: run_ranks(flow, &topo_pos),
             topo_pos,
             run_tasks: BTreeSet::new(),
             rollback_tasks: BTreeSet::new(),
@@ -405,7 +426,7 @@ impl Books {
         match kind {
             JobKind::Run => {
                 self.tasks[ix.get()].runq.push_back(shard);
-                self.run_tasks.insert((pos, ix));
+                self.run_tasks.insert((self.run_rank[ix.get()], ix));
             }
             JobKind::Rollback => {
                 self.tasks[ix.get()].rbq.push_back(shard);
@@ -420,7 +441,7 @@ impl Books {
         match kind {
             JobKind::Run => {
                 self.tasks[ix.get()].runq.push_front(shard);
-                self.run_tasks.insert((pos, ix));
+                self.run_tasks.insert((self.run_rank[ix.get()], ix));
             }
             JobKind::Rollback => {
                 self.tasks[ix.get()].rbq.push_front(shard);
@@ -434,7 +455,7 @@ impl Books {
         let pos = self.topo_pos[ix.get()];
         let t = &self.tasks[ix.get()];
         if !t.runq.is_empty() {
-            self.run_tasks.insert((pos, ix));
+            self.run_tasks.insert((self.run_rank[ix.get()], ix));
         }
         if !t.rbq.is_empty() {
             self.rollback_tasks.insert((Reverse(pos), ix));

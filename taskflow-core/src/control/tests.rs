@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::flow::Flow;
-use crate::job::JobKind;
+use crate::job::{JobKind, Report};
 use crate::model::{ScopeItem, ShardKey};
 use crate::state::{DayEvent, EventKind, ShardEvent as SE};
 use crate::testing::{CALENDAR, DISTRIBUTORS, PRODUCTS};
@@ -281,4 +281,82 @@ fn a_rollback_recovered_in_flight_waits_for_the_reconcile_window() {
     let mut due = core.handle(Input::Timer(Timer::Reconcile), later);
     feed_prepared(&mut core, &f, &mut due, later);
     assert_eq!(rollbacks_assigned(&due), 1, "the rollback runs once the window ends: {due:#?}");
+}
+
+#[test]
+fn higher_priority_then_the_critical_path_gets_free_slots_first() {
+    // One slot; three distributor-level tasks ready at once. `high` goes first for its
+    // priority; of the two at priority 0, `chain` has a dependent (`after`), so it is on the
+    // longer remaining path and goes before `low`, which flow order would put first.
+    let f = flow(
+        r#"
+[[task]]
+id = "low"
+name = "low"
+level = "distributor"
+behavior = "scripted"
+
+[[task]]
+id = "chain"
+name = "chain"
+level = "distributor"
+behavior = "scripted"
+
+[[task]]
+id = "after"
+name = "after"
+level = "system"
+behavior = "scripted"
+depends_on = ["chain"]
+
+[[task]]
+id = "high"
+name = "high"
+level = "distributor"
+behavior = "scripted"
+priority = 5
+"#,
+    );
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), 1)],
+        cluster: None,
+    };
+    let d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
+    // Every task is prepared before the first dispatch can free the slot again.
+    let mut out = core.handle(Input::Start, NOW);
+    feed_prepared(&mut core, &f, &mut out, NOW);
+    let mut order = Vec::new();
+    for _ in 0..100 {
+        let Some((key, slot)) = out.iter().rev().find_map(|e| match e {
+            Effect::Assign { assignment, .. } => Some((assignment.key.clone(), assignment.slot)),
+            _ => None,
+        }) else {
+            break;
+        };
+        order.push(key.task.as_str().to_owned());
+        let report = Report::Finished {
+            key,
+            executor: 0,
+            slot,
+            outcome: crate::behavior::ShardOutcome::Succeeded,
+            last_step: None,
+        };
+        out = core.handle(Input::Report(report), NOW);
+        feed_prepared(&mut core, &f, &mut out, NOW);
+    }
+    let per_task = |t: &str| order.iter().filter(|o| o.as_str() == t).count();
+    let n = per_task("low");
+    assert!(n >= 2 && per_task("high") == n && per_task("chain") == n, "{order:?}");
+    assert_eq!(per_task("after"), 1, "{order:?}");
+    // The first dispatch took the slot as soon as one task was prepared; after it, the rank
+    // decides.
+    let rest: Vec<&str> = order[1..].iter().map(String::as_str).collect();
+    let first = |t: &str| rest.iter().position(|o| *o == t).unwrap_or(usize::MAX);
+    let last = |t: &str| rest.iter().rposition(|o| *o == t).unwrap_or(0);
+    assert!(last("high") < first("chain") || order[0] == "chain", "{order:?}");
+    assert!(last("chain") < first("low"), "{order:?}");
 }

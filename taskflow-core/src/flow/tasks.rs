@@ -61,6 +61,8 @@ struct RawTask {
     #[serde(default)]
     retries: Option<u32>,
     #[serde(default)]
+    priority: Option<Spanned<i64>>,
+    #[serde(default)]
     retry_backoff: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
@@ -230,6 +232,23 @@ fn task(
         };
     let retry_backoff = duration(&raw.retry_backoff, "retry_backoff");
     let timeout = duration(&raw.timeout, "timeout");
+    let priority = match &raw.priority {
+        None => 0,
+        Some(p) => match i32::try_from(*p.get_ref()) {
+            Ok(v) if TaskDef::PRIORITIES.contains(&v) => v,
+            _ => {
+                let (lo, hi) = (TaskDef::PRIORITIES.start(), TaskDef::PRIORITIES.end());
+                out.push(file.diag(
+                    &p.span(),
+                    format!(
+                        "`priority` = {} is out of range; use an integer from {lo} to {hi} (higher runs first, default 0)",
+                        p.get_ref()
+                    ),
+                ));
+                0
+            }
+        },
+    };
 
     let level = raw.level;
     let per_distributor = raw.per_distributor.as_ref().is_some_and(|p| *p.get_ref());
@@ -332,6 +351,7 @@ fn task(
         covers_non_business_days: covers,
         retries: raw.retries.unwrap_or(0),
         retry_backoff: retry_backoff.unwrap_or(TaskDef::DEFAULT_RETRY_BACKOFF),
+        priority,
         timeout,
         params: raw.params,
     };

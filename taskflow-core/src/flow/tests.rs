@@ -386,3 +386,24 @@ fn open_days_every_day_opens_weekends_and_holidays() {
     assert_eq!(flow.is_open_day(d("2026-10-01")), Ok(true));
     assert!(flow.is_open_day(d("2027-01-01")).is_err());
 }
+
+#[test]
+fn priority_defaults_to_zero_and_must_be_in_range() {
+    let flow = load(FLOW, PRODUCTS, DISTRIBUTORS, CALENDAR).expect("valid");
+    assert!(flow.graph().indices().all(|ix| flow.task(ix).priority == 0));
+    let base = "id = \"x\"\nname = \"x\"\nlevel = \"system\"\nbehavior = \"noop\"\n";
+    let ok =
+        load(&format!("{FLOW}\n[[task]]\n{base}priority = -7"), PRODUCTS, DISTRIBUTORS, CALENDAR)
+            .expect("valid");
+    let x = ok.graph().index_of("x").expect("x");
+    assert_eq!(ok.task(x).priority, -7);
+    for bad in ["1001", "-5000", "99999999999"] {
+        let errors = with_task(&format!("{base}priority = {bad}"));
+        assert_one(
+            &errors,
+            &format!("`priority` = {bad} is out of range; use an integer from -1000 to 1000"),
+        );
+    }
+    let errors = with_task(&format!("{base}priority = \"high\""));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}

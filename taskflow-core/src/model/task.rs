@@ -231,6 +231,10 @@ pub struct TaskDef {
     pub retries: u32,
     /// The wait before an automatic retry (default 30 s).
     pub retry_backoff: Duration,
+    /// Which runnable shards get free slots first: higher first (default 0, within
+    /// [`TaskDef::PRIORITIES`]); ties go to the task on the longest remaining path to the
+    /// day's end (the critical path first), then to flow order.
+    pub priority: i32,
     /// A shard attempt running longer than this fails; `None`: no limit.
     pub timeout: Option<Duration>,
     /// Free-form parameters passed to the behavior.
@@ -240,6 +244,9 @@ pub struct TaskDef {
 impl TaskDef {
     /// The default retry backoff: 30 seconds.
     pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+    /// The range of `priority`.
+    pub const PRIORITIES: std::ops::RangeInclusive<i32> = -1000..=1000;
 
     /// A task with every option at its default (`auto`, business days, no filters, one shard
     /// per item, no retries). Product-level tasks get every non-terminal lifecycle.
@@ -271,6 +278,7 @@ impl TaskDef {
             covers_non_business_days: false,
             retries: 0,
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
+            priority: 0,
             timeout: None,
             params: BTreeMap::new(),
         }

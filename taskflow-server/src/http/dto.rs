@@ -127,6 +127,8 @@ pub(crate) struct TaskDto {
     pub(crate) level: String,
     pub(crate) behavior: String,
     pub(crate) trigger: String,
+    /// Higher runs first (the flow's `priority`, default 0).
+    pub(crate) priority: i32,
     pub(crate) depends_on: Vec<String>,
     pub(crate) status: &'static str,
     pub(crate) not_applicable: bool,
@@ -287,6 +289,7 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
         level: flow.task_by_id(t.id.as_str()).map(|d| d.level.to_string()).unwrap_or_default(),
         behavior: t.behavior.clone(),
         trigger: t.trigger.clone(),
+        priority: flow.task_by_id(t.id.as_str()).map(|d| d.priority).unwrap_or_default(),
         depends_on: t.depends_on.iter().map(|d| d.to_string()).collect(),
         status: task_status_name(t.status),
         not_applicable: t.not_applicable,

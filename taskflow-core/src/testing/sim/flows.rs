@@ -1,5 +1,5 @@
 //! Random flows for the simulator: a DAG of 5–10 tasks over 20–30 products and 3–6
-//! distributors, levels, retries, manual and timed triggers drawn from the seed; at least 200
+//! distributors, levels, priorities, retries, manual and timed triggers drawn from the seed; at least 200
 //! shards.
 
 use std::fmt::Write;
@@ -66,6 +66,13 @@ pub fn random_flow(rng: &mut Rng) -> Flow {
             0 => flow.push_str("trigger = \"manual\"\n"),
             1 => flow.push_str("trigger = \"at 15:01\"\n"),
             _ => {}
+        }
+        // Priorities from a hash, not from `rng`: the draws of every seed stay as they were.
+        match hash(&[0x7072_696f, d, p, t as u64]) % 4 {
+            0 => {}
+            k => {
+                let _ = writeln!(flow, "priority = {}", k as i64 - 2);
+            }
         }
         let _ = writeln!(flow, "retries = {}", rng.range(0, 3));
         let _ = writeln!(flow, "retry_backoff = \"{}s\"", rng.range(0, 1));
