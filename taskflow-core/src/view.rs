@@ -145,7 +145,10 @@ pub fn event_task(kind: &EventKind) -> Option<&TaskId> {
         | EventKind::TaskReady { task }
         | EventKind::Shard { task, .. }
         | EventKind::TaskShards { task, .. }
-        | EventKind::StepCheckpoint { task, .. } => Some(task),
+        | EventKind::StepCheckpoint { task, .. }
+        | EventKind::Hold { task, .. }
+        | EventKind::Free { task, .. }
+        | EventKind::ForceStarted { task } => Some(task),
         EventKind::Audit(a) => Some(&a.target.task),
         EventKind::DayOpened { .. } | EventKind::DayClosed => None,
     }
@@ -211,6 +214,12 @@ pub struct TaskView {
     pub fires_at: Option<DateTime<Utc>>,
     /// Why it waits or cannot proceed (manual trigger, registration problem), if it does.
     pub note: Option<String>,
+    /// Who holds the task, if someone does: none of its shards is dispatched to run.
+    pub held_by: Option<String>,
+    /// Shards held one by one (the task itself may not be).
+    pub held_shards: u32,
+    /// An operator force-started it.
+    pub forced: bool,
 }
 
 /// One shard, owned (see [`crate::state::ShardView`]).
@@ -240,6 +249,8 @@ pub struct ShardInfo {
     pub last_error: Option<String>,
     /// A runtime note (e.g. an abandoned attempt still running).
     pub note: Option<String>,
+    /// Who holds the shard itself, if someone does.
+    pub held_by: Option<String>,
 }
 
 impl ShardInfo {
@@ -258,6 +269,7 @@ impl ShardInfo {
             finished_ms: v.finished_ms,
             last_error: v.last_error.map(str::to_owned),
             note,
+            held_by: v.held_by.map(str::to_owned),
         }
     }
 }

@@ -122,11 +122,18 @@ fn replay_one_seed() {
 
 /// Seeds of the random flows that once broke an invariant, each pinned by a unit test of the
 /// core too; they stay in every run.
-const KEPT_SEEDS: &[(u64, &str)] = &[(
-    60_793,
-    "a rollback recovered in flight ran again at once while the previous manager's paused \
-     executor still ran it (control::tests::a_rollback_recovered_in_flight_waits_for_the_reconcile_window)",
-)];
+const KEPT_SEEDS: &[(u64, &str)] = &[
+    (
+        60_793,
+        "a rollback recovered in flight ran again at once while the previous manager's paused \
+         executor still ran it (control::tests::a_rollback_recovered_in_flight_waits_for_the_reconcile_window)",
+    ),
+    (
+        100,
+        "a failed shard of a force-started task was never retried: the retry paths asked for \
+         done dependencies (control::tests::a_failed_shard_of_a_force_started_task_is_retried_though_its_dependencies_are_not_done)",
+    ),
+];
 
 #[test]
 fn seeds_that_once_broke_an_invariant_keep_every_invariant() {

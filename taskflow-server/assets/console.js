@@ -3,8 +3,8 @@
 // Test hooks: #board[data-seq][data-date][data-live], g[data-testid=task-node][data-task-id][data-status]
 // [data-shard-<status>], button[data-action], #connection[data-connection], #detail[data-task-id].
 
-const ACTIONS = ['execute', 'stop', 'skip', 'retry', 'rollback', 'confirm', 'mark_failed'];
-const ACTION_LABEL = { execute: 'Execute', stop: 'Stop', skip: 'Skip', retry: 'Retry', rollback: 'Roll back', confirm: 'Confirm', mark_failed: 'Mark failed' };
+const ACTIONS = ['execute', 'stop', 'skip', 'retry', 'rollback', 'confirm', 'mark_failed', 'hold', 'free', 'force_start'];
+const ACTION_LABEL = { execute: 'Execute', stop: 'Stop', skip: 'Skip', retry: 'Retry', rollback: 'Roll back', confirm: 'Confirm', mark_failed: 'Mark failed', hold: 'Hold', free: 'Free', force_start: 'Force start' };
 const ACTION_EXPLAIN = {
   execute: 'Start it now (its dependencies must be done).',
   stop: 'Cancel the running shards; they end as stopped.',
@@ -13,7 +13,12 @@ const ACTION_EXPLAIN = {
   rollback: 'Undo what the shards wrote (the behavior’s rollback).',
   confirm: 'Accept the unconfirmed result as done.',
   mark_failed: 'Declare it failed (e.g. a hung or unconfirmed shard the operator knows is bad).',
+  hold: 'Dispatch nothing of it until freed (running shards go on; also before it registers).',
+  free: 'Lift the hold: what waits is dispatched again.',
+  force_start: 'Register and run it now, whatever its dependencies and trigger (a reason is required).',
 };
+/** Actions the server refuses without a reason. */
+const REASON_REQUIRED = new Set(['force_start']);
 const TASK_STATUSES = ['unregistered', 'registered', 'pending', 'running', 'succeeded', 'failed', 'skipped',
   'not_applicable', 'stopping', 'stopped', 'rolling_back', 'rolled_back', 'unconfirmed'];
 const SHARD_STATUSES = ['registered', 'pending', 'running', 'succeeded', 'failed', 'skipped', 'stopping', 'stopped',
@@ -436,6 +441,11 @@ async function submitAction() {
   if (!p) return;
   const body = {};
   const reason = $('a-reason').value.trim();
+  if (!reason && REASON_REQUIRED.has(p.action)) {
+    showActionError(`${ACTION_LABEL[p.action]} needs a reason: say why, for the audit log.`, 'reason_required');
+    $('a-reason').focus();
+    return;
+  }
   if (reason) body.reason = reason;
   if (p.action === 'rollback') body.cascade = $('a-cascade').checked;
   const path = p.shard
@@ -704,19 +714,20 @@ function updateNode(t) {
   if (!n) return;
   const sh = t.shards ?? {};
   const total = sh.total ?? 0;
-  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable]);
+  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by]);
   if (sig === n.last) return;
   n.last = sig;
   const g = n.grp;
-  g.setAttribute('class', `node st-${t.status}${S.selected === t.id ? ' selected' : ''}`);
+  g.setAttribute('class', `node st-${t.status}${S.selected === t.id ? ' selected' : ''}${t.held_by ? ' held' : ''}`);
   g.dataset.status = t.status;
+  if (t.held_by) g.dataset.heldBy = t.held_by; else delete g.dataset.heldBy;
   g.dataset.shardTotal = String(total);
   for (const st of SHARD_STATUSES) g.dataset[`shard${st.split('_').map((w) => w[0].toUpperCase() + w.slice(1)).join('')}`] = String(sh[st] ?? 0);
   g.setAttribute('aria-label', `${t.name ?? t.id}: ${label(t.status)}, ${sh.succeeded ?? 0} of ${total} shards succeeded`);
   g.setAttribute('aria-pressed', String(S.selected === t.id));
-  n.status.textContent = label(t.status).toUpperCase();
+  n.status.textContent = `${t.held_by ? 'HELD · ' : ''}${label(t.status).toUpperCase()}`;
   fitText(n.idText, t.id, NODE_W - 24 - n.status.getComputedTextLength() - 8);
-  n.title.textContent = `${t.name ?? t.id}\n${t.id} · ${label(t.status)}\n` +
+  n.title.textContent = `${t.name ?? t.id}\n${t.id} · ${label(t.status)}${t.held_by ? ` · held by ${t.held_by}` : ''}\n` +
     (total ? SHARD_STATUSES.filter((st) => sh[st]).map((st) => `${sh[st]} ${label(st)}`).join(', ') + ` of ${total} shards` : 'no shards registered');
 
   n.bar.replaceChildren(s('rect', { class: 'bar-bg', width: BAR_W, height: 7, rx: 3.5 }));
@@ -756,6 +767,8 @@ function renderDetail() {
   const f = [
     ['id', t.id], ['level', t.level], ['trigger', t.trigger], ['behavior', t.behavior],
     ['depends on', (t.depends_on ?? []).join(', ') || '—'], ['attempts', String(t.attempts ?? 0)],
+    ['held', t.held_by ? `by ${t.held_by}` : (t.held_shards ? `${t.held_shards} shard(s)` : '—')],
+    ['force-started', t.forced ? 'yes' : '—'],
     ['registered', fmtTime(t.registered_at), t.registered_at], ['started', fmtTime(t.started_at), t.started_at],
     ['finished', `${fmtTime(t.finished_at)}${t.finished_at ? ` (${fmtDuration(t.started_at, t.finished_at)})` : ''}`, t.finished_at],
   ];
@@ -826,7 +839,8 @@ function shardRow(t, sd, blocked) {
   },
   h('td', { text: String(sd.index) }),
   h('td', { class: 'key', text: sd.key ?? '' }),
-  h('td', {}, h('span', { class: `badge st-${sd.status}`, text: label(sd.status) })),
+  h('td', {}, h('span', { class: `badge st-${sd.status}`, text: label(sd.status) }),
+    sd.held_by ? h('span', { class: 'badge held', 'data-held-by': sd.held_by, title: `held by ${sd.held_by}`, text: 'held' }) : null),
   h('td', { class: 'row-actions' }, ...allowed.map((a) => h('button', {
     type: 'button', class: `act small act-${a}`, 'data-action': a, disabled: !!blocked, title: blocked || ACTION_EXPLAIN[a],
     onclick: () => askAction(a, t.id, sd), text: ACTION_LABEL[a],

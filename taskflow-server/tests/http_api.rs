@@ -27,7 +27,10 @@ async fn board_actions_and_errors_over_http() {
     assert_eq!(init["priority"], 0);
     assert_eq!(init["shards"]["total"], 1);
     assert_eq!(init["shards"]["registered"], 1);
-    assert_eq!(init["allowed_actions"], serde_json::json!(["execute", "stop", "skip"]));
+    assert_eq!(
+        init["allowed_actions"],
+        serde_json::json!(["execute", "stop", "skip", "hold", "force_start"])
+    );
     let (code, same) = s.get(&format!("/api/days/{DATE}")).await;
     assert_eq!((code, &same["date"]), (200, &board["date"]));
 
@@ -170,5 +173,58 @@ async fn protected_viewing_needs_the_token() {
     let mut ws = common::ws_connect(&s.ws_url(&format!("?token={TOKEN}"))).await;
     assert_eq!(common::ws_next(&mut ws).await["type"], "snapshot");
     drop(ws);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_free_and_force_start_over_http() {
+    let s = start(false, "").await;
+    wait_task(&s.manager, "day_init", TaskStatus::Registered).await;
+    let (_, board) = s.get("/api/days/current").await;
+    // The second task in topological order waits for `day_init`, unregistered.
+    let x = board["tasks"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(board["tasks"][1]["status"], "unregistered", "{board}");
+    let allowed = &board["tasks"][1]["allowed_actions"];
+    assert_eq!(allowed, &serde_json::json!(["hold", "force_start"]), "{board}");
+    let task_url = format!("/api/days/current/tasks/{x}");
+
+    let (code, ok) = s.post(&format!("{task_url}/hold"), Some(TOKEN), "").await;
+    assert_eq!(code, 200, "{ok}");
+    let (code, err) = s.post(&format!("{task_url}/hold"), Some(TOKEN), "").await;
+    assert_eq!((code, err["error"].as_str()), (409, Some("already_held")), "{err}");
+    assert_eq!(err["message"], format!("task `{x}` is already held by alice"));
+
+    let (code, err) = s.post(&format!("{task_url}/force_start"), Some(TOKEN), "").await;
+    assert_eq!((code, err["error"].as_str()), (400, Some("reason_required")), "{err}");
+    let (code, ok) = s
+        .post(&format!("{task_url}/force_start"), Some(TOKEN), r#"{"reason": "feed is late"}"#)
+        .await;
+    assert_eq!(code, 200, "{ok}");
+    // Registered and readied by the force-start, but held: nothing of it runs.
+    wait_task(&s.manager, &x, TaskStatus::Pending).await;
+    let (_, task) = s.get(&task_url).await;
+    assert_eq!(task["task"]["held_by"], "alice", "{task}");
+    assert_eq!(task["task"]["forced"], true, "{task}");
+    assert!(task["task"]["note"].as_str().unwrap().starts_with("held by alice"), "{task}");
+    assert_eq!(task["task"]["shards"]["running"], 0, "{task}");
+    let allowed = task["task"]["allowed_actions"].as_array().unwrap();
+    assert!(allowed.contains(&"free".into()) && !allowed.contains(&"hold".into()), "{task}");
+
+    let (code, ok) = s.post(&format!("{task_url}/free"), Some(TOKEN), "").await;
+    assert_eq!(code, 200, "{ok}");
+    wait_task(&s.manager, &x, TaskStatus::Succeeded).await;
+    let (_, init) = s.get("/api/days/current/tasks/day_init").await;
+    assert_eq!(init["task"]["status"], "registered", "day_init still waits: {init}");
+
+    // Audited, each with its reason.
+    let (_, audit) = s.get("/api/audit").await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for a in ["hold", "force_start", "free"] {
+        assert!(actions.contains(&a), "{a} in {audit}");
+    }
+    let (code, err) = s.post(&format!("{task_url}/pause"), Some(TOKEN), "").await;
+    assert_eq!(code, 400, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("hold, free, force_start"), "{err}");
     s.stop().await;
 }

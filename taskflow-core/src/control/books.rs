@@ -511,9 +511,17 @@ impl Books {
                 needs_plans.push(ix);
                 continue;
             }
+            // A held task leaves the dispatch set with its queue kept; freeing it puts it
+            // back (`requeue_task`). A held shard leaves the queue; freeing it queues it.
+            if day.held_by(ix, None).is_some() {
+                self.run_tasks.remove(&entry);
+                continue;
+            }
             while let Some(shard) = self.tasks[ix.get()].runq.pop_front() {
                 let status = day.shard(ix, shard).map(|v| v.status);
-                if status == Some(ShardStatus::Pending) && !self.running.contains_key(&(ix, shard))
+                if status == Some(ShardStatus::Pending)
+                    && !self.running.contains_key(&(ix, shard))
+                    && day.held_by(ix, Some(shard)).is_none()
                 {
                     return Some((ix, shard, JobKind::Run));
                 }

@@ -242,14 +242,21 @@ impl Control {
     /// ready it now, ask the clock, or wait for an operator.
     pub(super) fn trigger_check(&mut self, s: TaskIx) {
         let state = &self.day;
+        let forced = state.is_forced(s);
         if !state.is_registered(s)
-            || !state.dependencies_done(s)
+            || !state.may_run(s)
             || state.counts(s).get(ShardStatus::Registered) == 0
             || state.is_closed()
         {
             return;
         }
         let def = self.flow.task(s);
+        if forced {
+            // The operator's force-start (audited) stands for the trigger.
+            self.books.set_fires_at(s, None);
+            self.record(EventKind::TaskReady { task: def.id.clone() });
+            return;
+        }
         let tz = self.flow.settings().time_zone;
         let auto = self.opts.auto_execute_manual;
         let now = chrono::DateTime::from_timestamp_millis(self.now.wall_ms).unwrap_or_default();
@@ -292,7 +299,7 @@ impl Control {
         };
         let state = &self.day;
         let (registered, deps_done, done) =
-            (state.is_registered(ix), state.dependencies_done(ix), state.is_done(ix));
+            (state.is_registered(ix), state.may_run(ix), state.is_done(ix));
         if !registered {
             self.books.task_mut(ix).prepared = Some(Arc::new(p));
             if deps_done {
@@ -355,7 +362,7 @@ impl Control {
             .day
             .shard(ix, shard)
             .is_some_and(|v| v.status == ShardStatus::RolledBack && v.retry_after_rollback);
-        if intent && self.day.dependencies_done(ix) {
+        if intent && self.day.may_run(ix) {
             let task = self.flow.graph().id(ix).clone();
             self.record(EventKind::Shard { task, shard, event: ShardEvent::Retry });
         }
@@ -378,7 +385,7 @@ impl Control {
             return;
         }
         let current = self.day.shard(ix, shard).map(|v| (v.status, v.attempt));
-        if current == Some((ShardStatus::Failed, attempt)) && self.day.dependencies_done(ix) {
+        if current == Some((ShardStatus::Failed, attempt)) && self.day.may_run(ix) {
             let task = self.flow.graph().id(ix).clone();
             self.record(EventKind::Shard { task, shard, event: ShardEvent::Retry });
         }

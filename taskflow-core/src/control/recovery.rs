@@ -51,7 +51,8 @@ impl Control {
         for ix in order {
             let s = &self.day;
             if !s.is_registered(ix) {
-                if s.dependencies_done(ix) {
+                // A force-started task registers whatever its dependencies.
+                if s.may_run(ix) {
                     self.on_deps_done(ix);
                 }
                 continue;

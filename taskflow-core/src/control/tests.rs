@@ -7,7 +7,9 @@ use super::*;
 use crate::flow::Flow;
 use crate::job::{JobKind, Report};
 use crate::model::{ScopeItem, ShardKey};
-use crate::state::{DayEvent, EventKind, ShardEvent as SE};
+use crate::state::{
+    CommandError, DayEvent, EventKind, OperatorAction, ShardEvent as SE, TaskStatus,
+};
 use crate::testing::{CALENDAR, DISTRIBUTORS, PRODUCTS};
 
 const NOW: Now = Now { mono_ms: 1_000, wall_ms: 1_790_000_000_000 };
@@ -359,4 +361,255 @@ priority = 5
     let last = |t: &str| rest.iter().rposition(|o| *o == t).unwrap_or(0);
     assert!(last("high") < first("chain") || order[0] == "chain", "{order:?}");
     assert!(last("chain") < first("low"), "{order:?}");
+}
+
+/// The tasks of the `Assign` effects in `out`, in order.
+fn assigned(out: &[Effect]) -> Vec<(String, u32)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Assign { assignment, .. } => {
+                Some((assignment.key.task.as_str().to_owned(), assignment.key.shard))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Feeds an operator command; returns its answer and the effects it released.
+fn act(
+    core: &mut Control,
+    f: &Flow,
+    action: OperatorAction,
+    task: &str,
+    shard: Option<u32>,
+    reason: &str,
+) -> (Option<Result<u64, ActionError>>, Vec<Effect>) {
+    let cmd = crate::state::Command {
+        actor: "alice".into(),
+        from: "test".into(),
+        reason: reason.into(),
+        action,
+        target: crate::state::Target { task: crate::model::TaskId::new(task), shard },
+    };
+    let mut out = core.handle(Input::Act { req: 77, cmd }, NOW);
+    feed_prepared(core, f, &mut out, NOW);
+    let answer = out.iter().find_map(|e| match e {
+        Effect::Reply { req: 77, answer: Answer::Act(a) } => Some(a.clone()),
+        _ => None,
+    });
+    (answer, out)
+}
+
+/// Reports every assignment in `out` succeeded until nothing more is assigned; the tasks
+/// and shards run, in order.
+fn run_all(core: &mut Control, f: &Flow, mut out: Vec<Effect>) -> Vec<(String, u32)> {
+    let mut ran = Vec::new();
+    for _ in 0..1000 {
+        let jobs: Vec<(AttemptKey, usize, u32)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Assign { executor, assignment } => {
+                    Some((assignment.key.clone(), *executor, assignment.slot))
+                }
+                _ => None,
+            })
+            .collect();
+        if jobs.is_empty() {
+            break;
+        }
+        out.clear();
+        for (key, executor, slot) in jobs {
+            ran.push((key.task.as_str().to_owned(), key.shard));
+            let report = Report::Finished {
+                key,
+                executor,
+                slot,
+                outcome: crate::behavior::ShardOutcome::Succeeded,
+                last_step: None,
+            };
+            let mut more = core.handle(Input::Report(report), NOW);
+            feed_prepared(core, f, &mut more, NOW);
+            out.extend(more);
+        }
+    }
+    ran
+}
+
+const FIRST_THEN_SECOND: &str = r#"
+[[task]]
+id = "first"
+name = "first"
+level = "system"
+behavior = "scripted"
+trigger = "manual"
+
+[[task]]
+id = "second"
+name = "second"
+level = "distributor"
+behavior = "scripted"
+depends_on = ["first"]
+"#;
+
+fn start_local(f: &Arc<Flow>) -> (Control, Vec<Effect>) {
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), 1)],
+        cluster: None,
+    };
+    let d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
+    let mut out = core.handle(Input::Start, NOW);
+    feed_prepared(&mut core, f, &mut out, NOW);
+    (core, out)
+}
+
+#[test]
+fn a_task_held_before_registration_dispatches_nothing_until_freed() {
+    let f = flow(FIRST_THEN_SECOND);
+    let (mut core, _) = start_local(&f);
+    let (answer, _) = act(&mut core, &f, OperatorAction::Hold, "second", None, "");
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    let (_, out) = act(&mut core, &f, OperatorAction::Execute, "first", None, "go");
+    let ran = run_all(&mut core, &f, out);
+    assert_eq!(ran, vec![("first".to_owned(), 0)], "second is held");
+    let second = f.graph().index_of("second").expect("second");
+    assert_eq!(core.day().task_status(second), TaskStatus::Pending, "registered and ready");
+    assert!(core.stalled(), "{}", core.not_stalled_because());
+    let view = core.task_view_by_id("second").expect("view");
+    assert_eq!(view.held_by.as_deref(), Some("alice"));
+    assert!(view.note.as_deref().is_some_and(|n| n.starts_with("held by alice")), "{view:?}");
+
+    let (answer, out) = act(&mut core, &f, OperatorAction::Free, "second", None, "");
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    let ran = run_all(&mut core, &f, out);
+    assert_eq!(ran.len() as u32, core.day().shard_count(second), "{ran:?}");
+    assert!(core.day().is_closed());
+}
+
+#[test]
+fn a_held_shard_waits_while_the_others_run() {
+    let f = flow(FIRST_THEN_SECOND);
+    let (mut core, _) = start_local(&f);
+    let (_, out) = act(&mut core, &f, OperatorAction::Execute, "first", None, "go");
+    // One slot: `second` registers when `first` succeeds; hold a shard right after.
+    let mut ran = Vec::new();
+    let Some(Effect::Assign { executor, assignment }) =
+        out.iter().find(|e| matches!(e, Effect::Assign { .. }))
+    else {
+        panic!("first is assigned: {out:#?}")
+    };
+    let report = Report::Finished {
+        key: assignment.key.clone(),
+        executor: *executor,
+        slot: assignment.slot,
+        outcome: crate::behavior::ShardOutcome::Succeeded,
+        last_step: None,
+    };
+    let mut out = core.handle(Input::Report(report), NOW);
+    feed_prepared(&mut core, &f, &mut out, NOW);
+    let second = f.graph().index_of("second").expect("second");
+    let n = core.day().shard_count(second);
+    assert!(n >= 2, "{n} shards");
+    // The first shard of `second` took the slot; hold the last one before it runs.
+    let (answer, more) = act(&mut core, &f, OperatorAction::Hold, "second", Some(n - 1), "");
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    out.extend(more);
+    ran.extend(run_all(&mut core, &f, out));
+    assert_eq!(ran.len() as u32, n - 1, "{ran:?}");
+    assert!(!ran.contains(&("second".to_owned(), n - 1)), "{ran:?}");
+    assert!(core.stalled());
+    assert!(!core.day().is_closed());
+    let (_, out) = act(&mut core, &f, OperatorAction::Free, "second", Some(n - 1), "");
+    assert_eq!(run_all(&mut core, &f, out), vec![("second".to_owned(), n - 1)]);
+    assert!(core.day().is_closed());
+}
+
+#[test]
+fn force_start_registers_and_runs_a_task_whose_dependencies_are_not_done() {
+    let f = flow(FIRST_THEN_SECOND);
+    let (mut core, _) = start_local(&f);
+    let (answer, _) = act(&mut core, &f, OperatorAction::ForceStart, "second", None, "");
+    assert!(
+        matches!(answer, Some(Err(ActionError::Refused(CommandError::ReasonRequired { .. })))),
+        "{answer:?}"
+    );
+    let (answer, out) =
+        act(&mut core, &f, OperatorAction::ForceStart, "second", None, "feed is late");
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    let ran = run_all(&mut core, &f, out);
+    let second = f.graph().index_of("second").expect("second");
+    assert!(core.day().is_done(second), "{ran:?}");
+    assert!(ran.iter().all(|(t, _)| t == "second"), "first still waits: {ran:?}");
+    let first = f.graph().index_of("first").expect("first");
+    assert_eq!(core.day().task_status(first), TaskStatus::Registered);
+}
+
+#[test]
+fn a_force_start_recorded_before_a_crash_registers_the_task_on_recovery() {
+    let f = flow(FIRST_THEN_SECOND);
+    let mut d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let kinds = [
+        EventKind::DayOpened { date: date(), flow_digest: flow_digest(&f) },
+        EventKind::ForceStarted { task: crate::model::TaskId::new("second") },
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        d.apply(&DayEvent { seq: i as u64 + 1, at_ms: NOW.wall_ms, kind }).expect("applies");
+    }
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), 1)],
+        cluster: None,
+    };
+    let mut core = Control::new(f.clone(), date(), d, 2, opts, NOW);
+    let mut out = core.handle(Input::Start, NOW);
+    feed_prepared(&mut core, &f, &mut out, NOW);
+    assert_eq!(assigned(&out), vec![("second".to_owned(), 0)], "{out:#?}");
+}
+
+#[test]
+fn a_failed_shard_of_a_force_started_task_is_retried_though_its_dependencies_are_not_done() {
+    // Simulator seed 100: the retry timer was never armed (nor a due retry taken), because
+    // the retry paths asked for done dependencies, which a force-started task does not have.
+    let f = flow(&FIRST_THEN_SECOND.replace(
+        "level = \"distributor\"",
+        "level = \"distributor\"\nretries = 1\nretry_backoff = \"5s\"",
+    ));
+    let mut d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let second = crate::model::TaskId::new("second");
+    let kinds = [
+        EventKind::DayOpened { date: date(), flow_digest: flow_digest(&f) },
+        EventKind::ForceStarted { task: second.clone() },
+        EventKind::TaskRegistered {
+            task: second.clone(),
+            items: vec![ScopeItem::system()],
+            shards: vec![ShardKey::new("system")],
+            covered_dates: vec![date().date()],
+        },
+        EventKind::TaskReady { task: second.clone() },
+        EventKind::Shard { task: second.clone(), shard: 0, event: dispatch(1) },
+        EventKind::Shard {
+            task: second.clone(),
+            shard: 0,
+            event: SE::Fail { reason: "feed incomplete".into() },
+        },
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        d.apply(&DayEvent { seq: i as u64 + 1, at_ms: NOW.wall_ms, kind }).expect("applies");
+    }
+    let ix = f.graph().index_of("second").expect("second");
+    assert!(!d.dependencies_done(ix) && d.is_forced(ix));
+    let (mut core, out) = start(f.clone(), d);
+    assert_eq!(retry_timers(&out), vec![(NOW.mono_ms + 5_000, 1)], "{out:#?}");
+    let due = Now { mono_ms: NOW.mono_ms + 5_000, wall_ms: NOW.wall_ms + 5_000 };
+    let mut out = core.handle(Input::Timer(Timer::Retry { task: ix, shard: 0, attempt: 1 }), due);
+    settle(&mut core, &mut out);
+    assert!(
+        appended(&out).iter().any(|k| matches!(k, EventKind::Shard { event: SE::Retry, .. })),
+        "{out:#?}"
+    );
 }

@@ -43,7 +43,12 @@ impl Control {
                 let s = &self.day;
                 let status = s.task_status(ix);
                 let note = rt.problem.clone().or_else(|| {
-                    if !s.dependencies_done(ix) {
+                    if let Some(by) = s.held_by(ix, None).filter(|_| !status.is_done()) {
+                        return Some(format!(
+                            "held by {by}: nothing of it is dispatched until freed"
+                        ));
+                    }
+                    if !s.may_run(ix) {
                         let waiting: Vec<String> = s
                             .waiting_for(ix)
                             .iter()
@@ -74,6 +79,10 @@ impl Control {
             not_applicable: status == TaskStatus::NotApplicable,
             fires_at: rt.fires_at_ms().and_then(chrono::DateTime::from_timestamp_millis),
             note,
+            held_by: self.day.held_by(ix, None).map(str::to_owned),
+            held_shards: self.day.holds().filter(|&(t, s, _)| t == ix && s.is_some()).count()
+                as u32,
+            forced: self.day.is_forced(ix),
         }
     }
 

@@ -42,8 +42,9 @@ use crate::model::{BusinessDate, TaskId};
 
 /// The snapshot magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"TFDS";
-/// The snapshot layout version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+/// The snapshot layout version this build writes; it reads it and every older one. Format 2
+/// added holds and force-started tasks to the meta (absent: none), so format 1 is read as is.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
 /// The shard row layout version this build writes and reads.
 pub const SHARD_ROW_SCHEMA_VERSION: u16 = 2;
 const ROW_LEN: usize = 40;
@@ -114,6 +115,12 @@ struct Meta {
     tasks: Vec<TaskMeta>,
     errors: Vec<(u32, u32, String)>,
     audit: Vec<AuditMeta>,
+    /// Holds (format 2): task, shard (`None`: the task), who holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    holds: Vec<(u32, Option<u32>, String)>,
+    /// Force-started tasks (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    forced: Vec<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -172,6 +179,8 @@ impl DayState {
                 .iter()
                 .map(|a| AuditMeta { seq: a.seq, at_ms: a.at_ms, record: a.record.clone() })
                 .collect(),
+            holds: self.holds.iter().map(|(&(t, s), by)| (t, s, by.clone())).collect(),
+            forced: self.forced.iter().copied().collect(),
         };
         // Plain derived types serialize into a Vec without error; an empty meta would be
         // rejected by the decoder rather than silently accepted.
@@ -212,7 +221,7 @@ impl DayState {
             return Err(CodecError::BadMagic);
         }
         let version = r.u16("header")?;
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(CodecError::UnsupportedVersion {
                 what: "snapshot",
                 found: version,
@@ -318,6 +327,19 @@ impl DayState {
             }
             errors.insert((t, s), e);
         }
+        let mut holds = std::collections::BTreeMap::new();
+        for (t, s, by) in meta.holds {
+            let Some(ts) = tasks.get(t as usize) else {
+                return Err(malformed("meta", format!("hold on unknown task {t}")));
+            };
+            if s.is_some_and(|s| s as usize >= ts.shards.len()) {
+                return Err(malformed("meta", format!("hold on unknown shard {t}/{s:?}")));
+            }
+            holds.insert((t, s), by);
+        }
+        if meta.forced.iter().any(|&t| t as usize >= tasks.len()) {
+            return Err(malformed("meta", "force-start of an unknown task".into()));
+        }
         Ok(DayState {
             date: meta.date,
             graph,
@@ -338,6 +360,8 @@ impl DayState {
                 .into_iter()
                 .map(|a| AuditEntry { seq: a.seq, at_ms: a.at_ms, record: a.record })
                 .collect(),
+            holds,
+            forced: meta.forced.into_iter().collect(),
         })
     }
 }

@@ -100,6 +100,47 @@ pub enum CommandError {
         /// Its shard counts.
         counts: StatusCounts,
     },
+    /// A hold on what is held already (by `by`).
+    #[error("{target} is already held by {by}")]
+    AlreadyHeld {
+        /// The task or shard.
+        target: Target,
+        /// Who holds it.
+        by: String,
+    },
+    /// A free of what is not held.
+    #[error("{target} is not held{}", if *task_held { " (its task is: free the task)" } else { "" })]
+    NotHeld {
+        /// The task or shard.
+        target: Target,
+        /// Whether the shard's task is held (the shard is not itself).
+        task_held: bool,
+    },
+    /// Hold or force-start of a task (or shard) that is done already.
+    #[error("{target} is done ({status}): there is nothing to {}", action.verb())]
+    AlreadyDone {
+        /// The task or shard.
+        target: Target,
+        /// The action.
+        action: OperatorAction,
+        /// Its status.
+        status: String,
+    },
+    /// An action that needs a reason was given none (HTTP 400).
+    #[error("{} needs a reason: say why (it is audited)", action.verb())]
+    ReasonRequired {
+        /// The action.
+        action: OperatorAction,
+    },
+    /// Force-start on a shard: it applies to a whole task.
+    #[error("force-start applies to a task, not to one shard: force-start task `{task}`")]
+    ForceStartOfShard {
+        /// The task.
+        task: TaskId,
+    },
+    /// Force-start of a task that is force-started already and waits for its registration.
+    #[error("task `{0}` is force-started already: it runs once registered")]
+    AlreadyForced(TaskId),
     /// A task-level action that applies to none of the task's shards.
     #[error("no shard of task `{task}` can be {}: its shards are {counts}", past(*action))]
     NothingEligible {
@@ -125,6 +166,9 @@ fn past(action: OperatorAction) -> &'static str {
         OperatorAction::Rollback { .. } => "rolled back",
         OperatorAction::Confirm => "confirmed",
         OperatorAction::MarkFailed => "marked failed",
+        OperatorAction::Hold => "held",
+        OperatorAction::Free => "freed",
+        OperatorAction::ForceStart => "force-started",
     }
 }
 
@@ -138,6 +182,10 @@ pub fn shard_event_for(action: OperatorAction) -> ShardEvent {
         OperatorAction::Rollback { .. } => ShardEvent::Rollback,
         OperatorAction::Confirm => ShardEvent::Confirm,
         OperatorAction::MarkFailed => ShardEvent::MarkFailed,
+        // Not shard transitions: `decide` handles them before it asks for one.
+        OperatorAction::Hold | OperatorAction::Free | OperatorAction::ForceStart => {
+            ShardEvent::Ready
+        }
     }
 }
 
@@ -162,6 +210,12 @@ pub fn decide(state: &DayState, cmd: &Command) -> Result<Vec<EventKind>, Command
     let graph = state.graph();
     let ix =
         graph.index_of(task.as_str()).ok_or_else(|| CommandError::UnknownTask(task.clone()))?;
+    if matches!(
+        cmd.action,
+        OperatorAction::Hold | OperatorAction::Free | OperatorAction::ForceStart
+    ) {
+        return decide_plan_action(state, cmd, ix);
+    }
     if !state.is_registered(ix) {
         return Err(CommandError::NotRegistered(task.clone()));
     }
@@ -175,9 +229,7 @@ pub fn decide(state: &DayState, cmd: &Command) -> Result<Vec<EventKind>, Command
         });
     }
     let event = shard_event_for(cmd.action);
-    if matches!(cmd.action, OperatorAction::Execute | OperatorAction::Retry)
-        && !state.dependencies_done(ix)
-    {
+    if matches!(cmd.action, OperatorAction::Execute | OperatorAction::Retry) && !state.may_run(ix) {
         return Err(CommandError::DependenciesNotDone {
             task: task.clone(),
             action: cmd.action,
@@ -230,6 +282,97 @@ pub fn decide(state: &DayState, cmd: &Command) -> Result<Vec<EventKind>, Command
         }
     }
     out.push(effect);
+    Ok(out)
+}
+
+/// Hold, free and force-start: they change what may be dispatched, not a shard's status.
+/// A task is held in any status but done (before its registration too); a shard once its
+/// task is registered, in any status but succeeded or skipped.
+fn decide_plan_action(
+    state: &DayState,
+    cmd: &Command,
+    ix: TaskIx,
+) -> Result<Vec<EventKind>, CommandError> {
+    let task = &cmd.target.task;
+    let target = cmd.target.clone();
+    if let Some(shard) = cmd.target.shard {
+        if cmd.action == OperatorAction::ForceStart {
+            return Err(CommandError::ForceStartOfShard { task: task.clone() });
+        }
+        if !state.is_registered(ix) {
+            return Err(CommandError::NotRegistered(task.clone()));
+        }
+        if shard >= state.shard_count(ix) {
+            return Err(CommandError::ShardOutOfRange {
+                task: task.clone(),
+                shard,
+                count: state.shard_count(ix),
+            });
+        }
+    }
+    let done = |status: String| CommandError::AlreadyDone {
+        target: target.clone(),
+        action: cmd.action,
+        status,
+    };
+    let effect = match cmd.action {
+        OperatorAction::Hold => {
+            if let Some(by) = state.held_by(ix, cmd.target.shard) {
+                return Err(CommandError::AlreadyHeld { target, by: by.to_owned() });
+            }
+            match cmd.target.shard {
+                Some(shard) => {
+                    let status = state.shard_status_raw(ix, shard);
+                    if let Some(s @ (ShardStatus::Succeeded | ShardStatus::Skipped)) = status {
+                        return Err(done(s.to_string()));
+                    }
+                }
+                None if state.is_done(ix) => return Err(done(state.task_status(ix).to_string())),
+                None => {}
+            }
+            EventKind::Hold { task: task.clone(), shard: cmd.target.shard, by: cmd.actor.clone() }
+        }
+        OperatorAction::Free => {
+            if state.held_by(ix, cmd.target.shard).is_none() {
+                let task_held = cmd.target.shard.is_some() && state.held_by(ix, None).is_some();
+                return Err(CommandError::NotHeld { target, task_held });
+            }
+            EventKind::Free { task: task.clone(), shard: cmd.target.shard }
+        }
+        _ => {
+            if cmd.reason.trim().is_empty() {
+                return Err(CommandError::ReasonRequired { action: cmd.action });
+            }
+            if state.is_done(ix) {
+                return Err(done(state.task_status(ix).to_string()));
+            }
+            if state.is_registered(ix) {
+                if state.counts(ix).get(ShardStatus::Registered) == 0 {
+                    return Err(CommandError::NothingEligible {
+                        task: task.clone(),
+                        action: cmd.action,
+                        counts: *state.counts(ix),
+                    });
+                }
+            } else if state.is_forced(ix) {
+                return Err(CommandError::AlreadyForced(task.clone()));
+            }
+            EventKind::ForceStarted { task: task.clone() }
+        }
+    };
+    let mut out = vec![
+        EventKind::Audit(AuditRecord {
+            actor: cmd.actor.clone(),
+            action: cmd.action,
+            target: cmd.target.clone(),
+            reason: cmd.reason.clone(),
+            from: cmd.from.clone(),
+        }),
+        effect,
+    ];
+    if cmd.action == OperatorAction::ForceStart && state.is_registered(ix) {
+        out.push(EventKind::TaskReady { task: task.clone() });
+    }
     Ok(out)
 }
 

@@ -7,7 +7,7 @@
 //! status counts are maintained on every transition, so a task's status is derived in
 //! O(number of statuses) and never by scanning its shards.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -121,6 +121,14 @@ pub enum Error {
         /// The event's.
         got: u32,
     },
+    /// A hold on what is held already, or a free of what is not held.
+    #[error("{target}: {reason}")]
+    Hold {
+        /// The task or shard.
+        target: super::Target,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A checkpoint while the shard is not running, or one that goes backwards.
     #[error("shard {shard} of task `{task}`: {reason}")]
     InvalidCheckpoint {
@@ -194,6 +202,8 @@ pub struct ShardView<'a> {
     /// It is being rolled back by the unconfirmed policy and is run again once rolled back
     /// (`RollbackThenRetry`; durable).
     pub retry_after_rollback: bool,
+    /// Who holds the shard itself (not its task), if someone does.
+    pub held_by: Option<&'a str>,
 }
 
 /// How far a shard got in its current generation.
@@ -384,6 +394,10 @@ pub struct DayState {
     /// Latest error per `(task, shard)`; ordered so snapshots are deterministic.
     pub(super) errors: BTreeMap<(u32, u32), String>,
     pub(super) audit: Vec<AuditEntry>,
+    /// Holds: `(task, None)` for a task, `(task, Some(shard))` for a shard; who holds it.
+    pub(super) holds: BTreeMap<(u32, Option<u32>), String>,
+    /// Tasks an operator force-started.
+    pub(super) forced: BTreeSet<u32>,
 }
 
 impl PartialEq for DayState {
@@ -407,6 +421,8 @@ impl PartialEq for DayState {
             && self.distributors == o.distributors
             && self.errors == o.errors
             && self.audit == o.audit
+            && self.holds == o.holds
+            && self.forced == o.forced
     }
 }
 
@@ -429,6 +445,8 @@ impl DayState {
             distributors: Interner::default(),
             errors: BTreeMap::new(),
             audit: Vec::new(),
+            holds: BTreeMap::new(),
+            forced: BTreeSet::new(),
         }
     }
 
@@ -472,6 +490,13 @@ impl DayState {
                 self.audit.push(AuditEntry { seq: event.seq, at_ms: at, record: record.clone() });
                 Applied::default()
             }
+            EventKind::Hold { task, shard, by } => self.hold(task, *shard, Some(by))?,
+            EventKind::Free { task, shard } => self.hold(task, *shard, None)?,
+            EventKind::ForceStarted { task } => {
+                let ix = self.task_ix(task)?;
+                self.forced.insert(ix.0);
+                Applied { task: Some(ix), ..Applied::default() }
+            }
             EventKind::DayClosed => {
                 self.closed = true;
                 Applied::default()
@@ -479,6 +504,41 @@ impl DayState {
         };
         self.last_seq = event.seq;
         Ok(applied)
+    }
+
+    /// Sets (`by` given) or lifts a hold on a task or a registered shard.
+    fn hold(
+        &mut self,
+        task: &TaskId,
+        shard: Option<u32>,
+        by: Option<&String>,
+    ) -> Result<Applied, Error> {
+        let ix = match shard {
+            None => self.task_ix(task)?,
+            Some(s) => {
+                let ix = self.registered_ix(task)?;
+                let count = self.tasks[ix.get()].shards.len() as u32;
+                if s >= count {
+                    return Err(Error::ShardOutOfRange { task: task.clone(), shard: s, count });
+                }
+                ix
+            }
+        };
+        let target = || super::Target { task: task.clone(), shard };
+        match by {
+            Some(by) => {
+                if self.holds.contains_key(&(ix.0, shard)) {
+                    return Err(Error::Hold { target: target(), reason: "already held" });
+                }
+                self.holds.insert((ix.0, shard), by.clone());
+            }
+            None => {
+                if self.holds.remove(&(ix.0, shard)).is_none() {
+                    return Err(Error::Hold { target: target(), reason: "not held" });
+                }
+            }
+        }
+        Ok(Applied { task: Some(ix), ..Applied::default() })
     }
 
     fn task_ix(&self, task: &TaskId) -> Result<TaskIx, Error> {

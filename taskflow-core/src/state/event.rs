@@ -90,6 +90,33 @@ pub enum EventKind {
     },
     /// An operator action, recorded in the same batch as its effects.
     Audit(AuditRecord),
+    /// A task (`shard: None`; accepted before its registration too) or one registered shard
+    /// is held: none of its shards is dispatched to run until it is freed. Running shards go
+    /// on; stops and rollbacks are not held.
+    Hold {
+        /// The task.
+        task: TaskId,
+        /// The shard, or `None` for the whole task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+        /// Who held it (shown on the board).
+        by: String,
+    },
+    /// A hold is lifted: what it kept back may be dispatched again.
+    Free {
+        /// The task.
+        task: TaskId,
+        /// The shard, or `None` for the whole task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    },
+    /// An operator force-started the task: from now on it counts as free to run whatever its
+    /// dependencies and trigger (the manager registers it and readies its shards with the
+    /// usual `TaskRegistered` / `TaskReady` events; this one changes no shard).
+    ForceStarted {
+        /// The task.
+        task: TaskId,
+    },
     /// The day is closed: no event is accepted after this one.
     DayClosed,
 }
@@ -130,6 +157,14 @@ pub enum OperatorAction {
     Confirm,
     /// Declare unconfirmed shards failed.
     MarkFailed,
+    /// Keep a task (any non-terminal status, also unregistered) or a shard from being
+    /// dispatched.
+    Hold,
+    /// Lift a hold.
+    Free,
+    /// Register and run a task now, whatever its dependencies and trigger (a reason is
+    /// required).
+    ForceStart,
 }
 
 impl OperatorAction {
@@ -143,6 +178,9 @@ impl OperatorAction {
             OperatorAction::Rollback { .. } => "roll back",
             OperatorAction::Confirm => "confirm",
             OperatorAction::MarkFailed => "mark failed",
+            OperatorAction::Hold => "hold",
+            OperatorAction::Free => "free",
+            OperatorAction::ForceStart => "force-start",
         }
     }
 }
@@ -167,8 +205,10 @@ impl fmt::Display for Target {
 }
 
 /// The envelope version of an encoded [`DayEvent`]. Version 2 added the shard event
-/// `rollback_then_retry`; version 1 bodies are a subset and are still read.
-pub const EVENT_FORMAT_VERSION: u8 = 2;
+/// `rollback_then_retry`; version 3 the events `hold`, `free`, `force_started` and the
+/// operator actions `hold`, `free`, `force_start`. Bodies of older versions are a subset and
+/// are still read.
+pub const EVENT_FORMAT_VERSION: u8 = 3;
 
 impl DayEvent {
     /// Encodes the event: one version byte, then MessagePack with field names.

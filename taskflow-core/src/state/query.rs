@@ -69,6 +69,32 @@ impl DayState {
         self.readiness.all_done()
     }
 
+    /// Who holds the task (`shard: None`) or the shard itself, if someone does (a shard
+    /// of a held task is not itself held: see [`DayState::run_held`]).
+    pub fn held_by(&self, ix: TaskIx, shard: Option<u32>) -> Option<&str> {
+        self.holds.get(&(ix.0, shard)).map(String::as_str)
+    }
+
+    /// Whether the shard may not be dispatched to run: its task or the shard is held.
+    pub fn run_held(&self, ix: TaskIx, shard: u32) -> bool {
+        self.holds.contains_key(&(ix.0, None)) || self.holds.contains_key(&(ix.0, Some(shard)))
+    }
+
+    /// Every hold: task, shard (`None`: the whole task), who holds it; in task order.
+    pub fn holds(&self) -> impl Iterator<Item = (TaskIx, Option<u32>, &str)> + '_ {
+        self.holds.iter().map(|(&(t, s), by)| (TaskIx(t), s, by.as_str()))
+    }
+
+    /// Whether an operator force-started the task.
+    pub fn is_forced(&self, ix: TaskIx) -> bool {
+        self.forced.contains(&ix.0)
+    }
+
+    /// Whether the task may run: every dependency is done, or an operator force-started it.
+    pub fn may_run(&self, ix: TaskIx) -> bool {
+        self.dependencies_done(ix) || self.is_forced(ix)
+    }
+
     /// Whether every dependency of the task is done.
     pub fn dependencies_done(&self, ix: TaskIx) -> bool {
         self.readiness.is_ready(ix)
@@ -139,6 +165,7 @@ impl DayState {
             last_error: self.errors.get(&(ix.0, shard)).map(String::as_str),
             failures: u32::from(rec.failures),
             retry_after_rollback: rec.then_retry,
+            held_by: self.holds.get(&(ix.0, Some(shard))).map(String::as_str),
         })
     }
 

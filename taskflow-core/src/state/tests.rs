@@ -720,10 +720,115 @@ fn rolling_back_a_task_whose_dependents_ran_is_refused_unless_cascading_newest_f
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hold, free, force-start
+
+#[test]
+fn a_task_is_held_before_its_registration_and_freed_once() {
+    let mut d = Day::new();
+    let b = d.ix("b");
+    d.command(OperatorAction::Hold, "b", None).expect("hold an unregistered task");
+    assert_eq!(d.st.held_by(b, None), Some("alice"));
+    let err = d.decide(OperatorAction::Hold, "b", None).unwrap_err();
+    assert_eq!(err.to_string(), "task `b` is already held by alice");
+    // Registered while held: the hold stays.
+    d.register("b", 2);
+    assert!(d.st.run_held(b, 1));
+    d.command(OperatorAction::Free, "b", None).expect("free");
+    assert!(!d.st.run_held(b, 1));
+    let err = d.decide(OperatorAction::Free, "b", None).unwrap_err();
+    assert_eq!(err.to_string(), "task `b` is not held");
+}
+
+#[test]
+fn a_shard_is_held_unless_done_and_a_done_task_is_not_held() {
+    let mut d = Day::new();
+    d.run("a", 2);
+    let err = d.decide(OperatorAction::Hold, "a", None).unwrap_err();
+    assert_eq!(err.to_string(), "task `a` is done (succeeded): there is nothing to hold");
+    let err = d.decide(OperatorAction::Hold, "a", Some(0)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "shard 0 of task `a` is done (succeeded): there is nothing to hold"
+    );
+    let err = d.decide(OperatorAction::Hold, "c", Some(0)).unwrap_err();
+    assert_eq!(err, CommandError::NotRegistered(tid("c")));
+    d.register("b", 3);
+    let err = d.decide(OperatorAction::Hold, "b", Some(3)).unwrap_err();
+    assert!(matches!(err, CommandError::ShardOutOfRange { shard: 3, count: 3, .. }), "{err}");
+    d.command(OperatorAction::Hold, "b", Some(1)).expect("hold a registered shard");
+    let b = d.ix("b");
+    assert!(d.st.run_held(b, 1) && !d.st.run_held(b, 0));
+    assert_eq!(d.st.shard(b, 1).and_then(|v| v.held_by), Some("alice"));
+    // Freeing a shard of a held task that is not itself held says what to free.
+    d.command(OperatorAction::Hold, "b", None).expect("hold the task too");
+    let err = d.decide(OperatorAction::Free, "b", Some(0)).unwrap_err();
+    assert_eq!(err.to_string(), "shard 0 of task `b` is not held (its task is: free the task)");
+    // Audited: the audit record comes first.
+    let events = d.decide(OperatorAction::Free, "b", Some(1)).expect("free the shard");
+    assert!(matches!(&events[0], EventKind::Audit(a) if a.action == OperatorAction::Free));
+    assert_eq!(events[1], EventKind::Free { task: tid("b"), shard: Some(1) });
+}
+
+#[test]
+fn force_start_needs_a_reason_and_readies_a_task_whose_dependencies_are_not_done() {
+    let mut d = Day::new();
+    let with_reason = |reason: &str| Command {
+        actor: "alice".into(),
+        from: "console".into(),
+        reason: reason.into(),
+        action: OperatorAction::ForceStart,
+        target: Target { task: tid("b"), shard: None },
+    };
+    let err = decide(&d.st, &with_reason("  ")).unwrap_err();
+    assert_eq!(err, CommandError::ReasonRequired { action: OperatorAction::ForceStart });
+    assert_eq!(err.to_string(), "force-start needs a reason: say why (it is audited)");
+    let err = d.decide(OperatorAction::ForceStart, "b", Some(0)).unwrap_err();
+    assert_eq!(err, CommandError::ForceStartOfShard { task: tid("b") });
+    // Unregistered: the force-start is recorded; the core registers the task.
+    let events = decide(&d.st, &with_reason("the upstream feed is late")).expect("force");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], EventKind::ForceStarted { task: tid("b") });
+    for e in events {
+        d.ok(e);
+    }
+    let b = d.ix("b");
+    assert!(d.st.is_forced(b) && !d.st.dependencies_done(b));
+    let err = d.decide(OperatorAction::ForceStart, "b", None).unwrap_err();
+    assert_eq!(err, CommandError::AlreadyForced(tid("b")));
+    // Registered with registered shards: readied in the same batch.
+    d.register("c", 2);
+    let events = d.decide(OperatorAction::ForceStart, "c", None).expect("force c");
+    assert_eq!(events.last(), Some(&EventKind::TaskReady { task: tid("c") }));
+    for e in events {
+        d.ok(e);
+    }
+    assert_eq!(d.st.counts(d.ix("c")).get(ShardStatus::Pending), 2);
+    let err = d.decide(OperatorAction::ForceStart, "c", None).unwrap_err();
+    assert!(matches!(err, CommandError::NothingEligible { .. }), "{err}");
+}
+
+#[test]
+fn holds_and_force_starts_survive_a_snapshot_and_are_checked_when_applied() {
+    let mut d = Day::new();
+    d.register("a", 2);
+    d.command(OperatorAction::Hold, "a", Some(1)).expect("hold shard");
+    d.command(OperatorAction::Hold, "d", None).expect("hold d");
+    d.ok(EventKind::ForceStarted { task: tid("c") });
+    let back = DayState::decode_snapshot(&d.st.encode_snapshot(), diamond()).expect("decodes");
+    assert_eq!(back, d.st);
+    assert_eq!(back.held_by(back.graph().index_of("d").expect("d"), None), Some("alice"));
+    // The fold refuses what decide would: a second hold, a free of nothing.
+    let again = EventKind::Hold { task: tid("d"), shard: None, by: "bob".into() };
+    assert!(matches!(d.ev(again), Err(Error::Hold { reason: "already held", .. })));
+    let free = EventKind::Free { task: tid("b"), shard: None };
+    assert!(matches!(d.ev(free), Err(Error::Hold { reason: "not held", .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Codec
 
-/// A small day touching every part of the snapshot.
-fn golden_day() -> DayState {
+/// A small day touching every part of snapshot format 1.
+fn golden_day_v1() -> Day {
     let mut d = Day::new();
     d.run("a", 2);
     d.register("b", 3);
@@ -739,6 +844,15 @@ fn golden_day() -> DayState {
     d.shard("b", 0, SE::Fail { reason: "no quotes".into() }).expect("fail");
     d.command(OperatorAction::Skip, "b", Some(1)).expect("skip");
     d.register("c", 0);
+    d
+}
+
+/// The golden day with what snapshot format 2 added: holds and a force-start.
+fn golden_day() -> DayState {
+    let mut d = golden_day_v1();
+    d.command(OperatorAction::Hold, "b", Some(2)).expect("hold shard");
+    d.command(OperatorAction::Hold, "d", None).expect("hold task");
+    d.ok(EventKind::ForceStarted { task: tid("d") });
     d.st
 }
 
@@ -757,7 +871,7 @@ fn fixture(name: &str, bytes: &[u8]) -> Vec<u8> {
 fn snapshot_golden_bytes() {
     let day = golden_day();
     let bytes = day.encode_snapshot();
-    let golden = fixture("day_snapshot_v2.bin", &bytes);
+    let golden = fixture("day_snapshot_v3.bin", &bytes);
     assert_eq!(bytes, golden, "the snapshot format changed: bump its version and add a migration");
     let decoded = DayState::decode_snapshot(&golden, diamond()).expect("fixture decodes");
     assert_eq!(decoded, day);
@@ -805,14 +919,39 @@ fn framed(bytes: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-#[test]
-fn event_golden_bytes() {
+/// The events of version 2: version 1's and `rollback_then_retry`.
+fn golden_events_v2() -> Vec<DayEvent> {
     let mut events = golden_events();
     events.push(DayEvent {
         seq: 9,
         at_ms: 1_764_000_000_002,
         kind: EventKind::Shard { task: tid("nav"), shard: 0, event: SE::RollbackThenRetry },
     });
+    events
+}
+
+#[test]
+fn event_golden_bytes() {
+    let mut events = golden_events_v2();
+    let audit = |action| {
+        EventKind::Audit(AuditRecord {
+            actor: "alice".into(),
+            action,
+            target: Target { task: tid("nav"), shard: None },
+            reason: "feed late".into(),
+            from: "console".into(),
+        })
+    };
+    for (seq, kind) in [
+        (10, audit(OperatorAction::Hold)),
+        (11, EventKind::Hold { task: tid("nav"), shard: None, by: "alice".into() }),
+        (12, EventKind::Hold { task: tid("nav"), shard: Some(0), by: "bob".into() }),
+        (13, EventKind::Free { task: tid("nav"), shard: Some(0) }),
+        (14, audit(OperatorAction::ForceStart)),
+        (15, EventKind::ForceStarted { task: tid("nav") }),
+    ] {
+        events.push(DayEvent { seq, at_ms: 1_764_000_000_000 + seq as i64, kind });
+    }
     let mut all = Vec::new();
     for e in &events {
         let b = e.encode();
@@ -820,8 +959,21 @@ fn event_golden_bytes() {
         all.extend_from_slice(&(b.len() as u32).to_le_bytes());
         all.extend_from_slice(&b);
     }
-    let golden = fixture("day_events_v2.bin", &all);
+    let golden = fixture("day_events_v3.bin", &all);
     assert_eq!(all, golden, "the event format changed: bump its version");
+}
+
+#[test]
+fn events_of_version_2_are_still_read() {
+    let bytes = kept_fixture("day_events_v2.bin");
+    let decoded: Vec<DayEvent> = framed(&bytes)
+        .iter()
+        .map(|b| {
+            assert_eq!(b[0], 2, "written by version 2");
+            DayEvent::decode(b).expect("a v2 event decodes")
+        })
+        .collect();
+    assert_eq!(decoded, golden_events_v2());
 }
 
 /// The bytes of a fixture of an older format version, kept under test and never blessed.
@@ -850,7 +1002,7 @@ fn snapshots_of_row_schema_1_are_still_read_with_the_old_retry_budget() {
     let bytes = kept_fixture("day_snapshot_v1.bin");
     assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), 1, "row schema 1");
     let decoded = DayState::decode_snapshot(&bytes, diamond()).expect("a v1 snapshot decodes");
-    let day = golden_day();
+    let day = golden_day_v1().st;
     // Everything but the failure count equals today's fold; the failure count is the attempt,
     // the budget row schema 1's versions spent (so an upgrade neither adds nor takes retries).
     let b = day.graph().index_of("b").expect("b");
@@ -863,27 +1015,36 @@ fn snapshots_of_row_schema_1_are_still_read_with_the_old_retry_budget() {
 }
 
 #[test]
+fn snapshots_of_format_1_are_still_read_without_holds() {
+    let bytes = kept_fixture("day_snapshot_v2.bin");
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 1, "format 1");
+    let decoded = DayState::decode_snapshot(&bytes, diamond()).expect("a format 1 snapshot");
+    assert_eq!(decoded, golden_day_v1().st);
+    assert_eq!(decoded.holds().count(), 0);
+}
+
+#[test]
 fn unknown_future_versions_are_rejected_clearly() {
     let mut bytes = golden_day().encode_snapshot();
-    bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
+    bytes[4..6].copy_from_slice(&3u16.to_le_bytes());
     let err = DayState::decode_snapshot(&bytes, diamond()).unwrap_err();
-    assert_eq!(err, CodecError::UnsupportedVersion { what: "snapshot", found: 2, supported: 1 });
+    assert_eq!(err, CodecError::UnsupportedVersion { what: "snapshot", found: 3, supported: 2 });
     assert_eq!(
         err.to_string(),
-        "unsupported snapshot format version 2 (this build reads version 1); upgrade taskflow to \
+        "unsupported snapshot format version 3 (this build reads version 2); upgrade taskflow to \
          read it"
     );
-    bytes[4..6].copy_from_slice(&1u16.to_le_bytes());
+    bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
     bytes[6..8].copy_from_slice(&9u16.to_le_bytes());
     assert_eq!(
         DayState::decode_snapshot(&bytes, diamond()),
         Err(CodecError::UnsupportedVersion { what: "shard row", found: 9, supported: 2 })
     );
     let mut ev = DayEvent { seq: 1, at_ms: 0, kind: EventKind::DayClosed }.encode();
-    ev[0] = 3;
+    ev[0] = 4;
     assert_eq!(
         DayEvent::decode(&ev),
-        Err(CodecError::UnsupportedVersion { what: "event", found: 3, supported: 2 })
+        Err(CodecError::UnsupportedVersion { what: "event", found: 4, supported: 3 })
     );
 }
 

@@ -123,6 +123,8 @@ pub enum Invariant {
     /// A shard whose behavior failed fewer times than its `retries` was left failed: a
     /// requeue, a refusal or a restart used up its retries.
     RetriesKept,
+    /// A shard was dispatched to run while it or its task was held.
+    HoldsKept,
 }
 
 /// A failed run: which invariant, when, and how to replay it.
@@ -573,6 +575,7 @@ impl World {
         self.report.inputs += 1;
         m.core.check().map_err(|e| (Invariant::CountersRecount, e))?;
         Self::check_retry_armed(&self.flow, m.core.day(), &effects)?;
+        Self::check_holds_kept(&self.flow, m.core.day(), &effects)?;
         for e in effects {
             self.note(|| format!("eff {e:?}"));
             self.effect(e)?;
@@ -933,7 +936,12 @@ impl World {
             5 => OperatorAction::Rollback { cascade: false },
             6 => OperatorAction::Rollback { cascade: true },
             7 => OperatorAction::Confirm,
-            _ => OperatorAction::MarkFailed,
+            8 => OperatorAction::MarkFailed,
+            _ => match self.rng.range(0, 3) {
+                0 | 1 => OperatorAction::Hold,
+                2 => OperatorAction::Free,
+                _ => OperatorAction::ForceStart,
+            },
         };
         let cmd = Command {
             actor: "sim".into(),
@@ -951,6 +959,16 @@ impl World {
         let Some(m) = self.manager.as_ref() else { return Ok(false) };
         let day = m.core.day();
         let mut cmds = Vec::new();
+        // Holds first: what they keep back is waiting for this operator.
+        for (ix, shard, _) in day.holds() {
+            cmds.push(Command {
+                actor: "sim-closer".into(),
+                from: "sim".into(),
+                reason: "finish the day".into(),
+                action: OperatorAction::Free,
+                target: Target { task: self.flow.graph().id(ix).clone(), shard },
+            });
+        }
         for ix in self.flow.graph().topo_order().to_vec() {
             if !day.is_registered(ix) || day.is_done(ix) {
                 continue;
@@ -965,7 +983,7 @@ impl World {
                 > 0
             {
                 Some(OperatorAction::Retry)
-            } else if c.get(ShardStatus::Registered) > 0 && day.dependencies_done(ix) {
+            } else if c.get(ShardStatus::Registered) > 0 && day.may_run(ix) {
                 Some(OperatorAction::Execute)
             } else {
                 None
@@ -1073,10 +1091,7 @@ impl World {
                 let Some(ix) = flow.graph().index_of(task.as_str()) else { continue };
                 let Some(v) = day.shard(ix, *shard) else { continue };
                 let retries = flow.task(ix).retries;
-                if v.status != ShardStatus::Failed
-                    || v.failures > retries
-                    || !day.dependencies_done(ix)
-                {
+                if v.status != ShardStatus::Failed || v.failures > retries || !day.may_run(ix) {
                     continue;
                 }
                 let armed = effects.iter().any(|e| {
@@ -1093,6 +1108,34 @@ impl World {
                         ),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// No shard is dispatched to run while it or its task is held. A turn that records a hold
+    /// is an operator's and dispatches nothing, so its dispatches (none) need no order check.
+    fn check_holds_kept(flow: &Flow, day: &DayState, effects: &[Effect]) -> Result<(), Broke> {
+        let events = effects.iter().filter_map(|e| match e {
+            Effect::Append(events) => Some(events.iter()),
+            _ => None,
+        });
+        let events: Vec<&EventKind> = events.flatten().map(|e| &e.kind).collect();
+        if events.iter().any(|k| matches!(k, EventKind::Hold { .. })) {
+            return Ok(());
+        }
+        for kind in events {
+            let EventKind::Shard { task, shard, event: ShardEvent::Dispatch { attempt, .. } } =
+                kind
+            else {
+                continue;
+            };
+            let Some(ix) = flow.graph().index_of(task.as_str()) else { continue };
+            if day.run_held(ix, *shard) {
+                return Err((
+                    Invariant::HoldsKept,
+                    format!("{task}[{shard}] was dispatched (attempt {attempt}) while held"),
+                ));
             }
         }
         Ok(())
@@ -1121,10 +1164,7 @@ impl World {
             let Some(ix) = self.flow.graph().index_of(task) else { continue };
             let Some(v) = day.shard(ix, shard) else { continue };
             let retries = self.flow.task(ix).retries;
-            if failed
-                && v.status == ShardStatus::Failed
-                && v.failures <= retries
-                && day.dependencies_done(ix)
+            if failed && v.status == ShardStatus::Failed && v.failures <= retries && day.may_run(ix)
             {
                 return Err((
                     Invariant::RetriesKept,
@@ -1185,8 +1225,9 @@ impl World {
                         | ShardStatus::RollbackFailed
                         | ShardStatus::Unconfirmed
                 ) || (v.status == ShardStatus::Registered
-                    && (!day.dependencies_done(ix)
-                        || self.flow.task(ix).trigger == crate::model::Trigger::Manual));
+                    && (!day.may_run(ix)
+                        || self.flow.task(ix).trigger == crate::model::Trigger::Manual))
+                    || (v.status == ShardStatus::Pending && day.run_held(ix, v.index));
                 if !needs_operator {
                     return Err((
                         Invariant::NothingStuck,

@@ -236,7 +236,7 @@ async fn act(
     let action = parse_action(action, body.cascade).ok_or_else(|| {
         ApiError::bad_request(format!(
             "unknown action `{action}`; expected one of execute, stop, skip, retry, rollback, \
-             confirm, mark_failed"
+             confirm, mark_failed, hold, free, force_start"
         ))
     })?;
     check_action_day(app, date)?;

@@ -13,7 +13,8 @@ use taskflow_core::state::{
 };
 use taskflow_core::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
 
-/// Every operator action, in the order the console shows its buttons.
+/// Every operator action that moves shards through the state machine, in the order the
+/// console shows its buttons (hold, free and force-start follow them).
 pub(crate) const ACTIONS: [&str; 7] =
     ["execute", "stop", "skip", "retry", "rollback", "confirm", "mark_failed"];
 
@@ -27,6 +28,9 @@ pub(crate) fn parse_action(name: &str, cascade: bool) -> Option<OperatorAction> 
         "rollback" => OperatorAction::Rollback { cascade },
         "confirm" => OperatorAction::Confirm,
         "mark_failed" => OperatorAction::MarkFailed,
+        "hold" => OperatorAction::Hold,
+        "free" => OperatorAction::Free,
+        "force_start" => OperatorAction::ForceStart,
         _ => return None,
     })
 }
@@ -40,6 +44,9 @@ pub(crate) fn action_name(action: OperatorAction) -> &'static str {
         OperatorAction::Rollback { .. } => "rollback",
         OperatorAction::Confirm => "confirm",
         OperatorAction::MarkFailed => "mark_failed",
+        OperatorAction::Hold => "hold",
+        OperatorAction::Free => "free",
+        OperatorAction::ForceStart => "force_start",
     }
 }
 
@@ -139,6 +146,12 @@ pub(crate) struct TaskDto {
     pub(crate) finished_at: Option<String>,
     pub(crate) fires_at: Option<String>,
     pub(crate) note: Option<String>,
+    /// Who holds the task (nothing of it is dispatched), if someone does.
+    pub(crate) held_by: Option<String>,
+    /// How many of its shards are held one by one.
+    pub(crate) held_shards: u32,
+    /// An operator force-started it.
+    pub(crate) forced: bool,
     pub(crate) allowed_actions: Vec<&'static str>,
 }
 
@@ -157,6 +170,8 @@ pub(crate) struct ShardDto {
     pub(crate) steps: Option<u32>,
     pub(crate) error: Option<String>,
     pub(crate) note: Option<String>,
+    /// Who holds the shard itself, if someone does.
+    pub(crate) held_by: Option<String>,
     pub(crate) started_at: Option<String>,
     pub(crate) finished_at: Option<String>,
     pub(crate) allowed_actions: Vec<&'static str>,
@@ -270,7 +285,7 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
         shards.insert(shard_status_name(s).into(), t.counts.get(s).into());
     }
     let deps = deps_done(b, t);
-    let allowed = if b.closed || t.status == TaskStatus::Unregistered {
+    let mut allowed: Vec<&'static str> = if b.closed || t.status == TaskStatus::Unregistered {
         Vec::new()
     } else {
         ACTIONS
@@ -283,6 +298,22 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
             })
             .collect()
     };
+    // Hold, free and force-start, by the rules of `state::decide`.
+    if !b.closed {
+        let done = t.status.is_done();
+        if t.held_by.is_none() && !done {
+            allowed.push("hold");
+        }
+        if t.held_by.is_some() {
+            allowed.push("free");
+        }
+        let unregistered = t.status == TaskStatus::Unregistered;
+        let startable =
+            if unregistered { !t.forced } else { t.counts.get(ShardStatus::Registered) > 0 };
+        if !done && startable {
+            allowed.push("force_start");
+        }
+    }
     TaskDto {
         id: t.id.to_string(),
         name: t.name.clone(),
@@ -300,6 +331,9 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
         finished_at: time_ms(t.finished_ms),
         fires_at: t.fires_at.map(time),
         note: t.note.clone(),
+        held_by: t.held_by.clone(),
+        held_shards: t.held_shards,
+        forced: t.forced,
         allowed_actions: allowed,
     }
 }
@@ -329,14 +363,22 @@ pub(crate) fn shard_dto(
         Vec::new()
     } else {
         let events = allowed_events(s.status);
-        ACTIONS
+        let mut allowed: Vec<&'static str> = ACTIONS
             .into_iter()
             .filter(|a| {
                 let action = parse_action(a, false).expect("every listed action parses");
                 events.contains(&shard_event_for(action).kind())
                     && (deps_done || !needs_dependencies(action))
             })
-            .collect()
+            .collect();
+        match &s.held_by {
+            Some(_) => allowed.push("free"),
+            None if !matches!(s.status, ShardStatus::Succeeded | ShardStatus::Skipped) => {
+                allowed.push("hold")
+            }
+            None => {}
+        }
+        allowed
     };
     ShardDto {
         index: s.index,
@@ -353,6 +395,7 @@ pub(crate) fn shard_dto(
         steps: steps.map(|n| n.len() as u32),
         error: s.last_error.clone(),
         note: s.note.clone(),
+        held_by: s.held_by.clone(),
         started_at: time_ms(s.started_ms),
         finished_at: time_ms(s.finished_ms),
         allowed_actions: allowed,

@@ -78,6 +78,14 @@ impl From<ActionError> for ApiError {
             CommandError::DependentsRan { .. } => (StatusCode::CONFLICT, "dependents_ran"),
             CommandError::DependentBusy { .. } => (StatusCode::CONFLICT, "dependent_busy"),
             CommandError::NothingEligible { .. } => (StatusCode::CONFLICT, "nothing_eligible"),
+            CommandError::AlreadyHeld { .. } => (StatusCode::CONFLICT, "already_held"),
+            CommandError::NotHeld { .. } => (StatusCode::CONFLICT, "not_held"),
+            CommandError::AlreadyDone { .. } => (StatusCode::CONFLICT, "already_done"),
+            CommandError::AlreadyForced(_) => (StatusCode::CONFLICT, "already_forced"),
+            CommandError::ForceStartOfShard { .. } => {
+                (StatusCode::BAD_REQUEST, "force_start_of_shard")
+            }
+            CommandError::ReasonRequired { .. } => (StatusCode::BAD_REQUEST, "reason_required"),
         };
         ApiError { status, code, message }
     }

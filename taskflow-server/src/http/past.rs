@@ -151,6 +151,9 @@ fn task_view(flow: &Flow, s: &DayState, ix: TaskIx) -> TaskView {
         not_applicable: status == TaskStatus::NotApplicable,
         fires_at: None,
         note,
+        held_by: s.held_by(ix, None).map(str::to_owned),
+        held_shards: s.holds().filter(|&(t, sh, _)| t == ix && sh.is_some()).count() as u32,
+        forced: s.is_forced(ix),
     }
 }
 

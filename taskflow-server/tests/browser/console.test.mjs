@@ -11,7 +11,8 @@
 //
 // The scenario (issue 5): open the console and see the 17-task graph; press *execute* on the
 // manual task `day_init` and watch its status change without a reload; find the failed task,
-// press *retry* and watch it succeed; then check that what the page shows equals
+// press *retry* and watch it succeed (before that, hold and free `day_close`, and see that a
+// force start without a reason is not sent); then check that what the page shows equals
 // GET /api/days/current at the same seq.
 
 import { test, before, after } from 'node:test';
@@ -127,6 +128,35 @@ test('the console shows the live board and drives the day', { timeout: 6 * WAIT 
     assert.equal(await page.locator('[data-testid=graph] path.edge').count() > 0, true, 'the graph has no edges');
     // Marks this document: if the page reloads, the marker is gone.
     await page.evaluate(() => { window.__taskflowNoReload = true; });
+  });
+
+  await t.test('hold and free a task before it registers; force start needs a reason', async () => {
+    await pressTaskAction('day_close', 'hold', 'browser test: keep the day open');
+    await page.waitForFunction(() => document.querySelector('[data-testid=task-node][data-task-id="day_close"]')?.dataset.heldBy,
+      null, { timeout: WAIT, polling: 100 });
+    assert.match(await node('day_close').locator('[data-testid=task-status]').textContent(), /^HELD · /);
+    const held = (await getJson('/api/days/current')).tasks.find((t) => t.id === 'day_close');
+    assert.ok(held.held_by, `the API does not show the hold: ${JSON.stringify(held)}`);
+    assert.ok(held.allowed_actions.includes('free') && !held.allowed_actions.includes('hold'), held.allowed_actions.join());
+
+    // Force start without a reason: the console says why and sends nothing.
+    await node('reconciliation').click();
+    const sel = '#detail[data-task-id="reconciliation"] [data-testid=task-actions] button[data-action="force_start"]';
+    await page.waitForFunction((q) => { const b = document.querySelector(q); return b && !b.disabled; }, sel, { timeout: WAIT, polling: 100 });
+    await page.locator(sel).click();
+    const dialog = page.locator('[data-testid=action-dialog]');
+    await dialog.waitFor({ state: 'visible' });
+    await dialog.locator('[data-testid=action-confirm]').click();
+    await page.locator('[data-testid=action-error]', { hasText: 'needs a reason' }).waitFor({ timeout: WAIT });
+    await dialog.locator('[data-testid=action-cancel]').click();
+    await dialog.waitFor({ state: 'hidden' });
+    const recon = (await getJson('/api/days/current')).tasks.find((t) => t.id === 'reconciliation');
+    assert.equal(recon.forced, false, 'a force start without a reason was sent');
+
+    await pressTaskAction('day_close', 'free', 'browser test: release it');
+    await page.waitForFunction(() => !document.querySelector('[data-testid=task-node][data-task-id="day_close"]')?.dataset.heldBy,
+      null, { timeout: WAIT, polling: 100 });
+    assert.doesNotMatch(await node('day_close').locator('[data-testid=task-status]').textContent(), /HELD/);
   });
 
   await t.test('execute on the manual task day_init changes its status without a reload', async () => {
