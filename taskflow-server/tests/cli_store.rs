@@ -303,3 +303,24 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn restore_force_refuses_a_directory_holding_files_outside_the_store_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let day = make_day(&tmp.path().join("data"));
+    let file = tmp.path().join("day.tfbak");
+    let out = taskflow(&[Path::new("store"), Path::new("backup"), &day, &file]);
+    assert!(out.status.success(), "{}", text(&out));
+    let target = tmp.path().join("target");
+    let out = taskflow(&[Path::new("store"), Path::new("restore"), &file, &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(target.join("notes.txt"), b"mine").unwrap();
+    let force = Path::new("--force");
+    let out = taskflow(&[Path::new("store"), Path::new("restore"), &file, &target, force]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("notes.txt"), "names the foreign file: {}", text(&out));
+    assert_eq!(std::fs::read(target.join("notes.txt")).unwrap(), b"mine", "it survives");
+    std::fs::remove_file(target.join("notes.txt")).unwrap();
+    let out = taskflow(&[Path::new("store"), Path::new("restore"), &file, &target, force]);
+    assert!(out.status.success(), "a store's own files are replaced: {}", text(&out));
+}

@@ -240,7 +240,9 @@ fn read_backup(path: &Path, mut visit: impl FnMut(u8, Vec<u8>) -> Result<()>) ->
 /// Restores `backup_file` into `data_dir`.
 ///
 /// The whole backup is verified before anything is written. A non-empty `data_dir` is refused
-/// ([`Error::NotEmpty`]) unless `force`. The store is rebuilt in a staging directory beside
+/// ([`Error::NotEmpty`]) unless `force`; with `force` it must hold only a store's own files
+/// (`STORE`, `LOCK`, `SLEDMARK`, `log/`, `sled/`), which are replaced as a whole — anything
+/// else in it is refused ([`Error::Invalid`] naming it) and left alone. The store is rebuilt in a staging directory beside
 /// `data_dir` (`.<name>.restoring`) and swapped in only once it is complete and durable, so an
 /// interrupted restore never leaves a `data_dir` that looks healthy but lacks events: `data_dir`
 /// is either untouched, absent (run restore again), or the complete restored store. A
@@ -256,8 +258,29 @@ pub fn restore(
     let end = read_backup(backup_file, |_, _| Ok(()))?;
     let _target_lock = if data_dir.is_dir() {
         let lock = take_lock(data_dir)?;
-        if !super::dir_entries(data_dir)?.is_empty() && !force {
+        let entries = super::dir_entries(data_dir)?;
+        if !entries.is_empty() && !force {
             return Err(Error::NotEmpty { path: data_dir.to_owned() });
+        }
+        // `--force` replaces a store, never anything else: the swap below removes the whole
+        // directory, so refuse one that holds files outside the store's own layout.
+        let foreign: Vec<String> = entries
+            .iter()
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| ["STORE", "SLEDMARK", "log", "sled"].contains(&n))
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::Invalid(format!(
+                "restore target {} holds files that are not part of a taskflow store ({}); \
+                 --force only replaces a store (STORE, LOCK, SLEDMARK, log/, sled/): move them \
+                 away or restore into another directory",
+                data_dir.display(),
+                foreign.join(", ")
+            )));
         }
         Some(lock)
     } else {
