@@ -26,9 +26,12 @@
 //! - **Failures are never silent.** A seq gap is refused at hand-over ([`Error::Gap`]); an I/O
 //!   error stops the writer for good: the watermark freezes, [`Durable::failure`] is set on the
 //!   watch channel and every later call returns [`Error::WriterFailed`].
+//! - **What recovery finds is made durable first.** A process killed between its write and its
+//!   `fdatasync` leaves records only in the page cache; [`Store::open`] fsyncs every segment it
+//!   keeps and `log/` before those records count as durable.
 //! - **Recovery is strict.** Every record's checksum is verified. Only a torn tail of the last
-//!   segment (an incomplete record or a zero-filled region — data that was never acknowledged)
-//!   is truncated, with one `warn!`. Anything else — a bad checksum in a complete record, a
+//!   segment (an incomplete record, a zero-filled region, or a last record whose payload reads
+//!   as zeros — data that was never acknowledged) is truncated, with one `warn!`. Anything else — a bad checksum in a complete record, a
 //!   non-contiguous seq, a damaged header, a missing segment, a missing `log/` or `sled/`, sled
 //!   panicking or missing its keys, a log that ends before the seq recorded at the last clean
 //!   close or snapshot — is [`Error::Corrupt`] naming the file. A damaged store is never opened
@@ -56,6 +59,8 @@ mod log;
 mod read;
 mod seed; // replication: stores seeded from a snapshot
 mod snap;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};

@@ -314,3 +314,110 @@ fn a_torn_tail_after_a_crash_is_truncated_and_appends_continue() {
     assert!(r.torn_tail.unwrap().reason.contains("zero"));
     assert_eq!(r.next_seq, 102);
 }
+
+/// A complete record header followed by `len` bytes of `payload`.
+fn record(seq: u64, body: &[u8], payload_on_disk: &[u8]) -> Vec<u8> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(body);
+    let mut rec = Vec::new();
+    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&h.finalize().to_le_bytes());
+    rec.extend_from_slice(&seq.to_le_bytes());
+    let hcrc = crc32fast::hash(&rec);
+    rec.extend_from_slice(&hcrc.to_le_bytes());
+    rec.extend_from_slice(payload_on_disk);
+    rec
+}
+
+/// A crashed store (no clean close) of 100 events, copied so its lock is free; returns the
+/// copy's directory and its last segment.
+fn crashed_copy(work: &Path) -> (PathBuf, PathBuf) {
+    let dir = work.join("orig");
+    let (store, _) = Store::open(&dir, StoreOptions::for_test()).unwrap();
+    store.append((1..=100).map(|s| (s, payload(s))).collect()).unwrap();
+    assert!(store.wait_durable(100, Duration::from_secs(30)).unwrap());
+    let seg = store.segments().last().unwrap().path.clone();
+    std::mem::forget(store);
+    let copy = work.join("copy");
+    copy_dir(&dir, &copy);
+    let seg = copy.join("log").join(seg.file_name().unwrap());
+    (copy, seg)
+}
+
+#[test]
+fn a_last_record_whose_payload_reads_as_zeros_is_torn_but_not_inside_the_log() {
+    let body = payload(101);
+    let zeros = vec![0u8; body.len()];
+
+    // The header reached the disk, the payload did not (it reads as zeros): at the end of the
+    // last segment that is a torn write, never acknowledged, and truncated.
+    let work = tempfile::tempdir().unwrap();
+    let (copy, seg) = crashed_copy(work.path());
+    let full = fs::read(&seg).unwrap();
+    let mut torn = full.clone();
+    torn.extend_from_slice(&record(101, &body, &zeros));
+    torn.extend_from_slice(&[0u8; 512]); // the rest of the page
+    fs::write(&seg, &torn).unwrap();
+    let (store, r) = Store::open(&copy, StoreOptions::for_test()).expect("a torn tail opens");
+    let t = r.torn_tail.expect("torn tail reported");
+    assert_eq!(t.offset, full.len() as u64);
+    assert_eq!(r.next_seq, 101);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), full.len() as u64, "tail truncated");
+    store.close().unwrap();
+
+    // The same record followed by another complete one is not a tail: corrupt.
+    let work = tempfile::tempdir().unwrap();
+    let (copy, seg) = crashed_copy(work.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&record(101, &body, &zeros));
+    bytes.extend_from_slice(&record(102, &payload(102), &payload(102)));
+    fs::write(&seg, &bytes).unwrap();
+    match Store::open(&copy, StoreOptions::for_test()) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("checksum"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+
+    // A payload that does not end in zeros (a flipped byte, not an unwritten page): corrupt,
+    // even at the very end of the log.
+    let work = tempfile::tempdir().unwrap();
+    let (copy, seg) = crashed_copy(work.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    let mut flipped = body.clone();
+    flipped[3] ^= 0x40;
+    bytes.extend_from_slice(&record(101, &body, &flipped));
+    fs::write(&seg, &bytes).unwrap();
+    match Store::open(&copy, StoreOptions::for_test()) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("checksum"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_zero_filled_payload_inside_a_non_final_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), StoreOptions::for_test()).unwrap();
+    store.append((1..=2000).map(|s| (s, payload(s))).collect()).unwrap();
+    assert!(store.wait_durable(2000, Duration::from_secs(30)).unwrap());
+    let segs = store.segments();
+    assert!(segs.len() >= 2);
+    let first = segs[0].path.clone();
+    std::mem::forget(store);
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("s");
+    copy_dir(dir.path(), &copy);
+    let seg = copy.join("log").join(first.file_name().unwrap());
+    // Zero the payload of the first segment's last record (records have a fixed size here).
+    let mut bytes = fs::read(&seg).unwrap();
+    let n = bytes.len();
+    let plen = payload(1).len();
+    bytes[n - plen..].fill(0);
+    fs::write(&seg, &bytes).unwrap();
+    match Store::open(&copy, StoreOptions::for_test()) {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

@@ -84,7 +84,8 @@ enum StoreCommand {
         file: PathBuf,
         /// The data directory to create (must be empty or absent unless --force).
         data: PathBuf,
-        /// Replace the contents of a non-empty data directory.
+        /// Replace the store in a non-empty data directory (refused if it holds anything but
+        /// a store's own files: STORE, LOCK, SLEDMARK, log/, sled/).
         #[arg(long)]
         force: bool,
     },

@@ -135,3 +135,192 @@ fn events_prints_each_logged_event_as_one_json_line() {
     assert!(!out.status.success());
     assert!(text(&out).contains("no store for business date 2026-10-01"), "{}", text(&out));
 }
+
+/// Every file and directory under `dir` (relative names) with its bytes.
+type Tree = std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>;
+
+/// The names that were added, removed or whose bytes changed between two [`contents`].
+fn changed(before: &Tree, after: &Tree) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> =
+        before.iter().filter(|(p, b)| after.get(*p) != Some(*b)).map(|(p, _)| p.clone()).collect();
+    out.extend(after.keys().filter(|p| !before.contains_key(*p)).cloned());
+    out
+}
+
+fn contents(dir: &Path) -> Tree {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if p.is_dir() {
+                out.insert(rel, Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn last_segment(day: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(day.join("log")).unwrap().map(|e| e.unwrap().path()).max().unwrap()
+}
+
+/// A store of 3,000 raw events with snapshots at 1,000 and 2,000 (the log compacted through
+/// 1,000), whose sled — where the snapshots live — was replaced by a fresh store's: the
+/// snapshot the log needs is missing.
+fn make_missing_snapshot(day: &Path, scratch: &Path) {
+    use taskflow_core::store::{Store, StoreOptions};
+    let (store, _) = Store::open(day, StoreOptions::for_test()).unwrap();
+    let put = |from: u64, to: u64| {
+        let event = |s: u64| format!("event {s:06} {}", "x".repeat(200)).into_bytes();
+        store.append((from..=to).map(|s| (s, event(s))).collect()).unwrap();
+        assert!(store.wait_durable(to, Duration::from_secs(30)).unwrap());
+    };
+    put(1, 2200);
+    store.write_snapshot(1000, b"snapshot at 1000").unwrap();
+    store.write_snapshot(2000, b"snapshot at 2000").unwrap();
+    put(2201, 3000);
+    assert!(store.first_log_seq() > 1, "the log was compacted into the snapshots");
+    store.close().unwrap();
+    let (fresh, _) = Store::open(scratch, StoreOptions::for_test()).unwrap();
+    fresh.close().unwrap();
+    std::fs::remove_dir_all(day.join("sled")).unwrap();
+    let mut stack = vec![(scratch.join("sled"), day.join("sled"))];
+    while let Some((from, to)) = stack.pop() {
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push((e.path(), to.join(e.file_name())));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(scratch.join("SLEDMARK"), day.join("SLEDMARK")).unwrap();
+}
+
+#[test]
+fn inspect_and_events_change_no_file_of_intact_or_damaged_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let days = data.join("days");
+    // Intact.
+    let intact = make_day(&data);
+    // A torn (never acknowledged) tail: a zero-filled region after the last record.
+    let torn = days.join("2026-09-29");
+    copy_tree(&intact, &torn);
+    let seg = last_segment(&torn);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&seg, &bytes).unwrap();
+    // A corrupt record: a flipped byte inside the log.
+    let corrupt = days.join("2026-09-28");
+    copy_tree(&intact, &corrupt);
+    let seg = last_segment(&corrupt);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    // A missing snapshot.
+    let missing = days.join("2026-09-25");
+    make_missing_snapshot(&missing, &tmp.path().join("scratch"));
+    // An empty day directory.
+    let empty = days.join("2026-09-24");
+    std::fs::create_dir_all(&empty).unwrap();
+    for d in [&intact, &torn, &corrupt, &missing] {
+        let _ = std::fs::remove_file(d.join("LOCK"));
+    }
+    let before = contents(&data);
+
+    let (store, inspect, events) = (Path::new("store"), Path::new("inspect"), Path::new("events"));
+    let check = |args: &[&Path]| {
+        let out = taskflow(args);
+        let diff = changed(&before, &contents(&data));
+        assert!(diff.is_empty(), "{args:?} changed {diff:?}: {}", text(&out));
+        out
+    };
+
+    // inspect of the whole data directory: one report per day, exit 1 (not every day is ok).
+    let out = check(&[store, inspect, &data]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let out = check(&[store, inspect, &intact]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("VERDICT: ok"), "{}", text(&out));
+
+    let out = check(&[store, inspect, &torn]);
+    assert!(out.status.success(), "a torn tail loses nothing acknowledged: {}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("torn tail") && report.contains("never acknowledged"), "{report}");
+
+    for (dir, what) in [(&corrupt, "checksum"), (&missing, "missing")] {
+        let out = check(&[store, inspect, dir]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let report = text(&out);
+        assert!(report.contains("VERDICT: corrupt") && report.contains(what), "{report}");
+        assert!(report.contains("next step") && report.contains("store restore"), "{report}");
+    }
+
+    let out = check(&[store, inspect, &empty]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("empty") && report.contains("next step"), "{report}");
+
+    // events: the intact and torn days print their two events; the damaged ones fail naming
+    // the damage; nothing changes in any case.
+    for dir in [&intact, &torn] {
+        let out = check(&[store, events, dir]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2, "{}", text(&out));
+    }
+    let out = check(&[store, events, &torn]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("torn tail"), "{}", text(&out));
+    for dir in [&corrupt, &missing] {
+        let out = check(&[store, events, dir]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("taskflow store inspect"), "{}", text(&out));
+    }
+    let out = check(&[store, events, &data, Path::new("--date"), Path::new("2026-09-24")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = check(&[store, events, &empty]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing created");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn restore_force_refuses_a_directory_holding_files_outside_the_store_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let day = make_day(&tmp.path().join("data"));
+    let file = tmp.path().join("day.tfbak");
+    let out = taskflow(&[Path::new("store"), Path::new("backup"), &day, &file]);
+    assert!(out.status.success(), "{}", text(&out));
+    let target = tmp.path().join("target");
+    let out = taskflow(&[Path::new("store"), Path::new("restore"), &file, &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(target.join("notes.txt"), b"mine").unwrap();
+    let force = Path::new("--force");
+    let out = taskflow(&[Path::new("store"), Path::new("restore"), &file, &target, force]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("notes.txt"), "names the foreign file: {}", text(&out));
+    assert_eq!(std::fs::read(target.join("notes.txt")).unwrap(), b"mine", "it survives");
+    std::fs::remove_file(target.join("notes.txt")).unwrap();
+    let out = taskflow(&[Path::new("store"), Path::new("restore"), &file, &target, force]);
+    assert!(out.status.success(), "a store's own files are replaced: {}", text(&out));
+}

@@ -1,8 +1,9 @@
 //! Past business days over real HTTP: one day is run to the end by the real binary
 //! (`taskflow standalone --until-done`), then a server running another date in the same data
 //! directory serves the first day read-only from its journal — board, shards, logs — refuses
-//! actions on it (409), answers 404 for a date without a journal and 500 for a journal that
-//! cannot be read.
+//! actions on it (409), answers 404 for a date without a journal (or an empty day directory)
+//! and 500 `day_damaged` for a journal that cannot be read — and no GET changes a byte of a
+//! past day's directory (a torn tail is reported, not truncated).
 
 mod common;
 
@@ -46,6 +47,35 @@ fn run_past_day(data: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("JSON report")
 }
 
+/// Every file and directory under `dir` (relative names) with its bytes.
+type Tree = std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>;
+
+/// The names that were added, removed or whose bytes changed between two [`contents`].
+fn changed(before: &Tree, after: &Tree) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> =
+        before.iter().filter(|(p, b)| after.get(*p) != Some(*b)).map(|(p, _)| p.clone()).collect();
+    out.extend(after.keys().filter(|p| !before.contains_key(*p)).cloned());
+    out
+}
+
+fn contents(dir: &Path) -> Tree {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if p.is_dir() {
+                out.insert(rel, Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -73,6 +103,19 @@ async fn a_past_day_is_served_read_only_from_its_journal() {
     let broken = data.join("days").join("2026-09-28");
     copy_dir(&data.join("days").join(PAST), &broken);
     let _ = std::fs::remove_file(broken.join("LOCK"));
+    // The past day's log ends in a torn (never acknowledged) tail: power loss after the file
+    // grew. A read must report it and leave it in place.
+    let past_dir = data.join("days").join(PAST);
+    let seg =
+        std::fs::read_dir(past_dir.join("log")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&seg, &bytes).unwrap();
+    // An empty day directory (e.g. a day whose data was lost, waiting for a recovery).
+    let empty = data.join("days").join("2026-09-27");
+    std::fs::create_dir_all(&empty).unwrap();
+    let watched = [past_dir.clone(), broken.clone(), empty.clone()];
+    let before: Vec<_> = watched.iter().map(|d| contents(d)).collect();
 
     let s = start_in(dir, DATE, false, "").await;
 
@@ -83,6 +126,12 @@ async fn a_past_day_is_served_read_only_from_its_journal() {
     assert_eq!(board["flow"], "fund-clearing");
     assert_eq!(board["closed"], true);
     assert_eq!(board["seq"], report["seq"], "the board is the journal's last seq");
+    let warnings = board["journal_warnings"].as_array().expect("the torn tail is reported");
+    assert!(
+        warnings.iter().any(|w| w.as_str().unwrap().contains("torn tail")
+            && w.as_str().unwrap().contains(&seg.display().to_string())),
+        "{board}"
+    );
     let tasks = board["tasks"].as_array().unwrap();
     let expected = report["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), expected.len());
@@ -139,18 +188,31 @@ async fn a_past_day_is_served_read_only_from_its_journal() {
     let (code, err) = s.post("/api/days/2026-09-01/tasks/day_init/retry", Some(TOKEN), "").await;
     assert_eq!(code, 404, "{err}");
 
-    // A journal that does not open: 500 naming the directory and the inspect command.
+    // A journal that does not open: 500 day_damaged naming the directory and the inspect
+    // command.
     let (code, err) = s.get("/api/days/2026-09-28").await;
-    assert_eq!(code, 500, "{err}");
+    assert_eq!((code, err["error"].as_str()), (500, Some("day_damaged")), "{err}");
     let msg = err["message"].as_str().unwrap();
     assert!(msg.contains(&broken.display().to_string()), "{err}");
     assert!(msg.contains("taskflow store inspect"), "{err}");
+
+    // An empty day directory holds no journal: 404 saying so, and nothing is created in it.
+    let (code, err) = s.get("/api/days/2026-09-27").await;
+    assert_eq!((code, err["error"].as_str()), (404, Some("not_found")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("empty"), "{err}");
+
+    // Reading never writes: every file of the past days is as it was, the torn tail included.
+    for (d, b) in watched.iter().zip(&before) {
+        let diff = changed(b, &contents(d));
+        assert!(diff.is_empty(), "a GET changed {diff:?} in {}", d.display());
+    }
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing created");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), bytes.len() as u64, "not truncated");
 
     // The closed day is cached and its journal's lock released: it opens again at once.
     let (code, again) = s.get(&format!("/api/days/{PAST}")).await;
     assert_eq!((code, &again), (200, &board));
     let graph = Arc::new(fund_clearing::flow().unwrap().graph().clone());
-    let past_dir = data.join("days").join(PAST);
     let (journal, _) =
         Journal::open(&past_dir, PAST.parse().unwrap(), graph, JournalOptions::for_test())
             .expect("the past day's journal is not held open");

@@ -7,7 +7,7 @@
 //! integers little-endian.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use super::error::{Error, Result};
 use super::format::{FORMAT_VERSION, Manifest, now_unix, read_manifest, sync_dir};
 use super::log::{self, REC_HEADER, TornTail};
 use super::snap::{self, GenerationReport, KEY_CREATED, KEY_FORMAT_VERSION, KEY_LOG_FLOOR};
-use super::{Keep, Store, StoreOptions, init_layout, recover, take_lock};
+use super::{Keep, Store, StoreOptions, init_layout, read, recover, take_lock};
 
 const BACKUP_MAGIC: [u8; 8] = *b"TFBACKUP";
 const BACKUP_HEADER: usize = 22;
@@ -240,7 +240,9 @@ fn read_backup(path: &Path, mut visit: impl FnMut(u8, Vec<u8>) -> Result<()>) ->
 /// Restores `backup_file` into `data_dir`.
 ///
 /// The whole backup is verified before anything is written. A non-empty `data_dir` is refused
-/// ([`Error::NotEmpty`]) unless `force`. The store is rebuilt in a staging directory beside
+/// ([`Error::NotEmpty`]) unless `force`; with `force` it must hold only a store's own files
+/// (`STORE`, `LOCK`, `SLEDMARK`, `log/`, `sled/`), which are replaced as a whole — anything
+/// else in it is refused ([`Error::Invalid`] naming it) and left alone. The store is rebuilt in a staging directory beside
 /// `data_dir` (`.<name>.restoring`) and swapped in only once it is complete and durable, so an
 /// interrupted restore never leaves a `data_dir` that looks healthy but lacks events: `data_dir`
 /// is either untouched, absent (run restore again), or the complete restored store. A
@@ -256,8 +258,29 @@ pub fn restore(
     let end = read_backup(backup_file, |_, _| Ok(()))?;
     let _target_lock = if data_dir.is_dir() {
         let lock = take_lock(data_dir)?;
-        if !super::dir_entries(data_dir)?.is_empty() && !force {
+        let entries = super::dir_entries(data_dir)?;
+        if !entries.is_empty() && !force {
             return Err(Error::NotEmpty { path: data_dir.to_owned() });
+        }
+        // `--force` replaces a store, never anything else: the swap below removes the whole
+        // directory, so refuse one that holds files outside the store's own layout.
+        let foreign: Vec<String> = entries
+            .iter()
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| ["STORE", "SLEDMARK", "log", "sled"].contains(&n))
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::Invalid(format!(
+                "restore target {} holds files that are not part of a taskflow store ({}); \
+                 --force only replaces a store (STORE, LOCK, SLEDMARK, log/, sled/): move them \
+                 away or restore into another directory",
+                data_dir.display(),
+                foreign.join(", ")
+            )));
         }
         Some(lock)
     } else {
@@ -418,9 +441,11 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// Examines a store without opening it for writing; works on a damaged store. Never modifies
-/// the log (a torn tail is reported, not truncated); sled is opened, which may run sled's own
-/// recovery. Returns [`Verdict::Locked`] while another process uses the store.
+/// Examines a store without writing to it; works on a damaged store. Nothing in the directory
+/// changes: the log is only read (a torn tail is reported, not truncated), and sled — which
+/// writes its files whenever it opens, even to read — is opened on a temporary copy of
+/// `sled/`, as [`read_only`](super::read_only) does. Holds a shared lock while it reads;
+/// returns [`Verdict::Locked`] while another process has the store open for writing.
 pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
     let dir = data_dir.as_ref().to_owned();
     let mut report = Report {
@@ -435,6 +460,12 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
     };
     if !dir.join("STORE").exists() && !dir.join("log").exists() && !dir.join("sled").exists() {
         report.manifest = Err("missing".into());
+        if fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+            report.problems.push(format!(
+                "{} is an empty directory: no store was ever created in it (nothing was recorded)",
+                dir.display()
+            ));
+        }
         report.verdict = Verdict::NotAStore;
         return report;
     }
@@ -443,16 +474,16 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
         report.problems.push(e.clone());
     }
     inspect_log(&dir.join("log"), &mut report);
-    let lock = match OpenOptions::new().read(true).open(dir.join("LOCK")) {
-        Ok(f) => match f.try_lock() {
-            Ok(()) => Some(f),
-            Err(fs::TryLockError::WouldBlock) => {
-                report.verdict = Verdict::Locked;
-                return report;
-            }
-            Err(fs::TryLockError::Error(_)) => Some(f),
-        },
-        Err(_) => None,
+    let lock = match read::share_lock(&dir) {
+        Ok(lock) => lock,
+        Err(Error::Locked { .. }) => {
+            report.verdict = Verdict::Locked;
+            return report;
+        }
+        Err(e) => {
+            report.problems.push(e.to_string());
+            None
+        }
     };
     let sled_dir = snap::sled_dir(&dir);
     if !sled_dir.is_dir() {
@@ -461,11 +492,21 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
             Verdict::Corrupt(format!("{}: sled directory missing", sled_dir.display()));
         return report;
     }
-    let db = match snap::open_sled(&sled_dir, 8 << 20) {
-        Ok(db) => db,
+    // sled 0.34 writes its files when it opens (even to read) and when it closes: read a copy.
+    let copy = match read::TempCopy::of(&sled_dir) {
+        Ok(c) => c,
         Err(e) => {
             report.problems.push(e.to_string());
             report.verdict = Verdict::Corrupt(e.to_string());
+            return report;
+        }
+    };
+    let db = match snap::open_sled(&copy.path, 8 << 20) {
+        Ok(db) => db,
+        Err(e) => {
+            let e = copy.real_path_in(e, &sled_dir).to_string();
+            report.problems.push(e.clone());
+            report.verdict = Verdict::Corrupt(e);
             return report;
         }
     };
@@ -514,7 +555,7 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
                 None => Verdict::Ok,
             },
             Err(e) => {
-                let msg = e.to_string();
+                let msg = copy.real_path_in(e, &sled_dir).to_string();
                 if !report.problems.contains(&msg) {
                     report.problems.push(msg.clone());
                 }
@@ -523,6 +564,7 @@ pub fn inspect(data_dir: impl AsRef<Path>) -> Report {
         }
     };
     drop(db);
+    drop(copy);
     drop(lock);
     report
 }
@@ -678,7 +720,7 @@ impl fmt::Display for Report {
         if let Some(t) = &self.torn_tail {
             writeln!(
                 f,
-                "  torn tail: {} at offset {} ({} bytes, {}); never acknowledged, opening truncates it",
+                "  torn tail: {} at offset {} ({} bytes, {}); never acknowledged, so nothing is lost: left in place here, the next open for writing truncates it",
                 t.path.display(),
                 t.offset,
                 t.dropped_bytes,
@@ -707,7 +749,10 @@ impl fmt::Display for Report {
                 f,
                 "VERDICT: locked: another process has the store open; stop it, or inspect a backup instead"
             ),
-            Verdict::NotAStore => write!(f, "VERDICT: not-a-store: {dir} holds no taskflow store"),
+            Verdict::NotAStore => write!(
+                f,
+                "VERDICT: not-a-store: {dir} is neither a taskflow store (no STORE file, log/ or sled/) nor a data directory (no days/ inside); next step: if this is a business day that never ran, remove the directory; if its data was lost, recover the day from replicas (`taskflow manager --recover-from-replicas`) or restore a backup (`taskflow store restore FILE {dir}`)"
+            ),
         }
     }
 }

@@ -100,7 +100,19 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
 
 /// Fsyncs a directory so that entries created or removed in it survive power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    #[cfg(feature = "test-util")]
+    super::testing::did_sync(dir);
+    Ok(())
+}
+
+/// Fsyncs the file at `path` (data and size), whatever wrote it: bytes another process wrote
+/// and never synced may still be only in the page cache.
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))?;
+    #[cfg(feature = "test-util")]
+    super::testing::did_sync(path);
+    Ok(())
 }
 
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync of the directory.

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::{error, warn};
 
 use super::error::{Error, Result};
-use super::format::{FORMAT_VERSION, sync_dir};
+use super::format::{FORMAT_VERSION, sync_dir, sync_file};
 
 const SEG_MAGIC: [u8; 8] = *b"TFLOGSEG";
 /// Segment header length.
@@ -229,6 +229,15 @@ pub(crate) fn scan_segment(
         h.update(&seq.to_le_bytes());
         h.update(payload);
         if h.finalize() != crc {
+            // The header reached the disk but (part of) the payload did not: what a write cut
+            // by power loss leaves reads as zeros. Only the last record of the last segment
+            // can be such a tear; a mismatch anywhere else, or a payload that does not end in
+            // zeros (a flipped byte), is damage.
+            let end = off + REC_HEADER + len;
+            if is_last && payload.last() == Some(&0) && all_zero(&bytes[end..]) {
+                torn = Some(tear("record payload never written (zero-filled)"));
+                break;
+            }
             return Err(corrupt(off, format!("record seq {seq}: payload checksum mismatch")));
         }
         if seq != expected {
@@ -272,8 +281,10 @@ pub(crate) struct LogRecovery {
     pub(crate) torn: Option<TornTail>,
 }
 
-/// Checks every segment, keeping the records after `keep_after`. With `repair`, a torn tail is
-/// truncated (or a torn new segment removed) and fsync'd; without it nothing is modified.
+/// Checks every segment, keeping the records after `keep_after`. With `repair` (a writable
+/// open), a torn tail is truncated (or a torn new segment removed), and every segment kept and
+/// the directory are fsync'd before the records count as durable; without it nothing is
+/// modified or synced.
 pub(crate) fn recover(log_dir: &Path, keep_after: u64, repair: bool) -> Result<LogRecovery> {
     let listed = list_segments(log_dir)?;
     if listed.is_empty() {
@@ -337,6 +348,15 @@ pub(crate) fn recover(log_dir: &Path, keep_after: u64, repair: bool) -> Result<L
     }
     if segments.is_empty() {
         return Err(Error::corrupt(log_dir, None, "log directory holds no complete segment"));
+    }
+    if repair {
+        // What was found may be only in the page cache: a process killed between its write
+        // and its fdatasync leaves exactly that, and a power loss now would take it back.
+        // Make it durable before it is served, replicated or built on.
+        for s in &segments {
+            sync_file(&s.path)?;
+        }
+        sync_dir(log_dir)?;
     }
     let first_seq = segments[0].first_seq;
     Ok(LogRecovery { segments, first_seq, next_seq: next.unwrap_or(first_seq), records, torn })
@@ -638,7 +658,11 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let res = self.file.write_all(&self.buf).and_then(|()| self.file.sync_data());
+        let res = self.file.write_all(&self.buf).and_then(|()| {
+            #[cfg(feature = "test-util")]
+            super::testing::after_write();
+            self.file.sync_data()
+        });
         res.map_err(|e| Error::io(self.current_path(), e))?;
         self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.shared.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);

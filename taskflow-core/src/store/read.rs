@@ -54,14 +54,14 @@ pub fn read_only(dir: impl AsRef<Path>, events: ReadEvents) -> Result<Recovered>
         }
     }
     let copy = TempCopy::of(&sled_dir)?;
-    let db = snap::open_sled(&copy.path, 8 << 20)?;
+    let db = snap::open_sled(&copy.path, 8 << 20).map_err(|e| copy.real_path_in(e, &sled_dir))?;
     let keep = match events {
         ReadEvents::AfterSnapshot => Keep::AfterSnapshot,
         ReadEvents::All => Keep::All,
     };
     let rec = recover(dir, &db, false, keep);
     drop(db);
-    let rec = rec?;
+    let rec = rec.map_err(|e| copy.real_path_in(e, &sled_dir))?;
     Ok(Recovered {
         snapshot: rec.chosen.manifest.map(|m| RecoveredSnapshot {
             seq: m.seq,
@@ -78,7 +78,7 @@ pub fn read_only(dir: impl AsRef<Path>, events: ReadEvents) -> Result<Recovered>
 
 /// A shared lock on `<dir>/LOCK`, opened for reading (never created: a store without one is
 /// not open anywhere).
-fn share_lock(dir: &Path) -> Result<Option<File>> {
+pub(crate) fn share_lock(dir: &Path) -> Result<Option<File>> {
     let path = dir.join("LOCK");
     let f = match OpenOptions::new().read(true).open(&path) {
         Ok(f) => f,
@@ -93,13 +93,15 @@ fn share_lock(dir: &Path) -> Result<Option<File>> {
 }
 
 /// A copy of a directory tree in the system's temporary directory, removed on drop.
-struct TempCopy {
+pub(crate) struct TempCopy {
     root: PathBuf,
-    path: PathBuf,
+    /// The copy.
+    pub(crate) path: PathBuf,
 }
 
 impl TempCopy {
-    fn of(src: &Path) -> Result<TempCopy> {
+    /// Copies `src` (a store's `sled/`) into a fresh temporary directory.
+    pub(crate) fn of(src: &Path) -> Result<TempCopy> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let root = std::env::temp_dir().join(format!(
             "taskflow-read-{}-{}",
@@ -112,6 +114,28 @@ impl TempCopy {
         let copy = TempCopy { path: root.join("sled"), root };
         copy_tree(src, &copy.path)?;
         Ok(copy)
+    }
+}
+
+impl TempCopy {
+    /// `e` with a path inside the copy replaced by the same path under `real`, so messages
+    /// name the store's own file, not the temporary one.
+    pub(crate) fn real_path_in(&self, e: Error, real: &Path) -> Error {
+        let fix = |p: PathBuf| match p.strip_prefix(&self.path) {
+            Ok(rest) => real.join(rest),
+            Err(_) => p,
+        };
+        match e {
+            Error::Corrupt { path, offset, reason } => {
+                let reason = reason.replace(&*self.path.to_string_lossy(), &real.to_string_lossy());
+                Error::Corrupt { path: fix(path), offset, reason }
+            }
+            Error::Io { path, source } => Error::Io { path: fix(path), source },
+            Error::Version { path, found, supported } => {
+                Error::Version { path: fix(path), found, supported }
+            }
+            other => other,
+        }
     }
 }
 

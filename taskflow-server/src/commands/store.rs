@@ -33,7 +33,14 @@ fn stores_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// `taskflow store inspect DIR`: prints each store's report; exits 1 unless every verdict is ok.
+///
+/// Changes nothing under `dir` ([`store::inspect`] reads sled from a temporary copy).
 pub(crate) fn inspect(dir: &Path) -> anyhow::Result<ExitCode> {
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) {
+        // An empty directory (e.g. a day whose data was lost): say so, and what to do.
+        println!("{}", store::inspect(dir));
+        return Ok(ExitCode::FAILURE);
+    }
     let stores = stores_under(dir)?;
     if stores.is_empty() {
         println!("{}: a data directory with no business day yet", dir.display());

@@ -316,10 +316,11 @@ impl Day {
     /// The board's DTO; nothing on a past day can be acted on.
     fn board_dto(&self, app: &AppState, b: &Board) -> BoardDto {
         let mut dto = board_dto(app.flow(), b);
-        if let Day::Past(_) = self {
+        if let Day::Past(p) = self {
             for t in &mut dto.tasks {
                 t.allowed_actions.clear();
             }
+            dto.journal_warnings = p.warnings.clone();
         }
         dto
     }

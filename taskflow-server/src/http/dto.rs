@@ -124,6 +124,10 @@ pub(crate) struct BoardDto {
     pub(crate) seq: u64,
     pub(crate) closed: bool,
     pub(crate) tasks: Vec<TaskDto>,
+    /// A past day only: what reading its journal found that deserves a look (a torn tail, a
+    /// snapshot fallback); absent when there is nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) journal_warnings: Vec<String>,
 }
 
 /// One board row.
@@ -270,6 +274,7 @@ pub(crate) fn board_dto(flow: &Flow, b: &Board) -> BoardDto {
         seq: b.seq,
         closed: b.closed,
         tasks: b.tasks.iter().map(|t| task_dto(flow, b, t)).collect(),
+        journal_warnings: Vec::new(),
     }
 }
 

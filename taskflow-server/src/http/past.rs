@@ -1,6 +1,11 @@
 //! Past business days, read-only: a date other than the running day is served from its
 //! journal in `<data>/days/<date>/`.
 //!
+//! **Reading never writes:** no torn-tail repair, no metadata rewrite, no store created in an
+//! empty day directory (`tests/http_past.rs` hashes every file of the past days before and
+//! after its GETs). A torn tail is reported in the board's `journal_warnings` and not served;
+//! a damaged journal is `500 day_damaged`.
+//!
 //! The day's store is read without write access ([`taskflow_core::PastDay::open`]: a shared
 //! lock for the duration of the read — the running day is another directory, so this never
 //! contends with the manager — and nothing in the directory changes), and its recovered
@@ -27,6 +32,9 @@ use super::error::ApiError;
 pub(crate) struct PastDay {
     pub(crate) state: DayState,
     pub(crate) board: Board,
+    /// What the read-only open found that deserves a look (a torn tail, left in place and not
+    /// served; a snapshot fallback), one sentence each.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The past days read so far (closed days only).
@@ -58,14 +66,25 @@ impl PastDays {
                 dir.display()
             )));
         }
+        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+            // Never created here: a read creates nothing (an empty directory may be waiting
+            // for `--recover-from-replicas`, which a store in it would block).
+            return Err(ApiError::not_found(format!(
+                "no business day {date} in the data directory {}: {} is an empty directory (no \
+                 journal was ever written in it; this server runs {running})",
+                data_dir.display(),
+                dir.display()
+            )));
+        }
         let graph = Arc::new(flow.graph().clone());
         let open_dir = dir.clone();
-        let state = tokio::task::spawn_blocking(move || read_state(open_dir, date, graph))
-            .await
-            .map_err(|e| ApiError::internal(format!("reading {}: {e}", dir.display())))?
-            .map_err(|e| unreadable(&dir, e))?;
+        let (state, warnings) =
+            tokio::task::spawn_blocking(move || read_state(open_dir, date, graph))
+                .await
+                .map_err(|e| ApiError::internal(format!("reading {}: {e}", dir.display())))?
+                .map_err(|e| unreadable(&dir, e))?;
         let board = board_of(flow, &state);
-        let day = Arc::new(PastDay { state, board });
+        let day = Arc::new(PastDay { state, board, warnings });
         if day.state.is_closed() {
             cache.insert(date, day.clone());
         }
@@ -73,13 +92,29 @@ impl PastDays {
     }
 }
 
-/// Reads the day's state from its store, writing nothing.
+/// Reads the day's state from its store, writing nothing; with what deserves a look.
 fn read_state(
     dir: PathBuf,
     date: BusinessDate,
     graph: Arc<taskflow_core::TaskGraph>,
-) -> Result<DayState, JournalError> {
-    Ok(taskflow_core::PastDay::open(&dir, date, graph)?.into_state())
+) -> Result<(DayState, Vec<String>), JournalError> {
+    let day = taskflow_core::PastDay::open(&dir, date, graph)?;
+    let mut warnings: Vec<String> = day
+        .torn_tail()
+        .map(|t| {
+            format!(
+                "the journal's log ends in a torn tail: {} from byte {} ({} bytes, {}); never \
+                 acknowledged, so not served and left in place",
+                t.path.display(),
+                t.offset,
+                t.dropped_bytes,
+                t.reason
+            )
+        })
+        .into_iter()
+        .collect();
+    warnings.extend(day.warnings().iter().cloned());
+    Ok((day.into_state(), warnings))
 }
 
 fn unreadable(dir: &std::path::Path, e: JournalError) -> ApiError {
@@ -93,12 +128,19 @@ fn unreadable(dir: &std::path::Path, e: JournalError) -> ApiError {
             ),
         };
     }
-    ApiError::internal(format!(
-        "the journal in {} cannot be read: {e}. Run `taskflow store inspect {}` to see what is \
-         wrong with it",
-        dir.display(),
-        dir.display()
-    ))
+    if let JournalError::Store(store::Error::Io { .. }) = &e {
+        return ApiError::internal(format!("the journal in {} cannot be read: {e}", dir.display()));
+    }
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "day_damaged",
+        message: format!(
+            "the journal in {} is damaged or not this flow's day: {e}. Nothing was changed; run \
+             `taskflow store inspect {}` to see what is wrong and the next step",
+            dir.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// The board of a recovered day, as the manager would show it (no executors, no timers).

@@ -186,6 +186,8 @@ struct Peer {
     buffered: VecDeque<(u64, Arc<[u8]>)>,
     /// The catch-up log reader and the seq it continues at.
     reader: Option<(u64, LogReader)>,
+    /// The peer acknowledged more than it was sent (said once per peer, then clamped).
+    warned_overack: bool,
 }
 
 pub(crate) struct ReplicatorState {
@@ -331,15 +333,40 @@ impl Peer {
                 self.acked = a.durable_seq.max(self.acked);
                 return;
             }
-            *acked = (a.snapshot_received as usize).max(*acked);
+            // A peer never holds more than it was sent: an ack beyond that (a stale ack of an
+            // earlier start-over, a confused peer) is clamped, so `sent - acked` never
+            // underflows.
+            let received = usize::try_from(a.snapshot_received).unwrap_or(usize::MAX);
+            if received > *sent && !self.warned_overack {
+                self.warned_overack = true;
+                warn!(executor = %a.executor, sent = *sent, acknowledged = received,
+                    "executor acknowledged snapshot bytes it was never sent; counting only what was sent");
+            }
+            let received = received.min(*sent);
+            *acked = received.max(*acked);
             match a.need {
-                ReplicaNeed::ResendFrom => *sent = a.snapshot_received as usize,
+                ReplicaNeed::ResendFrom => {
+                    // It holds exactly `received` bytes: continue from there.
+                    *sent = received;
+                    *acked = received;
+                }
                 ReplicaNeed::Reset => self.stage = Stage::NeedsBegin,
                 ReplicaNeed::Nothing => {}
             }
             return;
         }
-        self.acked = self.acked.max(a.durable_seq);
+        let mut durable = a.durable_seq;
+        if matches!(self.stage, Stage::Events) && durable >= self.next {
+            // Acknowledging events it was never sent would open the credit window past
+            // what is in flight: count only what was sent.
+            if !self.warned_overack {
+                self.warned_overack = true;
+                warn!(executor = %a.executor, next = self.next, acknowledged = durable,
+                    "executor acknowledged events it was never sent; counting only what was sent");
+            }
+            durable = self.next.saturating_sub(1);
+        }
+        self.acked = self.acked.max(durable);
         while self.inflight.front().is_some_and(|(last, _)| *last <= self.acked) {
             if let Some((_, b)) = self.inflight.pop_front() {
                 self.inflight_bytes -= b;
@@ -418,6 +445,7 @@ impl ReplicatorState {
             reading: false,
             buffered: VecDeque::new(),
             reader: None,
+            warned_overack: false,
         }
     }
 
@@ -450,7 +478,7 @@ impl ReplicatorState {
                 return;
             }
             Stage::Snapshot { base_seq, bytes, sent, acked } => {
-                while *sent < bytes.len() && *sent - *acked < WINDOW_BYTES {
+                while *sent < bytes.len() && sent.saturating_sub(*acked) < WINDOW_BYTES {
                     let end = (*sent + PART_BYTES).min(bytes.len());
                     let body = ReplicaBody::SnapshotChunk {
                         base_seq: *base_seq,

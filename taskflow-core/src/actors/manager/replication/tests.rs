@@ -194,3 +194,79 @@ fn the_tail_is_bounded_and_says_when_it_no_longer_holds_a_seq() {
     assert_eq!(tail.take(40, 39, u64::MAX, 1 << 30).unwrap().len(), 0, "nothing beyond upto");
     assert_eq!(tail.take(35, 40, 2, 1 << 30).unwrap().len(), 2, "at most max_events");
 }
+
+/// Counts the snapshot bytes it is sent; never acknowledges by itself.
+struct ChunkCounter;
+
+impl Actor for ChunkCounter {
+    type Msg = Wire;
+    type State = Arc<AtomicU64>;
+    type Arguments = Arc<AtomicU64>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Wire>,
+        st: Arc<AtomicU64>,
+    ) -> Result<Arc<AtomicU64>, ActorProcessingErr> {
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Wire>,
+        msg: Wire,
+        st: &mut Arc<AtomicU64>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Wire::Cast(bytes) = msg else { return Ok(()) };
+        if let Ok(ToExecutor::Replicate(m)) = codec::decode::<ToExecutor>("test", &bytes)
+            && let ReplicaBody::SnapshotChunk { bytes, .. } = &m.body
+        {
+            st.fetch_add(bytes.0.len() as u64, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path().join("manager"), StoreOptions::for_test()).unwrap();
+    let store = Arc::new(store);
+    append(&store, None, 1..=10);
+    // A snapshot larger than the byte window: it is sent in two rounds of credits.
+    let snapshot = vec![7u8; WINDOW_BYTES + 2 * PART_BYTES];
+    store.write_snapshot(10, &snapshot).unwrap();
+    let args = ReplicatorArgs {
+        store: store.clone(),
+        tail: Arc::new(ReplicationTail::default()),
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 1,
+    };
+    let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let (agent, _) = Actor::spawn(None, ChunkCounter, received.clone()).await.unwrap();
+    rep.cast(ReplicatorMsg::Joined { name: "e1".into(), instance: 7, agent, replicas: vec![] })
+        .unwrap();
+    let window = WINDOW_BYTES as u64;
+    eventually("a window of snapshot chunks", || received.load(Ordering::SeqCst) >= window).await;
+    assert_eq!(received.load(Ordering::SeqCst), window, "no more than the window before an ack");
+    let ack = |snapshot_received: u64, need: ReplicaNeed| ReplicaAckMsg {
+        executor: "e1".into(),
+        instance: 7,
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        durable_seq: 0,
+        next_seq: 0,
+        snapshot_received,
+        need,
+    };
+    // A confused (or stale) peer acknowledges more than it was sent...
+    rep.cast(ReplicatorMsg::Ack(ack(window + PART_BYTES as u64, ReplicaNeed::Nothing))).unwrap();
+    // ...and then, having lost its copy, asks for everything again from 0: the replicator is
+    // alive and resends (the window counts from what the peer said it holds).
+    rep.cast(ReplicatorMsg::Ack(ack(0, ReplicaNeed::ResendFrom))).unwrap();
+    eventually("the resend from 0", || received.load(Ordering::SeqCst) > window).await;
+    assert_eq!(rep.get_status(), ractor::ActorStatus::Running);
+    rep.stop(None);
+}
