@@ -188,6 +188,8 @@ async fn run_day(flow: Arc<Flow>, s: Settings, bin: &PathBuf, watch: bool) -> Ru
         executors: 0,
         journal: JournalOptions::default(),
         cluster: Some(ClusterListen {
+            tls: None,
+            insecure_plain_tcp: false,
             addr,
             cookie: COOKIE.into(),
             lease: Duration::from_secs(10),

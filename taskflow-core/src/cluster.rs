@@ -25,6 +25,7 @@ mod node;
 mod status;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod tls;
 pub mod wire;
 // --- replication: executors keep copies of the manager's day log; recovery from them ---
 pub mod recovery;
@@ -35,6 +36,7 @@ pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};
 pub use manager::ClusterListen;
 pub use status::{Status, StatusSink};
+pub use tls::{ClientTls, EXPIRY_WARNING_DAYS, HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,8 @@ behavior = "scripted"
 
 fn listen() -> ClusterListen {
     ClusterListen {
+        tls: None,
+        insecure_plain_tcp: false,
         addr: "127.0.0.1:0".parse().expect("addr"),
         cookie: "epoch-test".into(),
         lease: Duration::from_millis(3000),

@@ -3,8 +3,8 @@
 //!
 //! - Only `taskflow-core/src/cluster/` knows ractor_cluster (in code: comments and string
 //!   literals may name it as prose).
-//! - Only the store, the flow loader and the executor's held/replica/recovery code touch the
-//!   file system (`std::fs`, `tokio::fs`) in taskflow-core.
+//! - Only the store, the flow loader, the executor's held/replica/recovery code and the
+//!   cluster's TLS file loading touch the file system (`std::fs`, `tokio::fs`) in taskflow-core.
 //! - The library prints nothing: no `println!`, `eprintln!`, `print!`, `eprint!` or `dbg!` in
 //!   taskflow-core/src outside comments (doc examples may print).
 //! - The server does not open a `Journal` or a `Store` itself: it reads past days through the
@@ -36,6 +36,8 @@ const FS_ALLOWED: &[&str] = &[
     "taskflow-core/src/cluster/replica.rs",
     // A recovering manager stages and moves the recovered day store into place.
     "taskflow-core/src/cluster/recovery.rs",
+    // The cluster link's TLS certificates, keys and CAs (PEM files named by the caller).
+    "taskflow-core/src/cluster/tls.rs",
 ];
 
 fn workspace() -> PathBuf {

@@ -22,6 +22,7 @@ use super::messages::{ReplicaPosition, ReplicateMsg};
 use super::node::{self, NodeEvent};
 use super::replica::{ReplicaMsg, ToManagerFn};
 use super::status::Status;
+use super::tls::ConnectFail;
 use super::wire::Wire;
 use crate::behavior::{BehaviorRegistry, BoxFuture, LogLevel};
 use crate::executor::{Executor, ExecutorArgs, ExecutorMsg, Upstream};
@@ -50,6 +51,8 @@ pub struct ExecutorConfig {
     pub data: Option<std::path::PathBuf>,
     /// Where the process's milestones go (joined, draining, left …); default: nowhere.
     pub status: super::StatusSink,
+    /// TLS to the manager (`--tls-ca`, optionally `--tls-cert`/`--tls-key`); none: plain TCP.
+    pub tls: Option<super::ClientTls>,
 }
 
 impl ExecutorConfig {
@@ -65,6 +68,7 @@ impl ExecutorConfig {
             protocol_version: codec::PROTOCOL_VERSION,
             data: None,
             status: super::StatusSink::default(),
+            tls: None,
         }
     }
 }
@@ -89,6 +93,10 @@ pub enum ExecutorError {
     /// The local node could not start.
     #[error("{0}")]
     Startup(String),
+    /// The TLS layer refused the connection (a certificate refused either way, TLS expected
+    /// but not spoken): definitive, not retried.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 struct Link {
@@ -905,6 +913,13 @@ async fn connection_loop(
                     return Err(ExecutorError::AuthFailed(cfg.manager.clone()));
                 }
             }
+            Err(SessionFail::Tls(reason)) => return Err(ExecutorError::Tls(reason)),
+            Err(SessionFail::TlsHandshake(reason)) => {
+                handshake_failures += 1;
+                if handshake_failures >= 2 {
+                    return Err(ExecutorError::Tls(reason));
+                }
+            }
             Err(SessionFail::Rejected(reason)) => {
                 return Err(ExecutorError::Rejected { manager: cfg.manager.clone(), reason });
             }
@@ -940,6 +955,10 @@ async fn connection_loop(
 
 enum SessionFail {
     Handshake,
+    /// A definitive TLS refusal.
+    Tls(String),
+    /// The connection closed during the TLS handshake (twice: given up).
+    TlsHandshake(String),
     Rejected(String),
 }
 
@@ -1011,10 +1030,15 @@ async fn session(
     rx: &mut mpsc::UnboundedReceiver<NodeEvent>,
     drained: &tokio::sync::Notify,
 ) -> Result<SessionEnd, SessionFail> {
-    if let Err(e) = node::connect(node, &cfg.manager).await {
-        info!(error = %e, "manager not reachable yet");
-        return Ok(SessionEnd::Retry("connect".into()));
-    }
+    let probe = match node::connect_tls(node, &cfg.manager, cfg.tls.as_ref()).await {
+        Ok(probe) => probe,
+        Err(ConnectFail::Unreachable(e)) => {
+            info!(error = %e, "manager not reachable yet");
+            return Ok(SessionEnd::Retry("connect".into()));
+        }
+        Err(ConnectFail::Refused(reason)) => return Err(SessionFail::Tls(reason)),
+        Err(ConnectFail::Handshake(reason)) => return Err(SessionFail::TlsHandshake(reason)),
+    };
     // client_connect returns before the handshake: wait until the session is ready.
     let mut authed = false;
     let node_id = loop {
@@ -1022,7 +1046,12 @@ async fn session(
             Ok(Some(NodeEvent::Authenticated)) => authed = true,
             Ok(Some(NodeEvent::Ready { node_id })) => break node_id,
             Ok(Some(NodeEvent::Disconnected { .. })) if !authed => {
-                return Err(SessionFail::Handshake);
+                // A TLS refusal (seen by the probe) closes the session before the cookie
+                // handshake too: say which it was.
+                return Err(match probe.refusal() {
+                    Some(reason) => SessionFail::Tls(reason),
+                    None => SessionFail::Handshake,
+                });
             }
             Ok(Some(NodeEvent::Disconnected { .. })) => {
                 return Ok(SessionEnd::Retry("closed before ready".into()));

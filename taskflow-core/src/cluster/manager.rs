@@ -40,6 +40,11 @@ pub struct ClusterListen {
     pub lease: Duration,
     /// How often executors send heartbeats.
     pub heartbeat: Duration,
+    /// TLS on the link (`--tls-cert`, `--tls-key`, `--tls-ca`); none: plain TCP.
+    pub tls: Option<super::ServerTls>,
+    /// Allow plain TCP on an address other than loopback (`--insecure-plain-tcp`); without
+    /// it such a listener is refused (see [`ClusterListen::validate`]).
+    pub insecure_plain_tcp: bool,
 }
 
 impl ClusterListen {
@@ -61,8 +66,26 @@ impl ClusterListen {
     /// [`ClusterListen::lost_after`] after the last heartbeat it received; and a heartbeat
     /// plus its answer fit in the fence time twice, so a live executor never fences itself
     /// for a single slow answer. Settings that break it are refused with the reason.
+    ///
+    /// Also refuses plain TCP on an address other than loopback unless
+    /// [`ClusterListen::insecure_plain_tcp`] is set: the cookie would travel in the clear
+    /// (a challenge digest) and so would every message.
     pub fn validate(&self) -> Result<(), String> {
-        check_timing(self.lease, self.heartbeat)
+        check_timing(self.lease, self.heartbeat)?;
+        if self.tls.is_none() && !self.addr.ip().is_loopback() && !self.insecure_plain_tcp {
+            return Err(format!(
+                "the cluster address {} is not a loopback address and no TLS is configured: give \
+                 the manager --tls-cert and --tls-key (and --tls-ca for mutual TLS), or pass \
+                 --insecure-plain-tcp to accept executors over plain TCP on a private network",
+                self.addr
+            ));
+        }
+        Ok(())
+    }
+
+    /// A plain listener on loopback with these timings (tests and embedding).
+    pub fn plain(addr: SocketAddr, cookie: String, lease: Duration, heartbeat: Duration) -> Self {
+        ClusterListen { addr, cookie, lease, heartbeat, tls: None, insecure_plain_tcp: false }
     }
 }
 
@@ -425,6 +448,8 @@ fn peer_of(m: &ToManager) -> &str {
 pub(crate) struct Listener {
     inbox: ActorRef<Wire>,
     node: ActorRef<ractor_cluster::NodeServerMessage>,
+    /// With TLS: the accept loop on the cluster address.
+    accept: Option<super::tls::AcceptTask>,
 }
 
 impl Listener {
@@ -432,6 +457,9 @@ impl Listener {
     /// port is closed and a new runtime in this process can accept executors again.
     pub(crate) async fn stop(self) {
         let grace = Some(std::time::Duration::from_secs(5));
+        if let Some(accept) = self.accept {
+            accept.stop().await;
+        }
         let _ = self.inbox.stop_and_wait(None, grace).await;
         let _ = self.node.stop_and_wait(None, grace).await;
     }
@@ -443,16 +471,20 @@ pub(crate) async fn start(listen: &ClusterListen, manager: Deliver) -> Result<Li
     let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), Inbox, manager.clone())
         .await
         .map_err(|e| format!("cannot start the cluster inbox: {e}"))?;
-    let node = node::start("taskflow-manager".into(), listen.cookie.clone(), listen.addr, {
+    let node = node::start_server(
+        "taskflow-manager".into(),
+        listen.cookie.clone(),
+        listen.addr,
+        listen.tls.as_ref(),
         move |e| {
             if let NodeEvent::Disconnected { node_id, .. } = e {
                 manager(Inbound::Cluster(ClusterIn::SessionClosed { node_id }));
             }
-        }
-    })
+        },
+    )
     .await;
     match node {
-        Ok(node) => Ok(Listener { inbox, node }),
+        Ok((node, accept)) => Ok(Listener { inbox, node, accept }),
         Err(e) => {
             inbox.stop(None);
             Err(e)

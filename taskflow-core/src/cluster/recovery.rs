@@ -187,16 +187,22 @@ pub async fn recover_from_replicas(
     let (inbox, _) = Actor::spawn(Some(MANAGER_INBOX.into()), RecoveryInbox, tx)
         .await
         .map_err(|e| RecoveryError(format!("cannot start the recovery inbox: {e}")))?;
-    let node =
-        match node::start("taskflow-manager".into(), listen.cookie.clone(), listen.addr, |_| {})
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = inbox.stop_and_wait(None, Some(Duration::from_secs(5))).await;
-                return Err(RecoveryError(e));
-            }
-        };
+    let cookie = listen.cookie.clone();
+    let (node, accept) = match node::start_server(
+        "taskflow-manager".into(),
+        cookie,
+        listen.addr,
+        listen.tls.as_ref(),
+        |_| {},
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = inbox.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+            return Err(RecoveryError(e));
+        }
+    };
     opts.status.emit(Status::RecoveryWaiting {
         date,
         quorum: opts.quorum,
@@ -206,6 +212,9 @@ pub async fn recover_from_replicas(
     let result = run(&mut rx, day_dir, date, opts, store_opts).await;
     // The node first (it would respawn a stopped listener), then its listener and sessions,
     // so the manager can bind the address again at once.
+    if let Some(accept) = accept {
+        accept.stop().await;
+    }
     let cell = node.get_cell();
     let _ = node.stop_and_wait(None, Some(Duration::from_secs(5))).await;
     let _ = cell.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;

@@ -318,6 +318,8 @@ fn fencing_bound_settings_are_checked() {
     use std::time::Duration;
     let ms = Duration::from_millis;
     let listen = |lease, heartbeat| super::ClusterListen {
+        tls: None,
+        insecure_plain_tcp: false,
         addr: "127.0.0.1:0".parse().unwrap(),
         cookie: "c".into(),
         lease: ms(lease),

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use taskflow_core::cluster::{
-    ClusterListen, ExecutorConfig, RecoverOptions, RecoveryOutcome, StatusSink,
-    recover_from_replicas, run_executor,
+    ClientTls, ClusterListen, ExecutorConfig, RecoverOptions, RecoveryOutcome, ServerTls,
+    StatusSink, recover_from_replicas, run_executor,
 };
 use taskflow_core::flow;
 use taskflow_core::model::BusinessDate;
@@ -81,9 +81,71 @@ pub(crate) struct ManagerArgs {
     replicas: RecoverArgs,
     #[command(flatten)]
     cookie: CookieArgs,
+    #[command(flatten)]
+    tls: ManagerTlsArgs,
     /// The HTTP console (as for `taskflow standalone`; not served with --until-done).
     #[command(flatten)]
     console: ConsoleArgs,
+}
+
+/// TLS on the cluster link, manager side (`taskflow manager`; also the
+/// `--recover-from-replicas` listener).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ManagerTlsArgs {
+    /// The manager's TLS certificate chain (PEM, its own certificate first). Its subject
+    /// alternative names must include the host executors give in --manager (an IP SAN for an
+    /// IP address). With --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8 as OpenSSL 3 writes it, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: executors must present a certificate signed by a CA in this PEM file.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Accept executors over plain TCP on an address other than loopback (the default is to
+    /// refuse to start without TLS there). Only on a private network you trust.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_plain_tcp: bool,
+}
+
+impl ManagerTlsArgs {
+    fn load(&self) -> anyhow::Result<Option<ServerTls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = ServerTls::load(cert, key, self.tls_ca.as_deref())?;
+                Ok(Some(tls))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// TLS on the cluster link, executor side (`taskflow executor`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecutorTlsArgs {
+    /// Connect over TLS: the manager's certificate must be signed by a CA in this PEM file and
+    /// name the host of --manager.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// This executor's certificate chain (PEM), for a manager that requires mutual TLS. With
+    /// --tls-key and --tls-ca.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ExecutorTlsArgs {
+    fn load(&self) -> anyhow::Result<Option<ClientTls>> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        Ok(Some(ClientTls::load(ca, identity)?))
+    }
 }
 
 /// Recovery of a lost day store from executor replicas (`taskflow manager`).
@@ -130,6 +192,8 @@ pub(crate) struct ExecutorArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     cookie: CookieArgs,
+    #[command(flatten)]
+    tls: ExecutorTlsArgs,
 }
 
 pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
@@ -147,11 +211,23 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     };
     let lease = Duration::from_millis(args.lease);
     let heartbeat = Duration::from_millis(args.heartbeat.unwrap_or(args.lease / 5));
-    let listen = ClusterListen { addr: args.cluster, cookie, lease, heartbeat };
+    let tls = args.tls.load()?;
+    let insecure_plain_tcp = args.tls.insecure_plain_tcp;
+    let listen =
+        ClusterListen { addr: args.cluster, cookie, lease, heartbeat, tls, insecure_plain_tcp };
     // The fencing bound (proto-docs/cluster.md): an executor must fence itself strictly
     // before this manager declares it lost and reassigns its shards.
-    if let Err(e) = listen.validate() {
+    if let Err(e) = check_timing(&listen) {
         bail!("--lease {} --heartbeat {}: {e}", args.lease, heartbeat.as_millis());
+    }
+    // Plain TCP off loopback only when asked for (checked again by the core).
+    listen.validate().map_err(|e| anyhow::anyhow!("--cluster {}: {e}", args.cluster))?;
+    if listen.tls.is_none() && !args.cluster.ip().is_loopback() {
+        tracing::warn!(
+            addr = %args.cluster,
+            "--insecure-plain-tcp: the cluster link is plain TCP on a non-loopback address; \
+             anyone on the network can read it"
+        );
     }
     let opts = RuntimeOptions {
         data_dir: args.data.clone(),
@@ -203,6 +279,12 @@ fn print_status() -> StatusSink {
     StatusSink::new(|status| println!("{status}"))
 }
 
+/// The timing part of [`ClusterListen::validate`] (its errors name --lease/--heartbeat).
+fn check_timing(listen: &ClusterListen) -> Result<(), String> {
+    let loopback = ClusterListen { tls: None, insecure_plain_tcp: true, ..listen.clone() };
+    loopback.validate()
+}
+
 fn default_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -226,6 +308,7 @@ pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.data = args.data.clone();
     cfg.status = print_status();
+    cfg.tls = args.tls.load()?;
     #[cfg(target_os = "linux")]
     if let Err(e) = taskflow_core::behavior::CommandBehavior::adopt_orphans() {
         tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");
