@@ -2,12 +2,14 @@
 //! and the ids and keys every other module shares.
 
 mod calendar;
+mod day_range;
 mod distributor;
 mod ids;
 mod product;
 mod task;
 
 pub use calendar::{Calendar, CalendarError};
+pub use day_range::{DayOnDisk, DayStep, RangeError, open_dates, plan_range};
 pub use distributor::{Distributor, DistributorType};
 pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 pub use product::{Lifecycle, Product, ProductMode};

@@ -33,6 +33,7 @@ use taskflow_core::model::BusinessDate;
 pub use auth::{Auth, generate_token};
 use hub::Hub;
 use past::PastDays;
+pub use past::board_of as past_board;
 
 /// What the handlers share: the manager, the flow, the auth rules and the WebSocket hub.
 #[derive(Clone)]

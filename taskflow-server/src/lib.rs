@@ -4,4 +4,4 @@
 
 mod http;
 
-pub use http::{AppState, Auth, ConsoleOptions, behavior_steps, generate_token, serve};
+pub use http::{AppState, Auth, ConsoleOptions, behavior_steps, generate_token, past_board, serve};

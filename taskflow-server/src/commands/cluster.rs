@@ -12,11 +12,13 @@ use taskflow_core::cluster::{
     StatusSink, recover_from_replicas, run_executor,
 };
 use taskflow_core::flow;
-use taskflow_core::model::BusinessDate;
+use taskflow_core::model::{BusinessDate, DayStep};
 use taskflow_core::{RuntimeOptions, previous_open_day, today_in};
 use taskflow_examples::fund_clearing;
 
-use super::standalone::{ConsoleArgs, registry, run_day, shutdown_signal};
+use super::standalone::{
+    ConsoleArgs, parse_through, plan_headless, registry, run_day, run_headless, shutdown_signal,
+};
 
 /// Where the cluster cookie comes from.
 #[derive(Debug, clap::Args)]
@@ -63,6 +65,11 @@ pub(crate) struct ManagerArgs {
     /// if every task ended well.
     #[arg(long)]
     until_done: bool,
+    /// With --until-done: run every open date from --date through this one (YYYY-MM-DD), one
+    /// day after another, as `taskflow standalone --through` does. The cluster listener is
+    /// closed and bound again between days: executors reconnect for each day.
+    #[arg(long, value_name = "DATE")]
+    through: Option<String>,
     /// Write the JSON report of the day here (with --until-done).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -198,6 +205,7 @@ pub(crate) struct ExecutorArgs {
 
 pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     let cookie = args.cookie.cookie()?;
+    let through = parse_through(args.through.as_deref(), args.until_done)?;
     let flow = match &args.flow {
         Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => fund_clearing::flow()
@@ -237,11 +245,27 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         cluster: Some(listen),
         ..RuntimeOptions::default()
     };
-    if args.replicas.recover_from_replicas {
-        recover(&args, &opts, date)?;
+    if !args.until_done {
+        if args.replicas.recover_from_replicas {
+            recover(&args, &opts, date)?;
+        }
+        println!("taskflow manager: accepting executors on {}", args.cluster);
+        return run_day(flow, opts, "manager", &args.console);
     }
-    println!("taskflow manager: accepting executors on {}", args.cluster);
-    run_day(flow, opts, args.until_done, args.report.as_deref(), "manager", &args.console)
+    let plan = plan_headless(&flow, &opts.data_dir, date, through)?;
+    // Recovery from replicas applies to the day the run resumes at (the executors replicate
+    // the day they last ran); the later days of a range open afresh.
+    let first_run = plan.steps.iter().find(|s| matches!(s, DayStep::Run(_))).map(|s| s.date());
+    match first_run {
+        Some(first) => {
+            if args.replicas.recover_from_replicas {
+                recover(&args, &opts, first)?;
+            }
+            println!("taskflow manager: accepting executors on {}", args.cluster);
+        }
+        None => println!("taskflow manager: every day of the run is closed; reporting"),
+    }
+    run_headless(flow, opts, plan, args.report.as_deref(), "manager")
 }
 
 /// Rebuilds the day's store from executor replicas when it is missing (before the manager

@@ -2,11 +2,15 @@
 //!
 //! With `--until-done` it runs the day headless with every manual task executed
 //! automatically, prints a summary, writes the JSON report (`proto-docs/report.md`) and exits 0
-//! only if every task ended succeeded, skipped or not applicable. Without it, it runs the day
-//! and keeps running until Ctrl-C (graceful shutdown), printing the day's progress as states
-//! change, and serves the HTTP console (`taskflow_server::serve`) until then.
+//! only if every task ended succeeded, skipped or not applicable; with `--through` it does so
+//! for every open date of a range, one day after another in this process ([`plan_headless`]
+//! decides which days run and which closed days are only reported, [`run_headless`] carries
+//! it out). Without it, it runs the day and keeps running until Ctrl-C (graceful shutdown),
+//! printing the day's progress as states change, and serves the HTTP console
+//! (`taskflow_server::serve`) until then.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,16 +20,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use taskflow_core::behavior::{BehaviorRegistry, CommandBehavior};
 use taskflow_core::flow::{self, Flow};
-use taskflow_core::model::BusinessDate;
+use taskflow_core::model::{BusinessDate, DayOnDisk, DayStep, RangeError, open_dates, plan_range};
 use taskflow_core::state::{ShardStatus, TaskStatus};
 use taskflow_core::{
-    Board, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Topic, previous_open_day,
-    today_in,
+    Board, DayOutcome, ManagerHandle, Notice, PastDay, Runtime, RuntimeOptions, Topic,
+    previous_open_day, today_in,
 };
 use taskflow_examples::fund_clearing::{self, FundOptions};
-use taskflow_server::{AppState, Auth, ConsoleOptions, generate_token};
+use taskflow_server::{AppState, Auth, ConsoleOptions, generate_token, past_board};
 
-/// Flags of `taskflow standalone`. Every option but `--until-done` and `--report` can also be
+/// Flags of `taskflow standalone`. Every option but `--until-done`, `--through` and `--report` can also be
 /// set from a `TASKFLOW_*` environment variable or the `--config` file (TOML, the flag names as
 /// keys: `http`, `token`, `principal`, `protect-viewing`, `date`, `executors`, `slots`, `data`,
 /// `flow`); a flag beats its variable, which beats the file, which beats the default.
@@ -46,6 +50,13 @@ pub(crate) struct StandaloneArgs {
     /// without waiting (manual tasks still wait for an operator's execute in the console).
     #[arg(long, env = "TASKFLOW_DATE")]
     date: Option<String>,
+    /// With --until-done: run every open business date from --date through this one
+    /// (YYYY-MM-DD), one day after another in this process, with one summary per day; exit 0
+    /// only if every day ended well. A day that stalls stops the range. Started again with the
+    /// same flags, it reports the days that closed (without re-running them) and resumes at
+    /// the first day that did not.
+    #[arg(long, value_name = "DATE")]
+    through: Option<String>,
     /// In-process executors [default: 1].
     #[arg(long, env = "TASKFLOW_EXECUTORS")]
     executors: Option<usize>,
@@ -140,6 +151,8 @@ pub(crate) fn registry() -> anyhow::Result<BehaviorRegistry> {
 
 pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let args = args.merge_config()?;
+    // Every check of the command line comes before anything is opened or written.
+    let through = parse_through(args.through.as_deref(), args.until_done)?;
     let flow = match &args.flow {
         Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => fund_clearing::flow()
@@ -151,12 +164,15 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--date {d:?} is not a date of the form YYYY-MM-DD"))?,
         None => previous_open_day(&flow, today_in(&flow))?,
     };
+    let data_dir = args.data.clone().unwrap_or_else(|| PathBuf::from("taskflow-data"));
+    let plan =
+        if args.until_done { Some(plan_headless(&flow, &data_dir, date, through)?) } else { None };
     #[cfg(target_os = "linux")]
     if let Err(e) = CommandBehavior::adopt_orphans() {
         tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");
     }
     let opts = RuntimeOptions {
-        data_dir: args.data.clone().unwrap_or_else(|| PathBuf::from("taskflow-data")),
+        data_dir,
         date: Some(date),
         executors: args.executors.unwrap_or(1).max(1),
         slots_per_executor: args.slots.unwrap_or(4).max(1),
@@ -164,32 +180,217 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         roll_over: false,
         ..RuntimeOptions::default()
     };
-    run_day(flow, opts, args.until_done, args.report.as_deref(), "standalone", &args.console)
+    match plan {
+        Some(plan) => run_headless(flow, opts, plan, args.report.as_deref(), "standalone"),
+        None => run_day(flow, opts, "standalone", &args.console),
+    }
 }
 
-/// [`serve`] on a fresh multi-threaded tokio runtime; shared with `taskflow manager`.
-pub(crate) fn run_day(
+/// `--through`: a date, and only with `--until-done` (the console serves one day).
+pub(crate) fn parse_through(
+    through: Option<&str>,
+    until_done: bool,
+) -> anyhow::Result<Option<BusinessDate>> {
+    let Some(text) = through else { return Ok(None) };
+    let date = text.parse::<BusinessDate>().map_err(|_| {
+        anyhow::anyhow!(
+            "--through {text:?} is not a date of the form YYYY-MM-DD: give the last business \
+             date of the range, e.g. --through 2026-10-09"
+        )
+    })?;
+    if !until_done {
+        anyhow::bail!(
+            "--through {date} needs --until-done: a range of days runs headless, one day after \
+             another (the console serves a single day); add --until-done, or drop --through"
+        );
+    }
+    Ok(Some(date))
+}
+
+/// What a headless run does: its range and, per open date, run it or report it (it closed
+/// before this start), with the boards of the closed days, read from their stores read-only.
+#[derive(Debug)]
+pub(crate) struct HeadlessPlan {
+    from: BusinessDate,
+    through: BusinessDate,
+    /// In date order (`taskflow_core::model::plan_range`).
+    pub(crate) steps: Vec<DayStep>,
+    closed: BTreeMap<BusinessDate, Board>,
+}
+
+/// Checks the range `from..=through` (one day without `through`) against the flow's calendar
+/// and looks at each open date's store in `data_dir` without writing to it: a closed day is
+/// reported from its store, any other is run. Nothing is created or written here.
+pub(crate) fn plan_headless(
+    flow: &Flow,
+    data_dir: &Path,
+    from: BusinessDate,
+    through: Option<BusinessDate>,
+) -> anyhow::Result<HeadlessPlan> {
+    let last = through.unwrap_or(from);
+    let dates =
+        open_dates(flow.calendar(), flow.settings().open_days, from, last).map_err(|e| {
+            match (e, through) {
+                (RangeError::NoOpenDay { .. }, None) => anyhow::anyhow!(
+                    "--date {from} is not an open business day of the flow (a weekend or holiday \
+                 of its calendar): choose an open day, or a range with --through"
+                ),
+                (e, None) => anyhow::anyhow!("--date {from}: {e}"),
+                (e, Some(t)) => anyhow::anyhow!("--date {from} --through {t}: {e}"),
+            }
+        })?;
+    let graph = Arc::new(flow.graph().clone());
+    let mut closed = BTreeMap::new();
+    let mut days = Vec::with_capacity(dates.len());
+    for date in dates {
+        let dir = data_dir.join("days").join(date.to_string());
+        let disk = if !dir.exists() {
+            DayOnDisk::Absent
+        } else {
+            match PastDay::open(&dir, date, graph.clone()) {
+                Ok(day) if day.state().is_closed() => {
+                    closed.insert(date, past_board(flow, day.state()));
+                    DayOnDisk::Closed
+                }
+                Ok(_) => DayOnDisk::Unfinished,
+                // The run opens it; its journal recovers it or says what is wrong.
+                Err(e) => {
+                    tracing::debug!(%date, %e, "the day's store cannot be read read-only");
+                    DayOnDisk::Unfinished
+                }
+            }
+        };
+        days.push((date, disk));
+    }
+    Ok(HeadlessPlan { from, through: last, steps: plan_range(&days), closed })
+}
+
+/// Carries out a [`HeadlessPlan`] on one tokio runtime: each day to run gets its own
+/// [`Runtime`] (opened, run until done or stalled, shut down), one after another; a closed day
+/// is only reported. Shared with `taskflow manager --until-done`.
+pub(crate) fn run_headless(
     flow: Flow,
     opts: RuntimeOptions,
-    until_done: bool,
-    report: Option<&std::path::Path>,
+    plan: HeadlessPlan,
+    report: Option<&Path>,
     label: &str,
-    console: &ConsoleArgs,
 ) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(serve(Arc::new(flow), opts, until_done, report, label, console));
+    let outcome = rt.block_on(headless(Arc::new(flow), opts, plan, report, label));
     // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
     // process alive once the journal is closed.
     rt.shutdown_timeout(Duration::from_millis(500));
     outcome
 }
 
-/// Runs the day until done (`until_done`) or until Ctrl-C; shared with `taskflow manager`.
+/// One day of a headless run, as it ended.
+struct DayEnd {
+    board: Board,
+    /// The day closed (else it stalled).
+    completed: bool,
+    /// Closed before this run started and read from its store, not run.
+    from_store: bool,
+}
+
+async fn headless(
+    flow: Arc<Flow>,
+    opts: RuntimeOptions,
+    mut plan: HeadlessPlan,
+    report: Option<&Path>,
+    label: &str,
+) -> anyhow::Result<ExitCode> {
+    let planned = plan.steps.len();
+    let mut days: Vec<DayEnd> = Vec::with_capacity(planned);
+    for step in std::mem::take(&mut plan.steps) {
+        let day = match step {
+            DayStep::Report(date) => {
+                let board = plan.closed.remove(&date).context("a closed day's board")?;
+                println!(
+                    "taskflow {label}: business date {date} closed before this run; reported \
+                     from {} (not run again)",
+                    opts.day_dir(date).display()
+                );
+                DayEnd { board, completed: true, from_store: true }
+            }
+            DayStep::Run(date) => {
+                let opts = RuntimeOptions { date: Some(date), ..opts.clone() };
+                run_one(flow.clone(), opts, label).await?
+            }
+        };
+        print_summary(&day.board, day.completed);
+        let ok = day.board.all_done();
+        days.push(day);
+        if !ok {
+            break;
+        }
+    }
+    let ok = days.len() == planned && days.iter().all(|d| d.board.all_done());
+    if plan.through != plan.from {
+        let well = days.iter().filter(|d| d.board.all_done()).count();
+        match days.last() {
+            _ if ok => println!(
+                "range {}..{}: all {planned} open days ended well",
+                plan.from, plan.through
+            ),
+            Some(last) => println!(
+                "range {}..{}: stopped at {} ({well} of {planned} open days ended well); the \
+                 later days were not run",
+                plan.from, plan.through, last.board.date
+            ),
+            None => {}
+        }
+    }
+    if let Some(path) = report {
+        let report = Report::of(&flow.settings().name, &plan, &days, ok);
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs one business day to its end (done or stalled) and shuts its runtime down.
+async fn run_one(flow: Arc<Flow>, opts: RuntimeOptions, label: &str) -> anyhow::Result<DayEnd> {
+    let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
+    let data = opts.day_dir(date);
+    let (runtime, manager) = Runtime::start(flow.clone(), registry()?, opts)
+        .await
+        .with_context(|| format!("starting business date {date} in {}", data.display()))?;
+    println!(
+        "taskflow {label}: flow `{}`, business date {date}, data {}",
+        flow.settings().name,
+        data.display()
+    );
+    let progress = tokio::spawn(print_progress(manager.clone()));
+    let outcome = manager.wait_until_done(Duration::from_secs(30 * 24 * 3600)).await?;
+    progress.abort();
+    let (board, completed) = match outcome {
+        DayOutcome::Completed(b) => (b, true),
+        DayOutcome::Stalled(b) => (b, false),
+    };
+    runtime.shutdown().await?;
+    Ok(DayEnd { board, completed, from_store: false })
+}
+
+/// [`serve`] on a fresh multi-threaded tokio runtime; shared with `taskflow manager`.
+pub(crate) fn run_day(
+    flow: Flow,
+    opts: RuntimeOptions,
+    label: &str,
+    console: &ConsoleArgs,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome = rt.block_on(serve(Arc::new(flow), opts, label, console));
+    // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
+    // process alive once the journal is closed.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    outcome
+}
+
+/// Runs the day with the console until Ctrl-C; shared with `taskflow manager`.
 async fn serve(
     flow: Arc<Flow>,
     opts: RuntimeOptions,
-    until_done: bool,
-    report: Option<&std::path::Path>,
     label: &str,
     console: &ConsoleArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -197,7 +398,7 @@ async fn serve(
     let data = opts.day_dir(date);
     // The console's listener is bound before the day is opened: a taken port or a missing
     // token fails the start without touching the journal.
-    let console = if until_done { None } else { Some(bind_console(console).await?) };
+    let (listener, auth, url) = bind_console(console).await?;
     let registry = registry()?;
     let behaviors: Vec<String> = registry.names().into_iter().map(str::to_owned).collect();
     let steps = taskflow_server::behavior_steps(&registry);
@@ -212,25 +413,6 @@ async fn serve(
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
-    if until_done {
-        let outcome = manager.wait_until_done(Duration::from_secs(30 * 24 * 3600)).await?;
-        progress.abort();
-        let (board, completed) = match &outcome {
-            DayOutcome::Completed(b) => (b, true),
-            DayOutcome::Stalled(b) => (b, false),
-        };
-        print_summary(board, completed);
-        if let Some(path) = report {
-            let report = Report::of(&flow.settings().name, board, completed);
-            let json = serde_json::to_string_pretty(&report)?;
-            std::fs::write(path, json + "\n")
-                .with_context(|| format!("writing the report to {}", path.display()))?;
-        }
-        let ok = board.all_done();
-        runtime.shutdown().await?;
-        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-    }
-    let (listener, auth, url) = console.expect("bound unless --until-done");
     let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps };
     let state = AppState::start(manager.clone(), flow.clone(), options).await?;
     println!("console: {url}");
@@ -352,7 +534,8 @@ fn print_summary(board: &Board, completed: bool) {
     }
 }
 
-/// The `--report` JSON (documented in `proto-docs/report.md`).
+/// The `--report` JSON (documented in `proto-docs/report.md`): the range's outcome, the last
+/// day reported at the top level (what a one-day report always held), and every day in `days`.
 #[derive(Debug, Serialize)]
 struct Report {
     version: u32,
@@ -362,9 +545,23 @@ struct Report {
     ok: bool,
     seq: u64,
     tasks: Vec<TaskReport>,
+    from: String,
+    through: String,
+    days: Vec<DayReport>,
 }
 
+/// One day of the range in the report.
 #[derive(Debug, Serialize)]
+struct DayReport {
+    date: String,
+    outcome: &'static str,
+    ok: bool,
+    seq: u64,
+    from_store: bool,
+    tasks: Vec<TaskReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 struct TaskReport {
     id: String,
     name: String,
@@ -381,7 +578,32 @@ struct TaskReport {
 }
 
 impl Report {
-    fn of(flow: &str, board: &Board, completed: bool) -> Report {
+    /// `ok`: every day of the plan ended well.
+    fn of(flow: &str, plan: &HeadlessPlan, days: &[DayEnd], ok: bool) -> Report {
+        let days: Vec<DayReport> = days.iter().map(DayReport::of).collect();
+        let completed = days.iter().all(|d| d.outcome == "completed");
+        let (date, seq, tasks) = match days.last() {
+            Some(d) => (d.date.clone(), d.seq, d.tasks.clone()),
+            None => (plan.from.to_string(), 0, Vec::new()),
+        };
+        Report {
+            version: 1,
+            flow: flow.to_owned(),
+            date,
+            outcome: if completed { "completed" } else { "stalled" },
+            ok,
+            seq,
+            tasks,
+            from: plan.from.to_string(),
+            through: plan.through.to_string(),
+            days,
+        }
+    }
+}
+
+impl DayReport {
+    fn of(day: &DayEnd) -> DayReport {
+        let board = &day.board;
         let at = |ms: Option<i64>| ms.and_then(DateTime::<Utc>::from_timestamp_millis);
         let tasks = board
             .tasks
@@ -417,13 +639,12 @@ impl Report {
                 note: t.note.clone(),
             })
             .collect();
-        Report {
-            version: 1,
-            flow: flow.to_owned(),
+        DayReport {
             date: board.date.to_string(),
-            outcome: if completed { "completed" } else { "stalled" },
+            outcome: if day.completed { "completed" } else { "stalled" },
             ok: board.all_done(),
             seq: board.seq,
+            from_store: day.from_store,
             tasks,
         }
     }

@@ -143,8 +143,9 @@ fn unreadable(dir: &std::path::Path, e: JournalError) -> ApiError {
     }
 }
 
-/// The board of a recovered day, as the manager would show it (no executors, no timers).
-fn board_of(flow: &Flow, s: &DayState) -> Board {
+/// The board of a recovered day, as the manager would show it (no executors, no timers); the
+/// headless runner reports a day closed before its start with it.
+pub fn board_of(flow: &Flow, s: &DayState) -> Board {
     let tasks = flow.graph().topo_order().iter().map(|&ix| task_view(flow, s, ix)).collect();
     Board {
         date: s.date(),
