@@ -52,6 +52,11 @@ fn restore_refuses_a_non_empty_directory_unless_forced() {
     make_store(&src);
     let file = tmp.path().join("b");
     backup(&src, &file).unwrap();
+    // The source goes on after the backup, so a forced restore visibly replaces it.
+    let (store, _) = Store::open(&src, StoreOptions::for_test()).unwrap();
+    store.append((1501..=1600).map(|s| (s, payload(s))).collect()).unwrap();
+    assert!(store.wait_durable(1600, Duration::from_secs(30)).unwrap());
+    store.close().unwrap();
     let other = tmp.path().join("other");
     fs::create_dir_all(&other).unwrap();
     fs::write(other.join("keep.txt"), b"x").unwrap();
@@ -59,9 +64,11 @@ fn restore_refuses_a_non_empty_directory_unless_forced() {
     assert!(other.join("keep.txt").exists(), "nothing may be touched without force");
     // Restoring over the live source store needs force too, and then replaces it.
     assert!(matches!(restore(&file, &src, false), Err(Error::NotEmpty { .. })));
-    restore(&file, &other, true).unwrap();
-    assert!(!other.join("keep.txt").exists());
-    let (_, rec) = Store::open(&other, StoreOptions::for_test()).unwrap();
+    // Force replaces a store, never files that are not part of one.
+    assert!(matches!(restore(&file, &other, true), Err(Error::Invalid(_))));
+    assert!(other.join("keep.txt").exists(), "force must not delete foreign files");
+    restore(&file, &src, true).unwrap();
+    let (_, rec) = Store::open(&src, StoreOptions::for_test()).unwrap();
     assert_eq!(rec.next_seq, 1501);
 }
 
