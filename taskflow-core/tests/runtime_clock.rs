@@ -28,11 +28,8 @@ fn timed_flow() -> (std::sync::Arc<taskflow_core::flow::Flow>, DateTime<Utc>) {
     // A calendar around today, whatever the year the test runs in, with every day open: the
     // test runs on the day it is started, a Saturday in the flow's time zone included.
     let year = now.year();
-    let calendar = format!(
-        "[calendar]\nfrom = {}-01-01\nto = {}-12-31\nweekend = []\n",
-        year - 1,
-        year + 1
-    );
+    let calendar =
+        format!("[calendar]\nfrom = {}-01-01\nto = {}-12-31\nweekend = []\n", year - 1, year + 1);
     let text = format!("[flow]\nname = \"clock\"\ntime_zone = \"Asia/Shanghai\"\n\n{tasks}");
     let flow = taskflow_core::flow::Flow::from_strs(&text, PRODUCTS, DISTRIBUTORS, &calendar)
         .unwrap_or_else(|e| panic!("{e}"));

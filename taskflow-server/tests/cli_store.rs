@@ -1,5 +1,7 @@
 //! `taskflow store inspect|backup|restore` on real stores: "corrupt" always has a next step.
 
+mod tree;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use taskflow_core::model::{BusinessDate, ShardKey, TaskId};
 use taskflow_core::state::EventKind;
 use taskflow_core::{Journal, JournalOptions, TaskGraph};
+use tree::{changed, contents};
 
 fn taskflow(args: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_taskflow")).args(args).output().expect("run taskflow")
@@ -134,35 +137,6 @@ fn events_prints_each_logged_event_as_one_json_line() {
     let out = taskflow(&[store, events, &data, flag, Path::new("2026-10-01")]);
     assert!(!out.status.success());
     assert!(text(&out).contains("no store for business date 2026-10-01"), "{}", text(&out));
-}
-
-/// Every file and directory under `dir` (relative names) with its bytes.
-type Tree = std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>;
-
-/// The names that were added, removed or whose bytes changed between two [`contents`].
-fn changed(before: &Tree, after: &Tree) -> Vec<std::path::PathBuf> {
-    let mut out: Vec<_> =
-        before.iter().filter(|(p, b)| after.get(*p) != Some(*b)).map(|(p, _)| p.clone()).collect();
-    out.extend(after.keys().filter(|p| !before.contains_key(*p)).cloned());
-    out
-}
-
-fn contents(dir: &Path) -> Tree {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
-            if p.is_dir() {
-                out.insert(rel, Vec::new());
-                stack.push(p);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn last_segment(day: &Path) -> std::path::PathBuf {

@@ -6,6 +6,7 @@
 //! past day's directory (a torn tail is reported, not truncated).
 
 mod common;
+mod tree;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,6 +17,7 @@ use common::{DATE, TOKEN, start_in};
 use serde_json::Value;
 use taskflow_core::{Journal, JournalOptions};
 use taskflow_examples::fund_clearing;
+use tree::{changed, contents};
 
 const PAST: &str = "2026-09-29";
 
@@ -45,35 +47,6 @@ fn run_past_day(data: &Path) -> Value {
     };
     assert!(status.success(), "the past day completes: {status}");
     serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("JSON report")
-}
-
-/// Every file and directory under `dir` (relative names) with its bytes.
-type Tree = std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>;
-
-/// The names that were added, removed or whose bytes changed between two [`contents`].
-fn changed(before: &Tree, after: &Tree) -> Vec<std::path::PathBuf> {
-    let mut out: Vec<_> =
-        before.iter().filter(|(p, b)| after.get(*p) != Some(*b)).map(|(p, _)| p.clone()).collect();
-    out.extend(after.keys().filter(|p| !before.contains_key(*p)).cloned());
-    out
-}
-
-fn contents(dir: &Path) -> Tree {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
-            if p.is_dir() {
-                out.insert(rel, Vec::new());
-                stack.push(p);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {
