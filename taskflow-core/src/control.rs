@@ -382,8 +382,8 @@ pub(crate) enum Answer {
     Act(Result<u64, ActionError>),
     /// The board (its `durable_seq` is set when released).
     Board(Board),
-    /// One task's view.
-    Task(Option<TaskView>),
+    /// One task's view (boxed: it is the largest answer).
+    Task(Option<Box<TaskView>>),
     /// A page of shards.
     Shards(Vec<ShardInfo>),
     /// The audit log.
@@ -624,7 +624,7 @@ impl Control {
             }
             Input::Task { req, id } => {
                 let view = self.task_view_by_id(&id);
-                self.reply_when_durable(req, Answer::Task(view));
+                self.reply_when_durable(req, Answer::Task(view.map(Box::new)));
             }
             Input::Shards { req, id, status, offset, limit } => {
                 let page = self.shard_page(&id, status, offset, limit);

@@ -39,5 +39,5 @@ pub use past::{PastDay, PastLog};
 pub use runtime::{Error as RuntimeError, ManagerHandle, Runtime, previous_open_day, today_in};
 pub use view::{
     ActionError, Board, DayOutcome, ExecutorView, Notice, RuntimeStats, ShardInfo, SlotView,
-    Subscription, TaskView, Topic, event_task,
+    Subscription, TaskView, Topic, WaitingFor, event_task,
 };

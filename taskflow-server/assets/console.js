@@ -553,6 +553,21 @@ function s(tag, attrs = {}) {
   return el;
 }
 
+/** `waiting_for` of a row as a short sentence ("waits for reconciliation", "held by alice"). */
+function waitingText(w) {
+  if (!w) return null;
+  switch (w.kind) {
+    case 'dependency': return `waits for ${w.task}`;
+    case 'operator': return 'waits for an operator';
+    case 'trigger': return `trigger at ${fmtTime(w.at)}`;
+    case 'retry': return `retry at ${fmtTime(w.at)}`;
+    case 'slot': return `waits for a free ${w.behavior} slot`;
+    case 'resource': return `waits for a free ${w.resource} unit`;
+    case 'held': return `held by ${w.by}`;
+    default: return w.kind;
+  }
+}
+
 function fmtTime(iso) {
   if (!iso) return '–';
   const d = new Date(iso);
@@ -714,13 +729,14 @@ function updateNode(t) {
   if (!n) return;
   const sh = t.shards ?? {};
   const total = sh.total ?? 0;
-  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by]);
+  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by, t.waiting_for]);
   if (sig === n.last) return;
   n.last = sig;
   const g = n.grp;
   g.setAttribute('class', `node st-${t.status}${S.selected === t.id ? ' selected' : ''}${t.held_by ? ' held' : ''}`);
   g.dataset.status = t.status;
   if (t.held_by) g.dataset.heldBy = t.held_by; else delete g.dataset.heldBy;
+  if (t.waiting_for) g.dataset.waiting = t.waiting_for.kind; else delete g.dataset.waiting;
   g.dataset.shardTotal = String(total);
   for (const st of SHARD_STATUSES) g.dataset[`shard${st.split('_').map((w) => w[0].toUpperCase() + w.slice(1)).join('')}`] = String(sh[st] ?? 0);
   g.setAttribute('aria-label', `${t.name ?? t.id}: ${label(t.status)}, ${sh.succeeded ?? 0} of ${total} shards succeeded`);
@@ -728,7 +744,8 @@ function updateNode(t) {
   n.status.textContent = `${t.held_by ? 'HELD · ' : ''}${label(t.status).toUpperCase()}`;
   fitText(n.idText, t.id, NODE_W - 24 - n.status.getComputedTextLength() - 8);
   n.title.textContent = `${t.name ?? t.id}\n${t.id} · ${label(t.status)}${t.held_by ? ` · held by ${t.held_by}` : ''}\n` +
-    (total ? SHARD_STATUSES.filter((st) => sh[st]).map((st) => `${sh[st]} ${label(st)}`).join(', ') + ` of ${total} shards` : 'no shards registered');
+    (total ? SHARD_STATUSES.filter((st) => sh[st]).map((st) => `${sh[st]} ${label(st)}`).join(', ') + ` of ${total} shards` : 'no shards registered') +
+    (t.waiting_for ? `\n${waitingText(t.waiting_for)}` : '');
 
   n.bar.replaceChildren(s('rect', { class: 'bar-bg', width: BAR_W, height: 7, rx: 3.5 }));
   if (total > 0) {
@@ -769,6 +786,7 @@ function renderDetail() {
     ['depends on', (t.depends_on ?? []).join(', ') || '—'], ['attempts', String(t.attempts ?? 0)],
     ['held', t.held_by ? `by ${t.held_by}` : (t.held_shards ? `${t.held_shards} shard(s)` : '—')],
     ['force-started', t.forced ? 'yes' : '—'],
+    ['waiting for', waitingText(t.waiting_for) ?? '—'],
     ['registered', fmtTime(t.registered_at), t.registered_at], ['started', fmtTime(t.started_at), t.started_at],
     ['finished', `${fmtTime(t.finished_at)}${t.finished_at ? ` (${fmtDuration(t.started_at, t.finished_at)})` : ''}`, t.finished_at],
   ];
@@ -840,7 +858,8 @@ function shardRow(t, sd, blocked) {
   h('td', { text: String(sd.index) }),
   h('td', { class: 'key', text: sd.key ?? '' }),
   h('td', {}, h('span', { class: `badge st-${sd.status}`, text: label(sd.status) }),
-    sd.held_by ? h('span', { class: 'badge held', 'data-held-by': sd.held_by, title: `held by ${sd.held_by}`, text: 'held' }) : null),
+    sd.held_by ? h('span', { class: 'badge held', 'data-held-by': sd.held_by, title: `held by ${sd.held_by}`, text: 'held' }) : null,
+    sd.waiting_for ? h('span', { class: 'waiting', 'data-waiting': sd.waiting_for.kind, text: waitingText(sd.waiting_for) }) : null),
   h('td', { class: 'row-actions' }, ...allowed.map((a) => h('button', {
     type: 'button', class: `act small act-${a}`, 'data-action': a, disabled: !!blocked, title: blocked || ACTION_EXPLAIN[a],
     onclick: () => askAction(a, t.id, sd), text: ACTION_LABEL[a],

@@ -134,8 +134,9 @@ pub(crate) struct Books {
     timed: usize,
     /// How many tasks are being prepared.
     preparing: usize,
-    /// Retry timers asked for and not fired: the failed attempt, by shard.
-    retries: BTreeMap<(TaskIx, u32), u32>,
+    /// Retry timers asked for and not fired: the failed attempt and when the retry is due
+    /// (wall-clock ms, for `waiting_for`), by shard.
+    retries: BTreeMap<(TaskIx, u32), (u32, i64)>,
     /// Rollback dispatches so far (each gets its own number in its key).
     rollback_dispatches: u32,
 }
@@ -552,14 +553,24 @@ impl Books {
 
     // ----- retry timers ----------------------------------------------------------------
 
-    /// A retry timer is asked for.
-    pub(crate) fn retry_armed(&mut self, ix: TaskIx, shard: u32, attempt: u32) {
-        self.retries.insert((ix, shard), attempt);
+    /// A retry timer is asked for, due at `due_wall_ms`.
+    pub(crate) fn retry_armed(&mut self, ix: TaskIx, shard: u32, attempt: u32, due_wall_ms: i64) {
+        self.retries.insert((ix, shard), (attempt, due_wall_ms));
+    }
+
+    /// When the shard's armed retry is due (wall-clock ms), if one is.
+    pub(crate) fn retry_due(&self, ix: TaskIx, shard: u32) -> Option<i64> {
+        self.retries.get(&(ix, shard)).map(|&(_, at)| at)
+    }
+
+    /// When the task's first armed retry is due (wall-clock ms), if one is.
+    pub(crate) fn first_retry_due(&self, ix: TaskIx) -> Option<i64> {
+        self.retries.range((ix, 0)..=(ix, u32::MAX)).map(|(_, &(_, at))| at).min()
     }
 
     /// A retry timer fired; whether it was the one armed last for the shard.
     pub(crate) fn retry_fired(&mut self, ix: TaskIx, shard: u32, attempt: u32) -> bool {
-        if self.retries.get(&(ix, shard)) == Some(&attempt) {
+        if self.retries.get(&(ix, shard)).map(|&(a, _)| a) == Some(attempt) {
             self.retries.remove(&(ix, shard));
             return true;
         }

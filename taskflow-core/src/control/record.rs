@@ -375,7 +375,8 @@ impl Control {
         attempt: u32,
         after: std::time::Duration,
     ) {
-        self.books.retry_armed(ix, shard, attempt);
+        let due_wall_ms = self.now.wall_ms + after.as_millis() as i64;
+        self.books.retry_armed(ix, shard, attempt, due_wall_ms);
         let at_ms = self.now.mono_ms + after.as_millis() as u64;
         self.out.push(Effect::Timer { at_ms, timer: Timer::Retry { task: ix, shard, attempt } });
     }

@@ -11,7 +11,7 @@ use taskflow_core::state::{
     AuditEntry, OperatorAction, ShardStatus, TaskStatus, allowed_events, shard_event_for,
     transition,
 };
-use taskflow_core::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
+use taskflow_core::{Board, ExecutorView, ShardInfo, SlotView, TaskView, WaitingFor};
 
 /// Every operator action that moves shards through the state machine, in the order the
 /// console shows its buttons (hold, free and force-start follow them).
@@ -156,7 +156,40 @@ pub(crate) struct TaskDto {
     pub(crate) held_shards: u32,
     /// An operator force-started it.
     pub(crate) forced: bool,
+    /// What it waits for (`null` while it runs or once it is done).
+    pub(crate) waiting_for: Option<WaitingForDto>,
     pub(crate) allowed_actions: Vec<&'static str>,
+}
+
+/// `waiting_for` of a task or shard row: `{"kind": …}` and the kind's fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum WaitingForDto {
+    Dependency { task: String, date: String },
+    Operator,
+    Trigger { at: Option<String> },
+    Retry { at: Option<String> },
+    Slot { behavior: String },
+    Resource { resource: String },
+    Held { by: String },
+}
+
+impl WaitingForDto {
+    pub(crate) fn of(w: &WaitingFor) -> WaitingForDto {
+        match w {
+            WaitingFor::Dependency { task, date } => {
+                WaitingForDto::Dependency { task: task.to_string(), date: date.to_string() }
+            }
+            WaitingFor::Operator => WaitingForDto::Operator,
+            WaitingFor::Trigger { at_ms } => WaitingForDto::Trigger { at: time_ms(Some(*at_ms)) },
+            WaitingFor::Retry { at_ms } => WaitingForDto::Retry { at: time_ms(Some(*at_ms)) },
+            WaitingFor::Slot { behavior } => WaitingForDto::Slot { behavior: behavior.clone() },
+            WaitingFor::Resource { resource } => {
+                WaitingForDto::Resource { resource: resource.clone() }
+            }
+            WaitingFor::Held { by } => WaitingForDto::Held { by: by.clone() },
+        }
+    }
 }
 
 /// One shard row.
@@ -176,6 +209,8 @@ pub(crate) struct ShardDto {
     pub(crate) note: Option<String>,
     /// Who holds the shard itself, if someone does.
     pub(crate) held_by: Option<String>,
+    /// What it waits for (`null` while it runs or once it is done).
+    pub(crate) waiting_for: Option<WaitingForDto>,
     pub(crate) started_at: Option<String>,
     pub(crate) finished_at: Option<String>,
     pub(crate) allowed_actions: Vec<&'static str>,
@@ -339,6 +374,7 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
         held_by: t.held_by.clone(),
         held_shards: t.held_shards,
         forced: t.forced,
+        waiting_for: t.waiting_for.as_ref().map(WaitingForDto::of),
         allowed_actions: allowed,
     }
 }
@@ -401,6 +437,7 @@ pub(crate) fn shard_dto(
         error: s.last_error.clone(),
         note: s.note.clone(),
         held_by: s.held_by.clone(),
+        waiting_for: s.waiting_for.as_ref().map(WaitingForDto::of),
         started_at: time_ms(s.started_ms),
         finished_at: time_ms(s.finished_ms),
         allowed_actions: allowed,
