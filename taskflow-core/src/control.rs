@@ -559,6 +559,19 @@ pub(crate) struct PlantedFaults {
     pub(crate) no_fencing: bool,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl Control {
+    /// Plants a bug the simulator must find: dispatch ignores resources.
+    pub(crate) fn plant_ignore_resources(&mut self, on: bool) {
+        self.books.ignore_resources = on;
+    }
+
+    /// The resources' books, for the simulator's recount.
+    pub(crate) fn resources(&self) -> &[books::ResRt] {
+        self.books.resources()
+    }
+}
+
 impl Control {
     /// A core for `date`, whose state `day` was recovered with `durable` as its watermark.
     pub(crate) fn new(
@@ -569,7 +582,8 @@ impl Control {
         opts: ControlOptions,
         now: Now,
     ) -> Control {
-        let books = Books::new(&flow, &opts.local);
+        let mut books = Books::new(&flow, &opts.local);
+        books.init_resources(&day);
         Control {
             flow_digest: flow_digest(&flow),
             flow,

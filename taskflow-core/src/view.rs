@@ -170,6 +170,21 @@ pub struct Board {
     pub tasks: Vec<TaskView>,
     /// The executors and their slots.
     pub executors: Vec<ExecutorView>,
+    /// The flow's resources, in flow order (empty on a past day: nothing runs there).
+    pub resources: Vec<ResourceView>,
+}
+
+/// One resource on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceView {
+    /// Its name.
+    pub name: String,
+    /// Its units now (the flow's, or an operator's change).
+    pub units: u32,
+    /// Units held by running shards (may exceed `units` after an operator lowered them).
+    pub in_use: u32,
+    /// Queued shards that wait for it (their task's first resource that is short).
+    pub waiting: u32,
 }
 
 impl Board {

@@ -217,6 +217,10 @@ function handleFrame(f) {
       if (isLive() && f.task_id === S.selected) applyShard(f.shard, f.seq);
       break;
     }
+    case 'resources':
+      if (!live.board || stale) return;
+      live.board.resources = f.resources ?? [];
+      break;
     case 'executors':
       if (stale) return;
       live.executors = f.executors ?? [];
@@ -523,6 +527,7 @@ function render() {
   renderGraph(b);
   renderDetail();
   renderExecutors();
+  renderResources(b);
   renderEntries();
 }
 
@@ -916,6 +921,15 @@ function renderExecutors() {
     h('td', { text: `${e.heartbeat_age_ms < 1000 ? `${e.heartbeat_age_ms} ms` : `${(e.heartbeat_age_ms / 1000).toFixed(1)} s`}` }),
     h('td', { text: String((e.behaviors ?? []).length), title: (e.behaviors ?? []).join('\n') }))));
   $('ex-note').textContent = S.live.executorsAt ? `heartbeat ages as reported at ${fmtTime(S.live.executorsAt.toISOString())}` : 'no executor report yet';
+}
+
+function renderResources(b) {
+  const rs = b?.resources ?? [];
+  $('resources').hidden = !rs.length;
+  patch($('res-body'), JSON.stringify(rs), () => rs.map((r) => h('tr', { 'data-testid': 'resource-row', 'data-resource': r.name, 'data-in-use': r.in_use, 'data-units': r.units },
+    h('td', { text: r.name }),
+    h('td', {}, h('span', { class: 'load' }, h('span', { class: 'load-fill', style: `width:${r.units ? Math.min(100, (100 * r.in_use) / r.units) : 100}%` })), ` ${r.in_use}/${r.units}`),
+    h('td', { text: r.waiting ? `${r.waiting} waiting` : '—' }))));
 }
 
 function renderEntries() {

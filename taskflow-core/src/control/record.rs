@@ -45,6 +45,14 @@ impl Control {
             }
         };
         let seq = event.seq;
+        if let Some(ix) = applied.task {
+            if let Some(ch) = applied.shard {
+                self.books.shard_moved(ix, ch.from, ch.to);
+            }
+            for &(_, from, to, _) in &moved {
+                self.books.shard_moved(ix, from, to);
+            }
+        }
         if matches!(event.kind, EventKind::DayClosed) {
             info!(date = %self.date, seq, "day closed");
         }

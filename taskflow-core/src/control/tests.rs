@@ -709,3 +709,103 @@ fn waiting_for_names_the_behavior_whose_slots_are_busy() {
     assert_eq!(task_waits(&core, &running[0].0), None, "running");
     assert_eq!(shard_waits(&core, &running[0].0, 0), None, "running");
 }
+
+// ----- resources -----------------------------------------------------------------------
+
+const LOCKED: &str = r#"
+[[resource]]
+name = "ta_db"
+units = 1
+
+[[task]]
+id = "a"
+name = "a"
+level = "system"
+behavior = "scripted"
+priority = 5
+needs = { ta_db = 1 }
+
+[[task]]
+id = "b"
+name = "b"
+level = "system"
+behavior = "scripted"
+priority = 4
+needs = { ta_db = 1 }
+
+[[task]]
+id = "c"
+name = "c"
+level = "system"
+behavior = "scripted"
+"#;
+
+fn start_slots(f: &Arc<Flow>, slots: u32) -> (Control, Vec<Effect>) {
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), slots)],
+        cluster: None,
+    };
+    let d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
+    let mut out = core.handle(Input::Start, NOW);
+    feed_prepared(&mut core, f, &mut out, NOW);
+    (core, out)
+}
+
+fn finish(core: &mut Control, f: &Flow, out: &[Effect], task: &str, ok: bool) -> Vec<Effect> {
+    let Some((executor, assignment)) = out.iter().find_map(|e| match e {
+        Effect::Assign { executor, assignment } if assignment.key.task.as_str() == task => {
+            Some((*executor, assignment.clone()))
+        }
+        _ => None,
+    }) else {
+        panic!("{task} is assigned: {out:#?}")
+    };
+    let outcome = if ok {
+        crate::behavior::ShardOutcome::Succeeded
+    } else {
+        crate::behavior::ShardOutcome::Failed { reason: "ta_db down".into() }
+    };
+    let report = Report::Finished {
+        key: assignment.key,
+        executor,
+        slot: assignment.slot,
+        outcome,
+        last_step: None,
+    };
+    let mut more = core.handle(Input::Report(report), NOW);
+    feed_prepared(core, f, &mut more, NOW);
+    more
+}
+
+#[test]
+fn a_shard_waits_for_its_resource_units_while_shards_needing_none_run() {
+    // Three slots, an exclusive `ta_db`: `a` (priority 5) takes it, `b` (4) waits for it,
+    // and `c` (0, needing nothing) is not blocked behind `b`.
+    let f = flow(LOCKED);
+    let (mut core, out) = start_slots(&f, 3);
+    let mut running: Vec<String> = assigned(&out).into_iter().map(|(t, _)| t).collect();
+    running.sort();
+    assert_eq!(running, vec!["a", "c"], "{out:#?}");
+    let ta_db = Some(WaitingFor::Resource { resource: "ta_db".into() });
+    assert_eq!(task_waits(&core, "b"), ta_db);
+    assert_eq!(shard_waits(&core, "b", 0), ta_db);
+    let board = core.board();
+    let r = &board.resources[0];
+    assert_eq!((r.name.as_str(), r.units, r.in_use, r.waiting), ("ta_db", 1, 1, 1), "{board:?}");
+    assert!(core.books.check(core.day()).is_ok());
+
+    // `a` fails (no retries): its unit is released with the failure, and `b` takes it.
+    let more = finish(&mut core, &f, &out, "a", false);
+    assert_eq!(assigned(&more), vec![("b".to_owned(), 0)], "{more:#?}");
+    assert_eq!(task_waits(&core, "a"), Some(WaitingFor::Operator));
+    assert_eq!(core.board().resources[0].in_use, 1);
+    let more = finish(&mut core, &f, &more, "b", true);
+    assert!(assigned(&more).is_empty());
+    let board = core.board();
+    assert_eq!((board.resources[0].in_use, board.resources[0].waiting), (0, 0), "{board:?}");
+    assert!(core.books.check(core.day()).is_ok());
+}

@@ -4,7 +4,7 @@ use super::Control;
 use crate::graph::TaskIx;
 use crate::model::Trigger;
 use crate::state::{ShardStatus, TaskStatus};
-use crate::view::{Board, ExecutorView, ShardInfo, SlotView, TaskView, WaitingFor};
+use crate::view::{Board, ExecutorView, ResourceView, ShardInfo, SlotView, TaskView, WaitingFor};
 
 impl Control {
     /// The board as of the last recorded seq (released once that seq is durable).
@@ -28,7 +28,50 @@ impl Control {
                     .collect(),
             })
             .collect();
-        Board { date: self.date, seq, durable_seq: self.gate.durable(), closed, tasks, executors }
+        let mut resources: Vec<ResourceView> = self
+            .books
+            .resources()
+            .iter()
+            .map(|r| ResourceView {
+                name: r.name.clone(),
+                units: r.units,
+                in_use: r.in_use,
+                waiting: 0,
+            })
+            .collect();
+        if !resources.is_empty() && !closed {
+            for ix in self.flow.graph().indices() {
+                let Some(short) = self.books.lacking(ix) else { continue };
+                if !self.day.is_registered(ix) || self.day.held_by(ix, None).is_some() {
+                    continue;
+                }
+                let pending = self.day.counts(ix).get(ShardStatus::Pending);
+                let held = self
+                    .day
+                    .holds()
+                    .filter(|&(t, sh, _)| {
+                        t == ix
+                            && sh.is_some_and(|i| {
+                                self.day
+                                    .shard(ix, i)
+                                    .is_some_and(|v| v.status == ShardStatus::Pending)
+                            })
+                    })
+                    .count() as u32;
+                if let Some(r) = resources.iter_mut().find(|r| r.name == short.name) {
+                    r.waiting += pending.saturating_sub(held);
+                }
+            }
+        }
+        Board {
+            date: self.date,
+            seq,
+            durable_seq: self.gate.durable(),
+            closed,
+            tasks,
+            executors,
+            resources,
+        }
     }
 
     pub(crate) fn task_view_by_id(&self, id: &str) -> Option<TaskView> {
@@ -163,9 +206,13 @@ impl Control {
         manual.then_some(WaitingFor::Operator)
     }
 
-    /// A queued shard of the task: what dispatch would need to take it.
+    /// A queued shard of the task: what dispatch would need to take it (its resources are
+    /// checked first, as dispatch does).
     fn queued_waiting_for(&self, ix: TaskIx) -> WaitingFor {
-        WaitingFor::Slot { behavior: self.flow.task(ix).behavior.clone() }
+        match self.books.lacking(ix) {
+            Some(r) => WaitingFor::Resource { resource: r.name.clone() },
+            None => WaitingFor::Slot { behavior: self.flow.task(ix).behavior.clone() },
+        }
     }
 
     pub(crate) fn shard_page(

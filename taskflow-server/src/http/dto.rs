@@ -124,10 +124,22 @@ pub(crate) struct BoardDto {
     pub(crate) seq: u64,
     pub(crate) closed: bool,
     pub(crate) tasks: Vec<TaskDto>,
+    /// The flow's resources: units, units in use, queued shards waiting for each (empty on a
+    /// past day and for a flow without resources).
+    pub(crate) resources: Vec<ResourceDto>,
     /// A past day only: what reading its journal found that deserves a look (a torn tail, a
     /// snapshot fallback); absent when there is nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) journal_warnings: Vec<String>,
+}
+
+/// One resource of the board.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ResourceDto {
+    pub(crate) name: String,
+    pub(crate) units: u32,
+    pub(crate) in_use: u32,
+    pub(crate) waiting: u32,
 }
 
 /// One board row.
@@ -309,6 +321,16 @@ pub(crate) fn board_dto(flow: &Flow, b: &Board) -> BoardDto {
         seq: b.seq,
         closed: b.closed,
         tasks: b.tasks.iter().map(|t| task_dto(flow, b, t)).collect(),
+        resources: b
+            .resources
+            .iter()
+            .map(|r| ResourceDto {
+                name: r.name.clone(),
+                units: r.units,
+                in_use: r.in_use,
+                waiting: r.waiting,
+            })
+            .collect(),
         journal_warnings: Vec::new(),
     }
 }

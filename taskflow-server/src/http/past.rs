@@ -155,6 +155,7 @@ pub fn board_of(flow: &Flow, s: &DayState) -> Board {
         closed: s.is_closed(),
         tasks,
         executors: Vec::new(),
+        resources: Vec::new(),
     }
 }
 
