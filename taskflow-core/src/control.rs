@@ -382,8 +382,8 @@ pub(crate) enum Answer {
     Act(Result<u64, ActionError>),
     /// The board (its `durable_seq` is set when released).
     Board(Board),
-    /// One task's view.
-    Task(Option<TaskView>),
+    /// One task's view (boxed: it is the largest answer).
+    Task(Option<Box<TaskView>>),
     /// A page of shards.
     Shards(Vec<ShardInfo>),
     /// The audit log.
@@ -559,6 +559,19 @@ pub(crate) struct PlantedFaults {
     pub(crate) no_fencing: bool,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl Control {
+    /// Plants a bug the simulator must find: dispatch ignores resources.
+    pub(crate) fn plant_ignore_resources(&mut self, on: bool) {
+        self.books.ignore_resources = on;
+    }
+
+    /// The resources' books, for the simulator's recount.
+    pub(crate) fn resources(&self) -> &[books::ResRt] {
+        self.books.resources()
+    }
+}
+
 impl Control {
     /// A core for `date`, whose state `day` was recovered with `durable` as its watermark.
     pub(crate) fn new(
@@ -569,7 +582,8 @@ impl Control {
         opts: ControlOptions,
         now: Now,
     ) -> Control {
-        let books = Books::new(&flow, &opts.local);
+        let mut books = Books::new(&flow, &opts.local);
+        books.init_resources(&day);
         Control {
             flow_digest: flow_digest(&flow),
             flow,
@@ -624,7 +638,7 @@ impl Control {
             }
             Input::Task { req, id } => {
                 let view = self.task_view_by_id(&id);
-                self.reply_when_durable(req, Answer::Task(view));
+                self.reply_when_durable(req, Answer::Task(view.map(Box::new)));
             }
             Input::Shards { req, id, status, offset, limit } => {
                 let page = self.shard_page(&id, status, offset, limit);

@@ -6,6 +6,7 @@
 //! pass instead of one error per restart.
 
 mod reference;
+mod resources;
 mod source;
 mod summary;
 mod tasks;
@@ -17,7 +18,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use crate::graph::{TaskGraph, TaskIx};
-use crate::model::{Calendar, CalendarError, RunOn, StaticReferenceData, TaskDef};
+use crate::model::{Calendar, CalendarError, ResourceDef, RunOn, StaticReferenceData, TaskDef};
 
 pub use source::Diagnostic;
 pub use summary::Summary;
@@ -69,6 +70,7 @@ impl Errors {
 pub struct Flow {
     settings: FlowSettings,
     tasks: Vec<TaskDef>,
+    resources: Vec<ResourceDef>,
     graph: TaskGraph,
     reference: StaticReferenceData,
 }
@@ -173,7 +175,8 @@ impl Flow {
                 let Some(settings) = parsed.settings.clone() else {
                     return Err(Errors(out));
                 };
-                Ok(Flow { settings, tasks: parsed.into_tasks(), graph, reference })
+                let (tasks, resources) = parsed.into_parts();
+                Ok(Flow { settings, tasks, resources, graph, reference })
             }
             _ => {
                 out.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
@@ -196,6 +199,11 @@ impl Flow {
     /// The task at a graph index.
     pub fn task(&self, ix: TaskIx) -> &TaskDef {
         &self.tasks[ix.get()]
+    }
+
+    /// The `[[resource]]`s, in file order (their units as the flow sets them).
+    pub fn resources(&self) -> &[ResourceDef] {
+        &self.resources
     }
 
     /// The task with an id.

@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::behavior::LogLine;
+use crate::graph::TaskIx;
 use crate::model::{BusinessDate, TaskId};
-use crate::state::{CommandError, EventKind, ShardStatus, StatusCounts, TaskStatus};
+use crate::state::{CommandError, DayState, EventKind, ShardStatus, StatusCounts, TaskStatus};
 use crate::store::LogStats;
 
 /// Why an operator action was not carried out.
@@ -169,6 +170,21 @@ pub struct Board {
     pub tasks: Vec<TaskView>,
     /// The executors and their slots.
     pub executors: Vec<ExecutorView>,
+    /// The flow's resources, in flow order (empty on a past day: nothing runs there).
+    pub resources: Vec<ResourceView>,
+}
+
+/// One resource on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceView {
+    /// Its name.
+    pub name: String,
+    /// Its units now (the flow's, or an operator's change).
+    pub units: u32,
+    /// Units held by running shards (may exceed `units` after an operator lowered them).
+    pub in_use: u32,
+    /// Queued shards that wait for it (their task's first resource that is short).
+    pub waiting: u32,
 }
 
 impl Board {
@@ -220,6 +236,93 @@ pub struct TaskView {
     pub held_shards: u32,
     /// An operator force-started it.
     pub forced: bool,
+    /// What it waits for, when it neither runs nor has ended (see [`WaitingFor`]).
+    pub waiting_for: Option<WaitingFor>,
+}
+
+/// Why a task or a shard that is neither running nor done does not move: the board's and the
+/// shard page's `waiting_for`. Computed from the day's state and the core's books (no event
+/// of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitingFor {
+    /// A dependency of the same business day is not done (the first one in graph order).
+    Dependency {
+        /// The dependency.
+        task: TaskId,
+        /// Its business date.
+        date: BusinessDate,
+    },
+    /// Nothing moves it but an operator (a manual trigger, a failure without retries left, a
+    /// stopped, rolled-back or unconfirmed shard).
+    Operator,
+    /// Its `at` trigger, at this instant (ms since the epoch).
+    Trigger {
+        /// When it fires.
+        at_ms: i64,
+    },
+    /// An automatic retry, due at this instant (ms since the epoch).
+    Retry {
+        /// When it is due.
+        at_ms: i64,
+    },
+    /// Queued: no free slot of an executor that hosts its behavior.
+    Slot {
+        /// The behavior.
+        behavior: String,
+    },
+    /// Queued: the units of a resource it needs are not free.
+    Resource {
+        /// The resource.
+        resource: String,
+    },
+    /// An operator holds the shard or its task.
+    Held {
+        /// Who.
+        by: String,
+    },
+}
+
+impl WaitingFor {
+    /// What the day's state alone says keeps a task (`shard: None`) or one of its shards from
+    /// moving, checked before anything else: a hold (the shard's, then its task's), then a
+    /// dependency that is not done (unless the task was force-started). The past days' view
+    /// uses it as it is; the manager adds its triggers, retries, slots and resources.
+    pub fn in_state(day: &DayState, ix: TaskIx, shard: Option<u32>) -> Option<WaitingFor> {
+        let held = shard.and_then(|s| day.held_by(ix, Some(s))).or_else(|| day.held_by(ix, None));
+        if let Some(by) = held {
+            return Some(WaitingFor::Held { by: by.to_owned() });
+        }
+        if !day.may_run(ix) {
+            let dep = *day.waiting_for(ix).first()?;
+            return Some(WaitingFor::Dependency {
+                task: day.graph().id(dep).clone(),
+                date: day.date(),
+            });
+        }
+        None
+    }
+
+    /// Whether a task in `status` is a row that can wait: neither running (or stopping, or
+    /// rolling back) nor done.
+    pub fn task_may_wait(status: TaskStatus) -> bool {
+        !status.is_done()
+            && !matches!(
+                status,
+                TaskStatus::Running | TaskStatus::Stopping | TaskStatus::RollingBack
+            )
+    }
+
+    /// Whether a shard in `status` is a row that can wait: neither in progress nor done.
+    pub fn shard_may_wait(status: ShardStatus) -> bool {
+        !matches!(
+            status,
+            ShardStatus::Running
+                | ShardStatus::Stopping
+                | ShardStatus::RollingBack
+                | ShardStatus::Succeeded
+                | ShardStatus::Skipped
+        )
+    }
 }
 
 /// One shard, owned (see [`crate::state::ShardView`]).
@@ -251,6 +354,8 @@ pub struct ShardInfo {
     pub note: Option<String>,
     /// Who holds the shard itself, if someone does.
     pub held_by: Option<String>,
+    /// What it waits for, when it is neither in progress nor done (see [`WaitingFor`]).
+    pub waiting_for: Option<WaitingFor>,
 }
 
 impl ShardInfo {
@@ -270,6 +375,7 @@ impl ShardInfo {
             last_error: v.last_error.map(str::to_owned),
             note,
             held_by: v.held_by.map(str::to_owned),
+            waiting_for: None,
         }
     }
 }

@@ -98,6 +98,16 @@ fn the_simulator_finds_a_planted_fencing_bug() {
     assert!(failure.detail.len() > 1, "{failure}");
 }
 
+/// The resource invariant is honest: with dispatch ignoring resources it breaks.
+#[test]
+fn the_simulator_finds_a_planted_resource_bug() {
+    let cfg = SimConfig { plant_ignore_resources: true, ..SimConfig::default() };
+    let found = (1..=200u64).find_map(|seed| sim::run(seed, &cfg).err());
+    let failure = found.expect("200 seeds with dispatch ignoring resources broke no invariant");
+    eprintln!("found: {failure}");
+    assert_eq!(failure.invariant, sim::Invariant::ResourcesKept, "{failure}");
+}
+
 /// Replays `TASKFLOW_SIM_SEED` with its trace (seed 1 without it).
 #[test]
 fn replay_one_seed() {

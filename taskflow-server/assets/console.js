@@ -217,6 +217,10 @@ function handleFrame(f) {
       if (isLive() && f.task_id === S.selected) applyShard(f.shard, f.seq);
       break;
     }
+    case 'resources':
+      if (!live.board || stale) return;
+      live.board.resources = f.resources ?? [];
+      break;
     case 'executors':
       if (stale) return;
       live.executors = f.executors ?? [];
@@ -523,6 +527,7 @@ function render() {
   renderGraph(b);
   renderDetail();
   renderExecutors();
+  renderResources(b);
   renderEntries();
 }
 
@@ -551,6 +556,21 @@ function s(tag, attrs = {}) {
   const el = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
   return el;
+}
+
+/** `waiting_for` of a row as a short sentence ("waits for reconciliation", "held by alice"). */
+function waitingText(w) {
+  if (!w) return null;
+  switch (w.kind) {
+    case 'dependency': return `waits for ${w.task}`;
+    case 'operator': return 'waits for an operator';
+    case 'trigger': return `trigger at ${fmtTime(w.at)}`;
+    case 'retry': return `retry at ${fmtTime(w.at)}`;
+    case 'slot': return `waits for a free ${w.behavior} slot`;
+    case 'resource': return `waits for a free ${w.resource} unit`;
+    case 'held': return `held by ${w.by}`;
+    default: return w.kind;
+  }
 }
 
 function fmtTime(iso) {
@@ -714,13 +734,14 @@ function updateNode(t) {
   if (!n) return;
   const sh = t.shards ?? {};
   const total = sh.total ?? 0;
-  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by]);
+  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by, t.waiting_for]);
   if (sig === n.last) return;
   n.last = sig;
   const g = n.grp;
   g.setAttribute('class', `node st-${t.status}${S.selected === t.id ? ' selected' : ''}${t.held_by ? ' held' : ''}`);
   g.dataset.status = t.status;
   if (t.held_by) g.dataset.heldBy = t.held_by; else delete g.dataset.heldBy;
+  if (t.waiting_for) g.dataset.waiting = t.waiting_for.kind; else delete g.dataset.waiting;
   g.dataset.shardTotal = String(total);
   for (const st of SHARD_STATUSES) g.dataset[`shard${st.split('_').map((w) => w[0].toUpperCase() + w.slice(1)).join('')}`] = String(sh[st] ?? 0);
   g.setAttribute('aria-label', `${t.name ?? t.id}: ${label(t.status)}, ${sh.succeeded ?? 0} of ${total} shards succeeded`);
@@ -728,7 +749,8 @@ function updateNode(t) {
   n.status.textContent = `${t.held_by ? 'HELD · ' : ''}${label(t.status).toUpperCase()}`;
   fitText(n.idText, t.id, NODE_W - 24 - n.status.getComputedTextLength() - 8);
   n.title.textContent = `${t.name ?? t.id}\n${t.id} · ${label(t.status)}${t.held_by ? ` · held by ${t.held_by}` : ''}\n` +
-    (total ? SHARD_STATUSES.filter((st) => sh[st]).map((st) => `${sh[st]} ${label(st)}`).join(', ') + ` of ${total} shards` : 'no shards registered');
+    (total ? SHARD_STATUSES.filter((st) => sh[st]).map((st) => `${sh[st]} ${label(st)}`).join(', ') + ` of ${total} shards` : 'no shards registered') +
+    (t.waiting_for ? `\n${waitingText(t.waiting_for)}` : '');
 
   n.bar.replaceChildren(s('rect', { class: 'bar-bg', width: BAR_W, height: 7, rx: 3.5 }));
   if (total > 0) {
@@ -769,6 +791,7 @@ function renderDetail() {
     ['depends on', (t.depends_on ?? []).join(', ') || '—'], ['attempts', String(t.attempts ?? 0)],
     ['held', t.held_by ? `by ${t.held_by}` : (t.held_shards ? `${t.held_shards} shard(s)` : '—')],
     ['force-started', t.forced ? 'yes' : '—'],
+    ['waiting for', waitingText(t.waiting_for) ?? '—'],
     ['registered', fmtTime(t.registered_at), t.registered_at], ['started', fmtTime(t.started_at), t.started_at],
     ['finished', `${fmtTime(t.finished_at)}${t.finished_at ? ` (${fmtDuration(t.started_at, t.finished_at)})` : ''}`, t.finished_at],
   ];
@@ -840,7 +863,8 @@ function shardRow(t, sd, blocked) {
   h('td', { text: String(sd.index) }),
   h('td', { class: 'key', text: sd.key ?? '' }),
   h('td', {}, h('span', { class: `badge st-${sd.status}`, text: label(sd.status) }),
-    sd.held_by ? h('span', { class: 'badge held', 'data-held-by': sd.held_by, title: `held by ${sd.held_by}`, text: 'held' }) : null),
+    sd.held_by ? h('span', { class: 'badge held', 'data-held-by': sd.held_by, title: `held by ${sd.held_by}`, text: 'held' }) : null,
+    sd.waiting_for ? h('span', { class: 'waiting', 'data-waiting': sd.waiting_for.kind, text: waitingText(sd.waiting_for) }) : null),
   h('td', { class: 'row-actions' }, ...allowed.map((a) => h('button', {
     type: 'button', class: `act small act-${a}`, 'data-action': a, disabled: !!blocked, title: blocked || ACTION_EXPLAIN[a],
     onclick: () => askAction(a, t.id, sd), text: ACTION_LABEL[a],
@@ -897,6 +921,15 @@ function renderExecutors() {
     h('td', { text: `${e.heartbeat_age_ms < 1000 ? `${e.heartbeat_age_ms} ms` : `${(e.heartbeat_age_ms / 1000).toFixed(1)} s`}` }),
     h('td', { text: String((e.behaviors ?? []).length), title: (e.behaviors ?? []).join('\n') }))));
   $('ex-note').textContent = S.live.executorsAt ? `heartbeat ages as reported at ${fmtTime(S.live.executorsAt.toISOString())}` : 'no executor report yet';
+}
+
+function renderResources(b) {
+  const rs = b?.resources ?? [];
+  $('resources').hidden = !rs.length;
+  patch($('res-body'), JSON.stringify(rs), () => rs.map((r) => h('tr', { 'data-testid': 'resource-row', 'data-resource': r.name, 'data-in-use': r.in_use, 'data-units': r.units },
+    h('td', { text: r.name }),
+    h('td', {}, h('span', { class: 'load' }, h('span', { class: 'load-fill', style: `width:${r.units ? Math.min(100, (100 * r.in_use) / r.units) : 100}%` })), ` ${r.in_use}/${r.units}`),
+    h('td', { text: r.waiting ? `${r.waiting} waiting` : '—' }))));
 }
 
 function renderEntries() {

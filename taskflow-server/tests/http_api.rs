@@ -228,3 +228,41 @@ async fn hold_free_and_force_start_over_http() {
     assert!(err["message"].as_str().unwrap().contains("hold, free, force_start"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_over_http() {
+    let s = start(false, "").await;
+    wait_task(&s.manager, "day_init", TaskStatus::Registered).await;
+    let (_, board) = s.get("/api/days/current").await;
+    // `day_init` is manual: an operator; the next task waits for it.
+    let init = &board["tasks"][0];
+    assert_eq!(init["waiting_for"], serde_json::json!({"kind": "operator"}), "{board}");
+    let x = board["tasks"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        board["tasks"][1]["waiting_for"],
+        serde_json::json!({"kind": "dependency", "task": "day_init", "date": DATE}),
+        "{board}"
+    );
+    let (_, task) = s.get("/api/days/current/tasks/day_init").await;
+    assert_eq!(task["shards"][0]["waiting_for"], serde_json::json!({"kind": "operator"}), "{task}");
+
+    // A hold is named first.
+    let (code, ok) = s.post(&format!("/api/days/current/tasks/{x}/hold"), Some(TOKEN), "").await;
+    assert_eq!(code, 200, "{ok}");
+    let (_, task) = s.get(&format!("/api/days/current/tasks/{x}")).await;
+    assert_eq!(task["task"]["waiting_for"], serde_json::json!({"kind": "held", "by": "alice"}));
+
+    // Once the day is done nothing waits.
+    let (code, ok) = s.post(&format!("/api/days/current/tasks/{x}/free"), Some(TOKEN), "").await;
+    assert_eq!(code, 200, "{ok}");
+    let (code, ok) = s
+        .post("/api/days/current/tasks/day_init/execute", Some(TOKEN), r#"{"reason": "go"}"#)
+        .await;
+    assert_eq!(code, 200, "{ok}");
+    wait_task(&s.manager, "day_close", TaskStatus::Succeeded).await;
+    let (_, board) = s.get("/api/days/current").await;
+    for t in board["tasks"].as_array().unwrap() {
+        assert_eq!(t["waiting_for"], serde_json::Value::Null, "{t}");
+    }
+    s.stop().await;
+}

@@ -691,7 +691,7 @@ impl ManagerState {
                 let _ = p.send(b);
             }
             (Pending::Task(p), Answer::Task(t)) => {
-                let _ = p.send(t);
+                let _ = p.send(t.map(|t| *t));
             }
             (Pending::Shards(p), Answer::Shards(s)) => {
                 let _ = p.send(s);

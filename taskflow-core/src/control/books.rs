@@ -117,9 +117,34 @@ impl TaskRt {
     }
 }
 
+/// Whether a shard in `status` holds its task's resource units: its run is in progress (or
+/// may be: a lost executor's shard holds them until it is requeued, a recovered one until it
+/// is reconciled). Rollbacks take no units.
+pub(crate) fn holds_units(status: ShardStatus) -> bool {
+    matches!(status, ShardStatus::Running | ShardStatus::Stopping)
+}
+
+/// One resource's books.
+#[derive(Debug, Clone)]
+pub(crate) struct ResRt {
+    /// Its name.
+    pub(crate) name: String,
+    /// Its units now (the flow's, or an operator's change).
+    pub(crate) units: u32,
+    /// Units held by shards whose status [`holds_units`].
+    pub(crate) in_use: u32,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Books {
+    /// The flow's resources, in flow order.
+    resources: Vec<ResRt>,
+    /// Each task's needs: resource index and units.
+    needs: Vec<Vec<(usize, u32)>>,
+    /// A planted bug the simulator must find: dispatch ignores resources.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) ignore_resources: bool,
     executors: Vec<ExecRt>,
     tasks: Vec<TaskRt>,
     topo_pos: Vec<u32>,
@@ -134,8 +159,9 @@ pub(crate) struct Books {
     timed: usize,
     /// How many tasks are being prepared.
     preparing: usize,
-    /// Retry timers asked for and not fired: the failed attempt, by shard.
-    retries: BTreeMap<(TaskIx, u32), u32>,
+    /// Retry timers asked for and not fired: the failed attempt and when the retry is due
+    /// (wall-clock ms, for `waiting_for`), by shard.
+    retries: BTreeMap<(TaskIx, u32), (u32, i64)>,
     /// Rollback dispatches so far (each gets its own number in its key).
     rollback_dispatches: u32,
 }
@@ -147,7 +173,28 @@ impl Books {
         for (i, ix) in graph.topo_order().iter().enumerate() {
             topo_pos[ix.get()] = i as u32;
         }
+        let resources: Vec<ResRt> = flow
+            .resources()
+            .iter()
+            .map(|r| ResRt { name: r.name.clone(), units: r.units, in_use: 0 })
+            .collect();
+        let needs = graph
+            .indices()
+            .map(|ix| {
+                flow.task(ix)
+                    .needs
+                    .iter()
+                    .filter_map(|(name, &units)| {
+                        resources.iter().position(|r| &r.name == name).map(|r| (r, units))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut books = Books {
+            resources,
+            needs,
+            #[cfg(any(test, feature = "test-util"))]
+            ignore_resources: false,
             executors: Vec::new(),
             tasks: (0..graph.len()).map(|_| TaskRt::default()).collect(),
             run_rank: run_ranks(flow, &topo_pos),
@@ -504,7 +551,13 @@ impl Books {
             }
             self.rollback_tasks.remove(&entry);
         }
-        while let Some(&entry) = self.run_tasks.first() {
+        let mut after = None;
+        loop {
+            let next = match after {
+                None => self.run_tasks.first(),
+                Some(k) => self.run_tasks.range((Excluded(k), Unbounded)).next(),
+            };
+            let Some(&entry) = next else { break };
             let ix = entry.1;
             if self.tasks[ix.get()].prepared.is_none() {
                 self.run_tasks.remove(&entry);
@@ -515,6 +568,17 @@ impl Books {
             // back (`requeue_task`). A held shard leaves the queue; freeing it queues it.
             if day.held_by(ix, None).is_some() {
                 self.run_tasks.remove(&entry);
+                continue;
+            }
+            // A task whose resources are short is stepped over (it stays in the set): the
+            // tasks after it that need other resources, or none, are not blocked behind it.
+            if self.resources_short(ix)
+                && self.tasks[ix.get()]
+                    .runq
+                    .iter()
+                    .any(|&sh| day.shard(ix, sh).is_some_and(|v| v.status == ShardStatus::Pending))
+            {
+                after = Some(entry);
                 continue;
             }
             while let Some(shard) = self.tasks[ix.get()].runq.pop_front() {
@@ -550,16 +614,94 @@ impl Books {
         self.rollback_dispatches
     }
 
+    // ----- resources -------------------------------------------------------------------
+
+    /// Counts the units held in `day` from scratch (a start or a recovery walks the day once).
+    pub(crate) fn init_resources(&mut self, day: &DayState) {
+        for r in &mut self.resources {
+            r.in_use = 0;
+        }
+        for (t, needs) in self.needs.iter().enumerate() {
+            let ix = TaskIx(t as u32);
+            if needs.is_empty() || !day.is_registered(ix) {
+                continue;
+            }
+            let c = day.counts(ix);
+            let holding = c.get(ShardStatus::Running) + c.get(ShardStatus::Stopping);
+            for &(r, units) in needs {
+                self.resources[r].in_use += units * holding;
+            }
+        }
+    }
+
+    /// A shard of `ix` moved from `from` to `to`: its units are taken or given back.
+    pub(crate) fn shard_moved(&mut self, ix: TaskIx, from: ShardStatus, to: ShardStatus) {
+        let (was, is) = (holds_units(from), holds_units(to));
+        if was == is {
+            return;
+        }
+        for &(r, units) in &self.needs[ix.get()] {
+            let res = &mut self.resources[r];
+            res.in_use = if is { res.in_use + units } else { res.in_use.saturating_sub(units) };
+        }
+    }
+
+    /// The first resource whose free units are fewer than a shard of `ix` needs, if any
+    /// (lowered units leave a resource over-used until enough shards end: it pre-empts
+    /// nothing).
+    pub(crate) fn lacking(&self, ix: TaskIx) -> Option<&ResRt> {
+        self.needs[ix.get()]
+            .iter()
+            .map(|&(r, units)| (&self.resources[r], units))
+            .find_map(|(res, units)| (res.in_use.saturating_add(units) > res.units).then_some(res))
+    }
+
+    /// Whether dispatch must step over `ix` for its resources.
+    fn resources_short(&self, ix: TaskIx) -> bool {
+        #[cfg(any(test, feature = "test-util"))]
+        if self.ignore_resources {
+            return false;
+        }
+        self.lacking(ix).is_some()
+    }
+
+    /// The resources, in flow order.
+    pub(crate) fn resources(&self) -> &[ResRt] {
+        &self.resources
+    }
+
+    /// Sets a resource's units (an operator's change, or its replay); false for an unknown
+    /// name.
+    pub(crate) fn set_units(&mut self, name: &str, units: u32) -> bool {
+        match self.resources.iter_mut().find(|r| r.name == name) {
+            Some(r) => {
+                r.units = units;
+                true
+            }
+            None => false,
+        }
+    }
+
     // ----- retry timers ----------------------------------------------------------------
 
-    /// A retry timer is asked for.
-    pub(crate) fn retry_armed(&mut self, ix: TaskIx, shard: u32, attempt: u32) {
-        self.retries.insert((ix, shard), attempt);
+    /// A retry timer is asked for, due at `due_wall_ms`.
+    pub(crate) fn retry_armed(&mut self, ix: TaskIx, shard: u32, attempt: u32, due_wall_ms: i64) {
+        self.retries.insert((ix, shard), (attempt, due_wall_ms));
+    }
+
+    /// When the shard's armed retry is due (wall-clock ms), if one is.
+    pub(crate) fn retry_due(&self, ix: TaskIx, shard: u32) -> Option<i64> {
+        self.retries.get(&(ix, shard)).map(|&(_, at)| at)
+    }
+
+    /// When the task's first armed retry is due (wall-clock ms), if one is.
+    pub(crate) fn first_retry_due(&self, ix: TaskIx) -> Option<i64> {
+        self.retries.range((ix, 0)..=(ix, u32::MAX)).map(|(_, &(_, at))| at).min()
     }
 
     /// A retry timer fired; whether it was the one armed last for the shard.
     pub(crate) fn retry_fired(&mut self, ix: TaskIx, shard: u32, attempt: u32) -> bool {
-        if self.retries.get(&(ix, shard)) == Some(&attempt) {
+        if self.retries.get(&(ix, shard)).map(|&(a, _)| a) == Some(attempt) {
             self.retries.remove(&(ix, shard));
             return true;
         }
@@ -617,6 +759,23 @@ impl Books {
                     "task {i}: running {} but {} recounted",
                     t.running, per_task[i]
                 ));
+            }
+        }
+        let mut in_use = vec![0u32; self.resources.len()];
+        for (t, needs) in self.needs.iter().enumerate() {
+            let ix = TaskIx(t as u32);
+            if needs.is_empty() || !day.is_registered(ix) {
+                continue;
+            }
+            let c = day.counts(ix);
+            let holding = c.get(ShardStatus::Running) + c.get(ShardStatus::Stopping);
+            for &(r, units) in needs {
+                in_use[r] += units * holding;
+            }
+        }
+        for (r, &n) in self.resources.iter().zip(&in_use) {
+            if r.in_use != n {
+                return Err(format!("resource {}: in use {} but {n} recounted", r.name, r.in_use));
             }
         }
         let timed = self.tasks.iter().filter(|t| t.fires_at_ms.is_some()).count();

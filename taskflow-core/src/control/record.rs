@@ -45,6 +45,14 @@ impl Control {
             }
         };
         let seq = event.seq;
+        if let Some(ix) = applied.task {
+            if let Some(ch) = applied.shard {
+                self.books.shard_moved(ix, ch.from, ch.to);
+            }
+            for &(_, from, to, _) in &moved {
+                self.books.shard_moved(ix, from, to);
+            }
+        }
         if matches!(event.kind, EventKind::DayClosed) {
             info!(date = %self.date, seq, "day closed");
         }
@@ -375,7 +383,8 @@ impl Control {
         attempt: u32,
         after: std::time::Duration,
     ) {
-        self.books.retry_armed(ix, shard, attempt);
+        let due_wall_ms = self.now.wall_ms + after.as_millis() as i64;
+        self.books.retry_armed(ix, shard, attempt, due_wall_ms);
         let at_ms = self.now.mono_ms + after.as_millis() as u64;
         self.out.push(Effect::Timer { at_ms, timer: Timer::Retry { task: ix, shard, attempt } });
     }

@@ -11,6 +11,7 @@ use crate::state::{
     CommandError, DayEvent, EventKind, OperatorAction, ShardEvent as SE, TaskStatus,
 };
 use crate::testing::{CALENDAR, DISTRIBUTORS, PRODUCTS};
+use crate::view::WaitingFor;
 
 const NOW: Now = Now { mono_ms: 1_000, wall_ms: 1_790_000_000_000 };
 
@@ -612,4 +613,199 @@ fn a_failed_shard_of_a_force_started_task_is_retried_though_its_dependencies_are
         appended(&out).iter().any(|k| matches!(k, EventKind::Shard { event: SE::Retry, .. })),
         "{out:#?}"
     );
+}
+
+// ----- waiting_for ---------------------------------------------------------------------
+
+fn task_waits(core: &Control, task: &str) -> Option<WaitingFor> {
+    core.task_view_by_id(task).expect("task").waiting_for
+}
+
+fn shard_waits(core: &Control, task: &str, shard: u32) -> Option<WaitingFor> {
+    let page = core.shard_page(task, None, 0, usize::MAX);
+    page.into_iter().find(|s| s.index == shard).expect("shard").waiting_for
+}
+
+#[test]
+fn waiting_for_names_the_dependency_and_the_operator() {
+    let f = flow(FIRST_THEN_SECOND);
+    let (core, _) = start_local(&f);
+    // `first` is manual: registered, waiting for an operator's execute; `second` for `first`.
+    assert_eq!(task_waits(&core, "first"), Some(WaitingFor::Operator));
+    assert_eq!(shard_waits(&core, "first", 0), Some(WaitingFor::Operator));
+    assert_eq!(
+        task_waits(&core, "second"),
+        Some(WaitingFor::Dependency { task: crate::model::TaskId::new("first"), date: date() })
+    );
+}
+
+#[test]
+fn waiting_for_names_who_holds_the_task_or_the_shard() {
+    let f = flow(FIRST_THEN_SECOND);
+    let (mut core, _) = start_local(&f);
+    let (answer, _) = act(&mut core, &f, OperatorAction::Hold, "second", None, "");
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    // A hold is named before the dependency it also waits for.
+    assert_eq!(task_waits(&core, "second"), Some(WaitingFor::Held { by: "alice".into() }));
+    let (answer, _) = act(&mut core, &f, OperatorAction::Hold, "first", Some(0), "");
+    assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    assert_eq!(shard_waits(&core, "first", 0), Some(WaitingFor::Held { by: "alice".into() }));
+}
+
+#[test]
+fn waiting_for_names_the_retry_instant_then_the_operator() {
+    let f = flow(ONE_SYSTEM_TASK);
+    let d = day(&f, vec![dispatch(1), SE::Fail { reason: "boom".into() }]);
+    let (mut core, out) = start(f.clone(), d);
+    assert_eq!(retry_timers(&out).len(), 1, "{out:#?}");
+    let retry = Some(WaitingFor::Retry { at_ms: NOW.wall_ms + 5_000 });
+    assert_eq!(task_waits(&core, "init"), retry);
+    assert_eq!(shard_waits(&core, "init", 0), retry);
+    // The retry runs and fails too: no retry left, an operator decides.
+    let ix = f.graph().index_of("init").expect("init");
+    let mut out = core.handle(Input::Timer(Timer::Retry { task: ix, shard: 0, attempt: 1 }), NOW);
+    settle(&mut core, &mut out);
+    let Some(Effect::Assign { executor, assignment }) =
+        out.iter().find(|e| matches!(e, Effect::Assign { .. }))
+    else {
+        panic!("the retry is assigned: {out:#?}")
+    };
+    assert_eq!(task_waits(&core, "init"), None, "running");
+    let report = Report::Finished {
+        key: assignment.key.clone(),
+        executor: *executor,
+        slot: assignment.slot,
+        outcome: crate::behavior::ShardOutcome::Failed { reason: "boom again".into() },
+        last_step: None,
+    };
+    let mut out = core.handle(Input::Report(report), NOW);
+    settle(&mut core, &mut out);
+    assert_eq!(task_waits(&core, "init"), Some(WaitingFor::Operator));
+    assert_eq!(shard_waits(&core, "init", 0), Some(WaitingFor::Operator));
+}
+
+#[test]
+fn waiting_for_names_the_trigger_instant() {
+    let f = flow(&ONE_SYSTEM_TASK.replace("retries = 1", "trigger = \"at 23:30\""));
+    let (core, _) = start_local(&f);
+    let at = task_waits(&core, "init");
+    let fires = core.task_view_by_id("init").and_then(|v| v.fires_at).map(|t| t.timestamp_millis());
+    assert!(fires.is_some(), "the clock was asked");
+    assert_eq!(at, fires.map(|at_ms| WaitingFor::Trigger { at_ms }));
+}
+
+#[test]
+fn waiting_for_names_the_behavior_whose_slots_are_busy() {
+    // One slot, two system tasks ready at once: one runs, the other waits for a slot.
+    let f =
+        flow(&format!("{ONE_SYSTEM_TASK}\n{}", ONE_SYSTEM_TASK.replace("\"init\"", "\"other\"")));
+    let (core, out) = start_local(&f);
+    let running = assigned(&out);
+    assert_eq!(running.len(), 1, "{out:#?}");
+    let waiting = if running[0].0 == "init" { "other" } else { "init" };
+    let slot = Some(WaitingFor::Slot { behavior: "scripted".into() });
+    assert_eq!(task_waits(&core, waiting), slot);
+    assert_eq!(shard_waits(&core, waiting, 0), slot);
+    assert_eq!(task_waits(&core, &running[0].0), None, "running");
+    assert_eq!(shard_waits(&core, &running[0].0, 0), None, "running");
+}
+
+// ----- resources -----------------------------------------------------------------------
+
+const LOCKED: &str = r#"
+[[resource]]
+name = "ta_db"
+units = 1
+
+[[task]]
+id = "a"
+name = "a"
+level = "system"
+behavior = "scripted"
+priority = 5
+needs = { ta_db = 1 }
+
+[[task]]
+id = "b"
+name = "b"
+level = "system"
+behavior = "scripted"
+priority = 4
+needs = { ta_db = 1 }
+
+[[task]]
+id = "c"
+name = "c"
+level = "system"
+behavior = "scripted"
+"#;
+
+fn start_slots(f: &Arc<Flow>, slots: u32) -> (Control, Vec<Effect>) {
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), slots)],
+        cluster: None,
+    };
+    let d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
+    let mut out = core.handle(Input::Start, NOW);
+    feed_prepared(&mut core, f, &mut out, NOW);
+    (core, out)
+}
+
+fn finish(core: &mut Control, f: &Flow, out: &[Effect], task: &str, ok: bool) -> Vec<Effect> {
+    let Some((executor, assignment)) = out.iter().find_map(|e| match e {
+        Effect::Assign { executor, assignment } if assignment.key.task.as_str() == task => {
+            Some((*executor, assignment.clone()))
+        }
+        _ => None,
+    }) else {
+        panic!("{task} is assigned: {out:#?}")
+    };
+    let outcome = if ok {
+        crate::behavior::ShardOutcome::Succeeded
+    } else {
+        crate::behavior::ShardOutcome::Failed { reason: "ta_db down".into() }
+    };
+    let report = Report::Finished {
+        key: assignment.key,
+        executor,
+        slot: assignment.slot,
+        outcome,
+        last_step: None,
+    };
+    let mut more = core.handle(Input::Report(report), NOW);
+    feed_prepared(core, f, &mut more, NOW);
+    more
+}
+
+#[test]
+fn a_shard_waits_for_its_resource_units_while_shards_needing_none_run() {
+    // Three slots, an exclusive `ta_db`: `a` (priority 5) takes it, `b` (4) waits for it,
+    // and `c` (0, needing nothing) is not blocked behind `b`.
+    let f = flow(LOCKED);
+    let (mut core, out) = start_slots(&f, 3);
+    let mut running: Vec<String> = assigned(&out).into_iter().map(|(t, _)| t).collect();
+    running.sort();
+    assert_eq!(running, vec!["a", "c"], "{out:#?}");
+    let ta_db = Some(WaitingFor::Resource { resource: "ta_db".into() });
+    assert_eq!(task_waits(&core, "b"), ta_db);
+    assert_eq!(shard_waits(&core, "b", 0), ta_db);
+    let board = core.board();
+    let r = &board.resources[0];
+    assert_eq!((r.name.as_str(), r.units, r.in_use, r.waiting), ("ta_db", 1, 1, 1), "{board:?}");
+    assert!(core.books.check(core.day()).is_ok());
+
+    // `a` fails (no retries): its unit is released with the failure, and `b` takes it.
+    let more = finish(&mut core, &f, &out, "a", false);
+    assert_eq!(assigned(&more), vec![("b".to_owned(), 0)], "{more:#?}");
+    assert_eq!(task_waits(&core, "a"), Some(WaitingFor::Operator));
+    assert_eq!(core.board().resources[0].in_use, 1);
+    let more = finish(&mut core, &f, &more, "b", true);
+    assert!(assigned(&more).is_empty());
+    let board = core.board();
+    assert_eq!((board.resources[0].in_use, board.resources[0].waiting), (0, 0), "{board:?}");
+    assert!(core.books.check(core.day()).is_ok());
 }

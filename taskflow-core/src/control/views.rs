@@ -4,7 +4,7 @@ use super::Control;
 use crate::graph::TaskIx;
 use crate::model::Trigger;
 use crate::state::{ShardStatus, TaskStatus};
-use crate::view::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
+use crate::view::{Board, ExecutorView, ResourceView, ShardInfo, SlotView, TaskView, WaitingFor};
 
 impl Control {
     /// The board as of the last recorded seq (released once that seq is durable).
@@ -28,7 +28,50 @@ impl Control {
                     .collect(),
             })
             .collect();
-        Board { date: self.date, seq, durable_seq: self.gate.durable(), closed, tasks, executors }
+        let mut resources: Vec<ResourceView> = self
+            .books
+            .resources()
+            .iter()
+            .map(|r| ResourceView {
+                name: r.name.clone(),
+                units: r.units,
+                in_use: r.in_use,
+                waiting: 0,
+            })
+            .collect();
+        if !resources.is_empty() && !closed {
+            for ix in self.flow.graph().indices() {
+                let Some(short) = self.books.lacking(ix) else { continue };
+                if !self.day.is_registered(ix) || self.day.held_by(ix, None).is_some() {
+                    continue;
+                }
+                let pending = self.day.counts(ix).get(ShardStatus::Pending);
+                let held = self
+                    .day
+                    .holds()
+                    .filter(|&(t, sh, _)| {
+                        t == ix
+                            && sh.is_some_and(|i| {
+                                self.day
+                                    .shard(ix, i)
+                                    .is_some_and(|v| v.status == ShardStatus::Pending)
+                            })
+                    })
+                    .count() as u32;
+                if let Some(r) = resources.iter_mut().find(|r| r.name == short.name) {
+                    r.waiting += pending.saturating_sub(held);
+                }
+            }
+        }
+        Board {
+            date: self.date,
+            seq,
+            durable_seq: self.gate.durable(),
+            closed,
+            tasks,
+            executors,
+            resources,
+        }
     }
 
     pub(crate) fn task_view_by_id(&self, id: &str) -> Option<TaskView> {
@@ -83,6 +126,92 @@ impl Control {
             held_shards: self.day.holds().filter(|&(t, s, _)| t == ix && s.is_some()).count()
                 as u32,
             forced: self.day.is_forced(ix),
+            waiting_for: self.task_waiting_for(ix),
+        }
+    }
+
+    /// What a task waits for ([`WaitingFor`]): `None` while it runs, once it is done, on a
+    /// closed day, and for the moments nothing but the core itself is working on it (being
+    /// prepared).
+    pub(crate) fn task_waiting_for(&self, ix: TaskIx) -> Option<WaitingFor> {
+        let s = &self.day;
+        let status = s.task_status(ix);
+        if s.is_closed() || !WaitingFor::task_may_wait(status) {
+            return None;
+        }
+        if let Some(w) = WaitingFor::in_state(s, ix, None) {
+            return Some(w);
+        }
+        let rt = self.books.task(ix);
+        match status {
+            TaskStatus::Unregistered => rt.fires_at_ms().map(|at_ms| WaitingFor::Trigger { at_ms }),
+            TaskStatus::Registered => self.registered_waiting_for(ix),
+            TaskStatus::Pending => {
+                let pending = s.counts(ix).get(ShardStatus::Pending);
+                let mut held = s.holds().filter(|&(t, sh, _)| {
+                    t == ix
+                        && sh.is_some_and(|i| {
+                            s.shard(ix, i).is_some_and(|v| v.status == ShardStatus::Pending)
+                        })
+                });
+                let first_held = held.next().map(|(_, _, by)| by.to_owned());
+                let held_count = first_held.as_ref().map_or(0, |_| 1 + held.count() as u32);
+                match first_held {
+                    Some(by) if held_count >= pending => Some(WaitingFor::Held { by }),
+                    _ => Some(self.queued_waiting_for(ix)),
+                }
+            }
+            TaskStatus::Failed => Some(
+                self.books
+                    .first_retry_due(ix)
+                    .map_or(WaitingFor::Operator, |at_ms| WaitingFor::Retry { at_ms }),
+            ),
+            _ => Some(WaitingFor::Operator),
+        }
+    }
+
+    /// What a shard waits for ([`WaitingFor`]), as [`Control::task_waiting_for`] for a task.
+    pub(crate) fn shard_waiting_for(
+        &self,
+        ix: TaskIx,
+        shard: u32,
+        status: ShardStatus,
+    ) -> Option<WaitingFor> {
+        let s = &self.day;
+        if s.is_closed() || !WaitingFor::shard_may_wait(status) {
+            return None;
+        }
+        if let Some(w) = WaitingFor::in_state(s, ix, Some(shard)) {
+            return Some(w);
+        }
+        match status {
+            ShardStatus::Registered => self.registered_waiting_for(ix),
+            ShardStatus::Pending => Some(self.queued_waiting_for(ix)),
+            ShardStatus::Failed => Some(
+                self.books
+                    .retry_due(ix, shard)
+                    .map_or(WaitingFor::Operator, |at_ms| WaitingFor::Retry { at_ms }),
+            ),
+            _ => Some(WaitingFor::Operator),
+        }
+    }
+
+    /// A registered task (or shard) that may run: its trigger, or an operator's `execute`.
+    fn registered_waiting_for(&self, ix: TaskIx) -> Option<WaitingFor> {
+        if let Some(at_ms) = self.books.task(ix).fires_at_ms() {
+            return Some(WaitingFor::Trigger { at_ms });
+        }
+        let manual =
+            self.flow.task(ix).trigger == Trigger::Manual && !self.opts.auto_execute_manual;
+        manual.then_some(WaitingFor::Operator)
+    }
+
+    /// A queued shard of the task: what dispatch would need to take it (its resources are
+    /// checked first, as dispatch does).
+    fn queued_waiting_for(&self, ix: TaskIx) -> WaitingFor {
+        match self.books.lacking(ix) {
+            Some(r) => WaitingFor::Resource { resource: r.name.clone() },
+            None => WaitingFor::Slot { behavior: self.flow.task(ix).behavior.clone() },
         }
     }
 
@@ -102,7 +231,11 @@ impl Control {
         }
         s.shards(ix, status, offset, limit)
             .into_iter()
-            .map(|v| ShardInfo::from_view(&v, self.notes.get(&(ix, v.index)).cloned()))
+            .map(|v| {
+                let mut info = ShardInfo::from_view(&v, self.notes.get(&(ix, v.index)).cloned());
+                info.waiting_for = self.shard_waiting_for(ix, v.index, v.status);
+                info
+            })
             .collect()
     }
 }

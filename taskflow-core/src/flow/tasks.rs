@@ -67,6 +67,8 @@ struct RawTask {
     #[serde(default)]
     timeout: Option<Spanned<String>>,
     #[serde(default)]
+    needs: Option<super::resources::RawNeeds>,
+    #[serde(default)]
     params: BTreeMap<String, String>,
 }
 
@@ -74,6 +76,8 @@ struct RawTask {
 pub(crate) struct ParsedFlow {
     pub(crate) settings: Option<FlowSettings>,
     tasks: Vec<(TaskDef, TaskSpans)>,
+    /// The `[[resource]]` tables.
+    resources: super::resources::ParsedResources,
     /// Ids of tasks that had errors of their own: depending on them is not reported again.
     invalid_ids: HashSet<String>,
 }
@@ -83,6 +87,7 @@ struct TaskSpans {
     id: Range<usize>,
     depends_on: Vec<Range<usize>>,
     in_lifecycle: Option<Range<usize>>,
+    needs: Vec<super::resources::NeedSpan>,
 }
 
 /// Reads only the `[flow]` file names, for the loader to find the reference files. Problems
@@ -112,12 +117,14 @@ pub(crate) fn parse(file: &SourceFile<'_>, out: &mut Vec<Diagnostic>) -> Option<
     let mut table = file.parse(out)?;
     let settings_value = SourceFile::take(&mut table, "flow");
     let task_value = SourceFile::take(&mut table, "task");
+    let resource_value = SourceFile::take(&mut table, "resource");
+    let resources = super::resources::parse(file, resource_value, out);
     let has_tasks = task_value.is_some();
     let task_values = match task_value {
         Some(v) => file.array_of_tables("task", v, out),
         None => Vec::new(),
     };
-    file.unknown_keys(&table, &["flow", "task"], out);
+    file.unknown_keys(&table, &["flow", "task", "resource"], out);
     let settings =
         match settings_value {
             None => {
@@ -141,7 +148,10 @@ pub(crate) fn parse(file: &SourceFile<'_>, out: &mut Vec<Diagnostic>) -> Option<
             None => invalid_ids.extend(id),
         }
     }
-    Some(ParsedFlow { settings, tasks, invalid_ids })
+    for (def, spans) in &tasks {
+        resources.check_needs(file, def.id.as_str(), &def.needs, &spans.needs, out);
+    }
+    Some(ParsedFlow { settings, tasks, resources, invalid_ids })
 }
 
 fn settings(
@@ -326,13 +336,16 @@ fn task(
             ),
         ));
     }
+    let needs = super::resources::needs(file, &id, raw.needs, out);
     if out.len() != before {
         return None;
     }
+    let (needs, need_spans) = needs?;
     let spans = TaskSpans {
         id: id_span,
         depends_on: raw.depends_on.iter().map(Spanned::span).collect(),
         in_lifecycle: raw.in_lifecycle.as_ref().map(Spanned::span),
+        needs: need_spans,
     };
     let def = TaskDef {
         id: TaskId::new(id),
@@ -353,6 +366,7 @@ fn task(
         retry_backoff: retry_backoff.unwrap_or(TaskDef::DEFAULT_RETRY_BACKOFF),
         priority,
         timeout,
+        needs,
         params: raw.params,
     };
     Some((def, spans))
@@ -422,9 +436,10 @@ impl ParsedFlow {
         }
     }
 
-    /// The task definitions, in file order (the graph's order once it is built).
-    pub(crate) fn into_tasks(self) -> Vec<TaskDef> {
-        self.tasks.into_iter().map(|(def, _)| def).collect()
+    /// The task definitions, in file order (the graph's order once it is built), and the
+    /// resources, in file order.
+    pub(crate) fn into_parts(self) -> (Vec<TaskDef>, Vec<crate::model::ResourceDef>) {
+        (self.tasks.into_iter().map(|(def, _)| def).collect(), self.resources.defs)
     }
 
     /// Reports each product- or distributor-level task that no item of the reference data

@@ -407,3 +407,48 @@ fn priority_defaults_to_zero_and_must_be_in_range() {
     let errors = with_task(&format!("{base}priority = \"high\""));
     assert_eq!(errors.len(), 1, "{errors:#?}");
 }
+
+#[test]
+fn resources_and_needs_load_and_bad_ones_are_located() {
+    let base = "id = \"x\"\nname = \"x\"\nlevel = \"system\"\nbehavior = \"noop\"\n";
+    let res =
+        "\n[[resource]]\nname = \"ta_db\"\nunits = 2\n\n[[resource]]\nname = \"ftp\"\nunits = 1\n";
+    let ok = load(
+        &format!("{FLOW}{res}\n[[task]]\n{base}needs = {{ ta_db = 2, ftp = 1 }}"),
+        PRODUCTS,
+        DISTRIBUTORS,
+        CALENDAR,
+    )
+    .expect("valid");
+    let names: Vec<(&str, u32)> =
+        ok.resources().iter().map(|r| (r.name.as_str(), r.units)).collect();
+    assert_eq!(names, vec![("ta_db", 2), ("ftp", 1)]);
+    let x = ok.graph().index_of("x").expect("x");
+    let needs: Vec<(&str, u32)> = ok.task(x).needs.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    assert_eq!(needs, vec![("ftp", 1), ("ta_db", 2)]);
+    let plain = load(FLOW, PRODUCTS, DISTRIBUTORS, CALENDAR).expect("valid");
+    assert!(plain.resources().is_empty());
+    assert!(plain.graph().indices().all(|ix| plain.task(ix).needs.is_empty()));
+
+    let with = |resources: &str, needs: &str| {
+        flow_errors(&format!("{FLOW}{resources}\n[[task]]\n{base}needs = {needs}"))
+    };
+    let errors = with(res, "{ ta_db = 1, tape = 1 }");
+    assert_one(&errors, "task `x` needs unknown resource `tape` (defined: `ta_db`, `ftp`)");
+    assert!(errors[0].starts_with("flow.toml:"), "{errors:?}");
+    let line = FLOW.lines().count() + res.lines().count() + 7;
+    assert!(errors[0].starts_with(&format!("flow.toml:{line}:")), "{errors:?} (line {line})");
+    assert_one(&with("", "{ ta_db = 1 }"), "the flow defines no resources");
+    assert_one(
+        &with(res, "{ ta_db = 3 }"),
+        "task `x` needs 3 units of `ta_db`, which has only 2; need at most 2",
+    );
+    assert_one(&with(res, "{ ta_db = 0 }"), "task `x` needs 0 units of `ta_db`");
+    let zero = "\n[[resource]]\nname = \"ta_db\"\nunits = 0\n";
+    let errors = with(zero, "{ ta_db = 1 }");
+    assert_one(&errors, "resource `ta_db`: `units` = 0 is invalid; use an integer of at least 1");
+    let dup = format!("{res}\n[[resource]]\nname = \"ftp\"\nunits = 3\n");
+    assert_one(&with(&dup, "{ ftp = 1 }"), "duplicate resource name `ftp` (first defined on line");
+    let errors = flow_errors(&format!("{FLOW}\n[[resource]]\nname = \"a\"\n"));
+    assert_one(&errors, "units");
+}

@@ -237,8 +237,21 @@ pub struct TaskDef {
     pub priority: i32,
     /// A shard attempt running longer than this fails; `None`: no limit.
     pub timeout: Option<Duration>,
+    /// Units of the flow's resources ([`ResourceDef`]) each of its shards holds while it runs
+    /// (`needs = { ta_db = 1 }`); empty: it needs none.
+    pub needs: BTreeMap<String, u32>,
     /// Free-form parameters passed to the behavior.
     pub params: BTreeMap<String, String>,
+}
+
+/// A `[[resource]]` of the flow: a pool of `units` that shards of the tasks that `need` it
+/// hold while they run (`units = 1` is an exclusive lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// Its name, `[A-Za-z0-9_.-]{1,64}`, unique in the flow.
+    pub name: String,
+    /// How many units it has (≥ 1) until an operator changes it.
+    pub units: u32,
 }
 
 impl TaskDef {
@@ -280,6 +293,7 @@ impl TaskDef {
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
             priority: 0,
             timeout: None,
+            needs: BTreeMap::new(),
             params: BTreeMap::new(),
         }
     }

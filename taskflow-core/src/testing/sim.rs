@@ -60,6 +60,8 @@ pub struct SimConfig {
     pub trace: bool,
     /// A planted bug the simulator must find: results are accepted unfenced.
     pub plant_no_fencing: bool,
+    /// A planted bug the simulator must find: dispatch ignores resources.
+    pub plant_ignore_resources: bool,
     /// Give up after this much simulated time (ms).
     pub max_time_ms: u64,
     /// The wall clock at simulated time 0 (ms since the Unix epoch); default: the business
@@ -76,6 +78,7 @@ impl Default for SimConfig {
             flow: SimFlow::Random,
             trace: false,
             plant_no_fencing: false,
+            plant_ignore_resources: false,
             max_time_ms: 20 * 60 * 1000,
             start_wall_ms: BASE_WALL_MS,
         }
@@ -125,6 +128,10 @@ pub enum Invariant {
     RetriesKept,
     /// A shard was dispatched to run while it or its task was held.
     HoldsKept,
+    /// A resource had more units in use than it has (without an operator lowering it), or
+    /// units stayed in use with nothing running (leaked), or the books' count of them
+    /// differs from a recount of the day.
+    ResourcesKept,
 }
 
 /// A failed run: which invariant, when, and how to replay it.
@@ -512,6 +519,7 @@ impl World {
         let mut core =
             Control::new(self.flow.clone(), self.date, day, self.disk.durable, opts, now);
         core.faults.no_fencing = self.cfg.plant_no_fencing;
+        core.plant_ignore_resources(self.cfg.plant_ignore_resources);
         self.manager = Some(ManagerSim {
             core,
             inc,
@@ -576,6 +584,7 @@ impl World {
         m.core.check().map_err(|e| (Invariant::CountersRecount, e))?;
         Self::check_retry_armed(&self.flow, m.core.day(), &effects)?;
         Self::check_holds_kept(&self.flow, m.core.day(), &effects)?;
+        Self::check_resources_kept(&self.flow, &m.core)?;
         for e in effects {
             self.note(|| format!("eff {e:?}"));
             self.effect(e)?;
@@ -1135,6 +1144,51 @@ impl World {
                 return Err((
                     Invariant::HoldsKept,
                     format!("{task}[{shard}] was dispatched (attempt {attempt}) while held"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Recounts every resource's units in use from the day (the needs of shards running or
+    /// stopping) and checks them against its units and the core's books; with nothing
+    /// running, nothing is in use.
+    fn check_resources_kept(flow: &Flow, core: &Control) -> Result<(), Broke> {
+        let day = core.day();
+        let mut in_use: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut anything_runs = false;
+        for ix in flow.graph().indices() {
+            if !day.is_registered(ix) {
+                continue;
+            }
+            let c = day.counts(ix);
+            let holding = c.get(ShardStatus::Running) + c.get(ShardStatus::Stopping);
+            anything_runs |= holding > 0;
+            for (name, &units) in &flow.task(ix).needs {
+                *in_use.entry(name.as_str()).or_default() += units * holding;
+            }
+        }
+        for r in core.resources() {
+            let used = in_use.get(r.name.as_str()).copied().unwrap_or(0);
+            if used > r.units {
+                return Err((
+                    Invariant::ResourcesKept,
+                    format!("resource {} has {used} units in use of {}", r.name, r.units),
+                ));
+            }
+            if r.in_use != used {
+                return Err((
+                    Invariant::ResourcesKept,
+                    format!(
+                        "resource {}: the books say {} in use, the day {used}",
+                        r.name, r.in_use
+                    ),
+                ));
+            }
+            if !anything_runs && r.in_use > 0 {
+                return Err((
+                    Invariant::ResourcesKept,
+                    format!("resource {}: {} units in use with nothing running", r.name, r.in_use),
                 ));
             }
         }

@@ -11,7 +11,7 @@ use taskflow_core::state::{
     AuditEntry, OperatorAction, ShardStatus, TaskStatus, allowed_events, shard_event_for,
     transition,
 };
-use taskflow_core::{Board, ExecutorView, ShardInfo, SlotView, TaskView};
+use taskflow_core::{Board, ExecutorView, ShardInfo, SlotView, TaskView, WaitingFor};
 
 /// Every operator action that moves shards through the state machine, in the order the
 /// console shows its buttons (hold, free and force-start follow them).
@@ -124,10 +124,22 @@ pub(crate) struct BoardDto {
     pub(crate) seq: u64,
     pub(crate) closed: bool,
     pub(crate) tasks: Vec<TaskDto>,
+    /// The flow's resources: units, units in use, queued shards waiting for each (empty on a
+    /// past day and for a flow without resources).
+    pub(crate) resources: Vec<ResourceDto>,
     /// A past day only: what reading its journal found that deserves a look (a torn tail, a
     /// snapshot fallback); absent when there is nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) journal_warnings: Vec<String>,
+}
+
+/// One resource of the board.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ResourceDto {
+    pub(crate) name: String,
+    pub(crate) units: u32,
+    pub(crate) in_use: u32,
+    pub(crate) waiting: u32,
 }
 
 /// One board row.
@@ -156,7 +168,40 @@ pub(crate) struct TaskDto {
     pub(crate) held_shards: u32,
     /// An operator force-started it.
     pub(crate) forced: bool,
+    /// What it waits for (`null` while it runs or once it is done).
+    pub(crate) waiting_for: Option<WaitingForDto>,
     pub(crate) allowed_actions: Vec<&'static str>,
+}
+
+/// `waiting_for` of a task or shard row: `{"kind": …}` and the kind's fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum WaitingForDto {
+    Dependency { task: String, date: String },
+    Operator,
+    Trigger { at: Option<String> },
+    Retry { at: Option<String> },
+    Slot { behavior: String },
+    Resource { resource: String },
+    Held { by: String },
+}
+
+impl WaitingForDto {
+    pub(crate) fn of(w: &WaitingFor) -> WaitingForDto {
+        match w {
+            WaitingFor::Dependency { task, date } => {
+                WaitingForDto::Dependency { task: task.to_string(), date: date.to_string() }
+            }
+            WaitingFor::Operator => WaitingForDto::Operator,
+            WaitingFor::Trigger { at_ms } => WaitingForDto::Trigger { at: time_ms(Some(*at_ms)) },
+            WaitingFor::Retry { at_ms } => WaitingForDto::Retry { at: time_ms(Some(*at_ms)) },
+            WaitingFor::Slot { behavior } => WaitingForDto::Slot { behavior: behavior.clone() },
+            WaitingFor::Resource { resource } => {
+                WaitingForDto::Resource { resource: resource.clone() }
+            }
+            WaitingFor::Held { by } => WaitingForDto::Held { by: by.clone() },
+        }
+    }
 }
 
 /// One shard row.
@@ -176,6 +221,8 @@ pub(crate) struct ShardDto {
     pub(crate) note: Option<String>,
     /// Who holds the shard itself, if someone does.
     pub(crate) held_by: Option<String>,
+    /// What it waits for (`null` while it runs or once it is done).
+    pub(crate) waiting_for: Option<WaitingForDto>,
     pub(crate) started_at: Option<String>,
     pub(crate) finished_at: Option<String>,
     pub(crate) allowed_actions: Vec<&'static str>,
@@ -274,6 +321,16 @@ pub(crate) fn board_dto(flow: &Flow, b: &Board) -> BoardDto {
         seq: b.seq,
         closed: b.closed,
         tasks: b.tasks.iter().map(|t| task_dto(flow, b, t)).collect(),
+        resources: b
+            .resources
+            .iter()
+            .map(|r| ResourceDto {
+                name: r.name.clone(),
+                units: r.units,
+                in_use: r.in_use,
+                waiting: r.waiting,
+            })
+            .collect(),
         journal_warnings: Vec::new(),
     }
 }
@@ -339,6 +396,7 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
         held_by: t.held_by.clone(),
         held_shards: t.held_shards,
         forced: t.forced,
+        waiting_for: t.waiting_for.as_ref().map(WaitingForDto::of),
         allowed_actions: allowed,
     }
 }
@@ -401,6 +459,7 @@ pub(crate) fn shard_dto(
         error: s.last_error.clone(),
         note: s.note.clone(),
         held_by: s.held_by.clone(),
+        waiting_for: s.waiting_for.as_ref().map(WaitingForDto::of),
         started_at: time_ms(s.started_ms),
         finished_at: time_ms(s.finished_ms),
         allowed_actions: allowed,

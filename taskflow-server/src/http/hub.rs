@@ -327,6 +327,10 @@ impl Hub {
                 if !same {
                     batch.push(serde_json::json!({"type": "executors", "executors": executors}));
                 }
+                if old.resources != dto.resources {
+                    batch
+                        .push(serde_json::json!({"type": "resources", "resources": dto.resources}));
+                }
                 // The watermark moves even when nothing shown changed (e.g. a checkpoint); a
                 // closing day is announced last, once its rows are in.
                 if old.closed != dto.closed || (seq > old.seq && batch.is_empty()) {

@@ -21,9 +21,10 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use taskflow_core::flow::Flow;
 use taskflow_core::model::BusinessDate;
+use taskflow_core::model::Trigger;
 use taskflow_core::state::{DayState, ShardStatus, ShardView, TaskStatus};
 use taskflow_core::store;
-use taskflow_core::{Board, JournalError, ShardInfo, TaskIx, TaskView};
+use taskflow_core::{Board, JournalError, ShardInfo, TaskIx, TaskView, WaitingFor};
 use tokio::sync::Mutex;
 
 use super::error::ApiError;
@@ -154,6 +155,7 @@ pub fn board_of(flow: &Flow, s: &DayState) -> Board {
         closed: s.is_closed(),
         tasks,
         executors: Vec::new(),
+        resources: Vec::new(),
     }
 }
 
@@ -197,6 +199,44 @@ fn task_view(flow: &Flow, s: &DayState, ix: TaskIx) -> TaskView {
         held_by: s.held_by(ix, None).map(str::to_owned),
         held_shards: s.holds().filter(|&(t, sh, _)| t == ix && sh.is_some()).count() as u32,
         forced: s.is_forced(ix),
+        waiting_for: past_waiting_for(flow, s, ix, status),
+    }
+}
+
+/// What a past day's task waits for, as far as its journal tells (no slots, timers or
+/// resources: nothing runs it here): a hold, a dependency, or an operator.
+fn past_waiting_for(
+    flow: &Flow,
+    s: &DayState,
+    ix: TaskIx,
+    status: TaskStatus,
+) -> Option<WaitingFor> {
+    if s.is_closed() || !WaitingFor::task_may_wait(status) {
+        return None;
+    }
+    if let Some(w) = WaitingFor::in_state(s, ix, None) {
+        return Some(w);
+    }
+    match status {
+        TaskStatus::Unregistered | TaskStatus::Pending => None,
+        TaskStatus::Registered => {
+            (flow.task(ix).trigger == Trigger::Manual).then_some(WaitingFor::Operator)
+        }
+        _ => Some(WaitingFor::Operator),
+    }
+}
+
+/// What a past day's shard waits for, as [`past_waiting_for`] for a task.
+fn past_shard_waiting_for(s: &DayState, ix: TaskIx, v: &ShardView<'_>) -> Option<WaitingFor> {
+    if s.is_closed() || !WaitingFor::shard_may_wait(v.status) {
+        return None;
+    }
+    if let Some(w) = WaitingFor::in_state(s, ix, Some(v.index)) {
+        return Some(w);
+    }
+    match v.status {
+        ShardStatus::Registered | ShardStatus::Pending => None,
+        _ => Some(WaitingFor::Operator),
     }
 }
 
@@ -214,7 +254,14 @@ impl PastDay {
         if !s.is_registered(ix) {
             return Vec::new();
         }
-        s.shards(ix, status, offset, limit).into_iter().map(|v| shard_info(&v)).collect()
+        s.shards(ix, status, offset, limit)
+            .into_iter()
+            .map(|v| {
+                let (mut info, step) = shard_info(&v);
+                info.waiting_for = past_shard_waiting_for(s, ix, &v);
+                (info, step)
+            })
+            .collect()
     }
 }
 

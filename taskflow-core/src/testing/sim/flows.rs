@@ -1,6 +1,6 @@
 //! Random flows for the simulator: a DAG of 5–10 tasks over 20–30 products and 3–6
-//! distributors, levels, priorities, retries, manual and timed triggers drawn from the seed; at least 200
-//! shards.
+//! distributors, levels, priorities, retries, manual and timed triggers drawn from the seed,
+//! two resources and the tasks' needs of them; at least 200 shards.
 
 use std::fmt::Write;
 
@@ -38,6 +38,12 @@ pub fn random_flow(rng: &mut Rng) -> Flow {
     let mut flow = String::from(
         "[flow]\nname = \"sim\"\ntime_zone = \"Asia/Shanghai\"\nopen_days = \"business-days\"\n\n",
     );
+    // Resources and needs from a hash too: `db` of 1–3 units, `ftp` an exclusive lock.
+    let db_units = 1 + hash(&[0x7265_736f, d, p]) % 3;
+    let _ = write!(
+        flow,
+        "[[resource]]\nname = \"db\"\nunits = {db_units}\n\n[[resource]]\nname = \"ftp\"\nunits = 1\n\n"
+    );
     for t in 0..n {
         let _ = writeln!(
             flow,
@@ -73,6 +79,15 @@ pub fn random_flow(rng: &mut Rng) -> Flow {
             k => {
                 let _ = writeln!(flow, "priority = {}", k as i64 - 2);
             }
+        }
+        match hash(&[0x6e65_6564, d, p, t as u64]) % 5 {
+            0 | 1 => {}
+            2 => {
+                let need = 1 + hash(&[0x756e_6974, d, p, t as u64]) % db_units;
+                let _ = writeln!(flow, "needs = {{ db = {need} }}");
+            }
+            3 => flow.push_str("needs = { ftp = 1 }\n"),
+            _ => flow.push_str("needs = { db = 1, ftp = 1 }\n"),
         }
         let _ = writeln!(flow, "retries = {}", rng.range(0, 3));
         let _ = writeln!(flow, "retry_backoff = \"{}s\"", rng.range(0, 1));
