@@ -19,8 +19,10 @@ use super::task::RunOn;
 super::kebab_enum! {
     /// Which missed open days a manager opens when it was down over several
     /// (`catch_up` in `[flow]`).
+    #[derive(Default)]
     CatchUp {
         /// Each missed open day, in date order, under its own date (the default).
+        #[default]
         All = "all",
         /// Only the newest open day that may open; the ones before it are skipped.
         Latest = "latest",
