@@ -19,7 +19,7 @@ use chrono_tz::Tz;
 
 use crate::graph::{TaskGraph, TaskIx};
 use crate::model::{
-    CatchUp, Calendar, CalendarError, DayPolicy, RunOn, StaticReferenceData, TaskDef,
+    Calendar, CalendarError, CatchUp, DayPolicy, RunOn, StaticReferenceData, TaskDef,
 };
 
 pub use source::Diagnostic;

@@ -56,7 +56,8 @@ mod tests {
     use crate::flow::Flow;
     use crate::model::CatchUp;
 
-    const TASK: &str = "\n[[task]]\nid = \"a\"\nname = \"A\"\nlevel = \"system\"\nbehavior = \"noop\"\n";
+    const TASK: &str =
+        "\n[[task]]\nid = \"a\"\nname = \"A\"\nlevel = \"system\"\nbehavior = \"noop\"\n";
     const CALENDAR: &str = "[calendar]\nfrom = 2026-01-01\nto = 2026-12-31\n";
 
     /// Loads a flow whose `[flow]` table has `keys` (from line 3 on).
@@ -77,8 +78,8 @@ mod tests {
         let flow = load("").expect("valid");
         assert_eq!(flow.settings().day.new_day_at, None);
         assert_eq!(flow.settings().day.catch_up, CatchUp::All);
-        let flow =
-            load("new_day_at = \"15:30\"\ncatch_up = \"latest\"\nmax_open_days = 1").expect("valid");
+        let flow = load("new_day_at = \"15:30\"\ncatch_up = \"latest\"\nmax_open_days = 1")
+            .expect("valid");
         assert_eq!(flow.settings().day.new_day_at, NaiveTime::from_hms_opt(15, 30, 0));
         assert_eq!(flow.settings().day.catch_up, CatchUp::Latest);
     }
