@@ -5,6 +5,7 @@
 //! it finds, each located as `path:line:col: message`, so an operator fixes a file in one
 //! pass instead of one error per restart.
 
+mod lifecycle;
 mod reference;
 mod resources;
 mod source;
@@ -18,7 +19,9 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use crate::graph::{TaskGraph, TaskIx};
-use crate::model::{Calendar, CalendarError, ResourceDef, RunOn, StaticReferenceData, TaskDef};
+use crate::model::{
+    Calendar, CalendarError, CatchUp, DayPolicy, ResourceDef, RunOn, StaticReferenceData, TaskDef,
+};
 
 pub use source::Diagnostic;
 pub use summary::Summary;
@@ -38,6 +41,18 @@ pub struct FlowSettings {
     pub calendar: String,
     /// For which dates the engine opens a business day (default business days only).
     pub open_days: RunOn,
+    /// When the next business day opens (`new_day_at`, `catch_up`, `max_open_days`).
+    pub day: DaySettings,
+}
+
+/// The day-lifecycle settings of `[flow]` (`proto-docs/flow-format.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DaySettings {
+    /// The earliest wall-clock time (flow zone) on its own date at which a business day may
+    /// open; `None`: as soon as its calendar day has begun.
+    pub new_day_at: Option<chrono::NaiveTime>,
+    /// Which missed days open after a manager was down over several (default `all`).
+    pub catch_up: CatchUp,
 }
 
 /// Every problem found while loading a flow, sorted by file and position.
@@ -238,6 +253,18 @@ impl Flow {
                 }
             }
             RunOn::BusinessDays => self.calendar().is_business_day(date),
+        }
+    }
+
+    /// The day lifecycle's view of the flow ([`crate::model::next_day`],
+    /// [`crate::model::plan_start`]).
+    pub fn day_policy(&self) -> DayPolicy<'_> {
+        DayPolicy {
+            calendar: self.calendar(),
+            open_days: self.settings.open_days,
+            time_zone: self.settings.time_zone,
+            new_day_at: self.settings.day.new_day_at,
+            catch_up: self.settings.day.catch_up,
         }
     }
 

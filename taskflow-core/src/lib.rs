@@ -34,7 +34,7 @@ mod view;
 
 pub use graph::{Error as GraphError, TaskGraph, TaskIx};
 pub use journal::{Error as JournalError, Journal, JournalOptions, Recovery as JournalRecovery};
-pub use options::RuntimeOptions;
+pub use options::{RuntimeOptions, wall};
 pub use past::{PastDay, PastLog};
 pub use runtime::{Error as RuntimeError, ManagerHandle, Runtime, previous_open_day, today_in};
 pub use view::{

@@ -2,6 +2,7 @@
 //! and the ids and keys every other module shares.
 
 mod calendar;
+mod cutover;
 mod day_range;
 mod distributor;
 mod ids;
@@ -9,6 +10,10 @@ mod product;
 mod task;
 
 pub use calendar::{Calendar, CalendarError};
+pub use cutover::{
+    CatchUp, DayFound, DayPolicy, NextDay, StartError, StartPlan, next_day, parse_new_day_at,
+    plan_start,
+};
 pub use day_range::{DayOnDisk, DayStep, RangeError, open_dates, plan_range};
 pub use distributor::{Distributor, DistributorType};
 pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};

@@ -36,9 +36,12 @@ pub struct RuntimeOptions {
     /// Journal (store and snapshot) options; not configurable from a file.
     #[serde(skip)]
     pub journal: JournalOptions,
-    /// Roll over to the next open business day when the day closes. Not supported: the
-    /// runtime runs one day, and with this set it warns at the close that the next day must be
-    /// started explicitly. Default false.
+    /// Roll over to the next open business day when the day closes (`taskflow standalone`
+    /// without `--until-done`): once the day is closed and the next open date may begin
+    /// ([`next_day`](crate::model::next_day): its calendar day has begun in the flow's zone
+    /// and `new_day_at` passed), the closed day's manager is shut down and the next day's
+    /// opened in `days/<date>/`, in this process; handles follow it. Not with executor
+    /// processes yet (`cluster`): such a manager runs one day and warns. Default false.
     pub roll_over: bool,
     /// Buffer of each subscription, in notices. Default 4096.
     pub subscriber_buffer: usize,
@@ -106,5 +109,73 @@ mod duration_text {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         crate::model::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The wall clock every cutover decision and `at` trigger reads: the system clock, or — for
+/// tests only — a clock started at a given instant that runs `speed` times as fast
+/// ([`set_test_clock`]; the binary sets it from `TASKFLOW_TEST_CLOCK`). Monotonic timers
+/// (retry backoffs, leases, graces) are not scaled.
+pub mod wall {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use chrono::{DateTime, Utc};
+
+    struct TestClock {
+        start_wall: DateTime<Utc>,
+        start: Instant,
+        speed: f64,
+    }
+
+    static TEST_CLOCK: OnceLock<TestClock> = OnceLock::new();
+
+    /// Makes this process's wall clock start at `start` now and run `speed` (> 0) times as
+    /// fast as real time. Test-only; at most once per process.
+    pub fn set_test_clock(start: DateTime<Utc>, speed: f64) -> Result<(), String> {
+        if !(speed.is_finite() && speed > 0.0) {
+            return Err(format!("the test clock's speed must be a number above 0, not {speed}"));
+        }
+        TEST_CLOCK
+            .set(TestClock { start_wall: start, start: Instant::now(), speed })
+            .map_err(|_| "the test clock is already set".to_owned())
+    }
+
+    /// Parses `TASKFLOW_TEST_CLOCK`'s value: `<RFC 3339 instant>[,<speed>]` (speed default 1).
+    pub fn parse_test_clock(text: &str) -> Result<(DateTime<Utc>, f64), String> {
+        let (at, speed) = match text.split_once(',') {
+            Some((a, s)) => (a, s.trim()),
+            None => (text, "1"),
+        };
+        let at = DateTime::parse_from_rfc3339(at.trim())
+            .map_err(|e| {
+                format!("`{at}` is not an RFC 3339 instant (e.g. 2026-10-09T23:59:00+08:00): {e}")
+            })?
+            .with_timezone(&Utc);
+        let speed =
+            speed.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
+                format!("`{speed}` is not a speed: write a number above 0, e.g. 60")
+            })?;
+        Ok((at, speed))
+    }
+
+    /// The wall-clock time now.
+    pub fn now() -> DateTime<Utc> {
+        match TEST_CLOCK.get() {
+            None => Utc::now(),
+            Some(c) => {
+                let real = c.start.elapsed().as_secs_f64() * c.speed;
+                c.start_wall + chrono::Duration::microseconds((real * 1e6) as i64)
+            }
+        }
+    }
+
+    /// How long to sleep, in real time, until the wall clock reads `at` (zero if it passed).
+    pub fn real_delay_until(at: DateTime<Utc>) -> Duration {
+        let wall = (at - now()).to_std().unwrap_or(Duration::ZERO);
+        match TEST_CLOCK.get() {
+            None => wall,
+            Some(c) => wall.div_f64(c.speed),
+        }
     }
 }

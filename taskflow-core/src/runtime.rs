@@ -54,7 +54,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
@@ -63,10 +62,10 @@ use crate::behavior::{BehaviorRegistry, LogLine};
 use crate::flow::Flow;
 use crate::journal::{self, Journal};
 use crate::model::{BusinessDate, TaskId};
-use crate::options::RuntimeOptions;
+use crate::options::{RuntimeOptions, wall};
 use crate::state::{AuditEntry, Command, ShardStatus};
 use crate::view::{
-    ActionError, Board, DayOutcome, RuntimeStats, ShardInfo, Subscription, TaskView, Topic,
+    ActionError, Board, DayOutcome, Notice, RuntimeStats, ShardInfo, Subscription, TaskView, Topic,
 };
 
 /// The most recent open business day strictly before `today` (searching back a year): the
@@ -106,11 +105,29 @@ pub enum Error {
     Startup(String),
 }
 
-/// A running business day: the manager, its executors and the journal. Dropping it without
+/// The business day a runtime serves now: its manager actor. A cutover replaces it.
+struct DayCell {
+    current: std::sync::RwLock<ActorRef<ManagerMsg>>,
+    /// The open day's date; bumped after every cutover (the console follows it).
+    day: tokio::sync::watch::Sender<BusinessDate>,
+    /// The current manager's join handle; held by the cutover while it replaces the manager,
+    /// and by the shutdown.
+    join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl DayCell {
+    fn manager(&self) -> ActorRef<ManagerMsg> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A running business day (or, with [`RuntimeOptions::roll_over`], one business day after
+/// another): the manager, its executors and the journal. Dropping it without
 /// [`Runtime::shutdown`] leaves the actors running until the process ends.
 pub struct Runtime {
-    manager: ActorRef<ManagerMsg>,
-    join: tokio::task::JoinHandle<()>,
+    cell: Arc<DayCell>,
+    /// The cutover driver (with `roll_over`).
+    driver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -119,10 +136,39 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Opens (or recovers) the journal of `date` and starts its manager.
+async fn start_day(
+    flow: Arc<Flow>,
+    registry: Arc<BehaviorRegistry>,
+    opts: RuntimeOptions,
+    date: BusinessDate,
+) -> Result<(ActorRef<ManagerMsg>, tokio::task::JoinHandle<()>), Error> {
+    if !flow.is_open_day(date.date()).unwrap_or(false) {
+        return Err(Error::NotAnOpenDay(date));
+    }
+    let dir = opts.day_dir(date);
+    let graph = Arc::new(flow.graph().clone());
+    let jopts = opts.journal.clone();
+    let (journal, recovery) =
+        tokio::task::spawn_blocking(move || Journal::open(dir, date, graph, jopts))
+            .await
+            .map_err(|e| Error::Startup(e.to_string()))??;
+    for w in &recovery.warnings {
+        tracing::warn!(%date, warning = %w, "journal recovery");
+    }
+    let args = ManagerArgs { flow, registry, opts, date, journal };
+    Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))
+}
+
 impl Runtime {
     /// Opens (or recovers) the journal of the business date and starts the manager, which
     /// bootstraps the day: records `day_opened` if new, registers the roots, and proceeds by
     /// events. Recovery marks shards that were running as unconfirmed and applies the policy.
+    ///
+    /// With [`RuntimeOptions::roll_over`] the runtime goes on to the next business day by
+    /// itself once the day closes (see [`crate::model::next_day`]): the closed day's manager
+    /// is shut down, the next day's store `days/<date>/` opened and its manager started,
+    /// and every [`ManagerHandle`] follows it.
     pub async fn start(
         flow: Arc<Flow>,
         registry: BehaviorRegistry,
@@ -131,38 +177,49 @@ impl Runtime {
         let tz = flow.settings().time_zone;
         let date = match opts.date {
             Some(d) => d,
-            None => previous_open_day(&flow, Utc::now().with_timezone(&tz).date_naive())?,
+            None => previous_open_day(&flow, wall::now().with_timezone(&tz).date_naive())?,
         };
-        if !flow.is_open_day(date.date()).unwrap_or(false) {
-            return Err(Error::NotAnOpenDay(date));
-        }
-        let dir = opts.day_dir(date);
-        let graph = Arc::new(flow.graph().clone());
-        let jopts = opts.journal.clone();
-        let (journal, recovery) =
-            tokio::task::spawn_blocking(move || Journal::open(dir, date, graph, jopts))
-                .await
-                .map_err(|e| Error::Startup(e.to_string()))??;
-        for w in &recovery.warnings {
-            tracing::warn!(%date, warning = %w, "journal recovery");
-        }
-        let args = ManagerArgs { flow, registry: Arc::new(registry), opts, date, journal };
-        let (manager, join) =
-            Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))?;
-        let handle = ManagerHandle { manager: manager.clone() };
-        Ok((Runtime { manager, join }, handle))
+        let registry = Arc::new(registry);
+        let (manager, join) = start_day(flow.clone(), registry.clone(), opts.clone(), date).await?;
+        let cell = Arc::new(DayCell {
+            current: std::sync::RwLock::new(manager),
+            day: tokio::sync::watch::channel(date).0,
+            join: tokio::sync::Mutex::new(Some(join)),
+        });
+        let handle = ManagerHandle { cell: cell.clone() };
+        let driver = if opts.roll_over && opts.cluster.is_none() {
+            warn_if_calendar_ends(&flow, date);
+            Some(tokio::spawn(drive(cell.clone(), flow, registry, opts, date)))
+        } else {
+            if opts.roll_over {
+                tracing::warn!(
+                    "roll-over with executor processes is not supported yet: this manager runs \
+                     one business day"
+                );
+            }
+            None
+        };
+        Ok((Runtime { cell, driver }, handle))
     }
 
     /// A handle on the manager (cheap to clone).
     pub fn handle(&self) -> ManagerHandle {
-        ManagerHandle { manager: self.manager.clone() }
+        ManagerHandle { cell: self.cell.clone() }
     }
 
     /// Graceful shutdown: stop dispatching, wait up to `shutdown_grace` for running shards,
     /// make every event durable, close the journal and stop every actor.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let r = self.manager.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
-        let _ = self.join.await;
+        // A cutover under way finishes first (it holds the join), then the driver stops.
+        let mut join = self.cell.join.lock().await;
+        if let Some(driver) = &self.driver {
+            driver.abort();
+        }
+        let manager = self.cell.manager();
+        let r = manager.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
+        if let Some(j) = join.take() {
+            let _ = j.await;
+        }
         match r {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
             Ok(CallResult::Success(Err(e))) => Err(Error::Unavailable(e)),
@@ -176,15 +233,113 @@ impl Runtime {
     /// (events already handed to the store are kept; nothing else). For tests.
     #[cfg(any(test, feature = "test-util"))]
     pub async fn abort(self) {
-        self.manager.kill();
-        let _ = self.join.await;
+        let mut join = self.cell.join.lock().await;
+        if let Some(driver) = &self.driver {
+            driver.abort();
+        }
+        self.cell.manager().kill();
+        if let Some(j) = join.take() {
+            let _ = j.await;
+        }
     }
+}
+
+/// Warns (once per opened day) when the calendar ends within 20 open days.
+fn warn_if_calendar_ends(flow: &Flow, date: BusinessDate) {
+    if let Some(left) = flow.day_policy().calendar_ends_within(date, 20) {
+        tracing::warn!(
+            %date,
+            open_days_left = left,
+            calendar_to = %flow.calendar().to(),
+            "the calendar ends within 20 business days: extend calendar.toml (`to` and the \
+             holidays) before it runs out"
+        );
+    }
+}
+
+/// The cutover driver of a rolling runtime: waits for the open day to close (an event), then
+/// for the instant the next day may open (one timer), then replaces the day's manager.
+async fn drive(
+    cell: Arc<DayCell>,
+    flow: Arc<Flow>,
+    registry: Arc<BehaviorRegistry>,
+    opts: RuntimeOptions,
+    mut date: BusinessDate,
+) {
+    use crate::model::{NextDay, next_day};
+    loop {
+        if !wait_closed(&cell).await {
+            return;
+        }
+        let next = loop {
+            match next_day(&flow.day_policy(), date, wall::now()) {
+                NextDay::Open { date: next, skipped } => {
+                    for s in skipped {
+                        tracing::info!(date = %s, "catch_up = latest: missed business day not opened");
+                    }
+                    break next;
+                }
+                NextDay::WaitUntil { date: next, at } => {
+                    tracing::info!(%date, next = %next, %at, "day closed; the next day opens at its cutover time");
+                    tokio::time::sleep(wall::real_delay_until(at)).await;
+                }
+                NextDay::CalendarEnds { last } => {
+                    tracing::error!(
+                        %date, %last,
+                        "the calendar has no business day after the closed day: extend \
+                         calendar.toml and restart"
+                    );
+                    return;
+                }
+            }
+        };
+        let mut join = cell.join.lock().await;
+        let old = cell.manager();
+        let _ = old.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
+        if let Some(j) = join.take() {
+            let _ = j.await;
+        }
+        match start_day(flow.clone(), registry.clone(), opts.clone(), next).await {
+            Ok((manager, j)) => {
+                *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
+                *join = Some(j);
+                drop(join);
+                tracing::info!(closed = %date, opened = %next, "cutover: the next business day is open");
+                warn_if_calendar_ends(&flow, next);
+                date = next;
+                cell.day.send_replace(next);
+            }
+            Err(e) => {
+                tracing::error!(date = %next, %e, "cutover: cannot open the next business day");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until the current day is closed (its `day_closed` event, or already closed); false
+/// when the manager stopped.
+async fn wait_closed(cell: &Arc<DayCell>) -> bool {
+    // Only the driver replaces the manager: this handle stays on the day it waits for.
+    let handle = ManagerHandle { cell: cell.clone() };
+    let Ok(mut sub) = handle.subscribe(vec![Topic::Day]).await else { return false };
+    match handle.board().await {
+        Ok(b) if b.closed => return true,
+        Ok(_) => {}
+        Err(_) => return false,
+    }
+    while let Some(n) = sub.next().await {
+        if let Notice::Event { kind: crate::state::EventKind::DayClosed, .. } = n {
+            return true;
+        }
+    }
+    false
 }
 
 /// A cheap, cloneable handle on the manager: queries, operator actions, subscriptions.
 #[derive(Clone)]
 pub struct ManagerHandle {
-    manager: ActorRef<ManagerMsg>,
+    cell: Arc<DayCell>,
 }
 
 impl std::fmt::Debug for ManagerHandle {
@@ -201,7 +356,7 @@ impl ManagerHandle {
         build: impl FnOnce(ractor::RpcReplyPort<T>) -> ManagerMsg,
         timeout: Duration,
     ) -> Result<T, Error> {
-        match self.manager.call(build, Some(timeout)).await {
+        match self.cell.manager().call(build, Some(timeout)).await {
             Ok(CallResult::Success(v)) => Ok(v),
             Ok(CallResult::Timeout) => Err(Error::Unavailable(format!("no answer in {timeout:?}"))),
             Ok(CallResult::SenderError) => Err(Error::Unavailable("the manager stopped".into())),
@@ -262,6 +417,12 @@ impl ManagerHandle {
         self.ask(|reply| ManagerMsg::Subscribe { topics, reply }, CALL_TIMEOUT).await
     }
 
+    /// The open day's date, changing at every cutover of a rolling runtime
+    /// ([`RuntimeOptions::roll_over`]); the sender is gone once the runtime stopped.
+    pub fn day_changes(&self) -> tokio::sync::watch::Receiver<BusinessDate> {
+        self.cell.day.subscribe()
+    }
+
     /// Waits until the day is completed (every task done; the day is closed) or stalled
     /// (nothing runs, nothing is queued or timed, and some task is not done — it needs an
     /// operator), at most `timeout`.
@@ -272,5 +433,5 @@ impl ManagerHandle {
 
 /// Today's date in the flow's zone (for defaults and messages).
 pub fn today_in(flow: &Flow) -> chrono::NaiveDate {
-    Utc::now().with_timezone(&flow.settings().time_zone).date_naive()
+    wall::now().with_timezone(&flow.settings().time_zone).date_naive()
 }

@@ -47,7 +47,6 @@ struct Shared {
     auth: Auth,
     hub: Arc<Hub>,
     behaviors: Vec<String>,
-    date: BusinessDate,
     data_dir: PathBuf,
     log_lines_per_shard: usize,
     steps: Arc<dto::Steps>,
@@ -90,7 +89,6 @@ impl AppState {
         flow: Arc<Flow>,
         opts: ConsoleOptions,
     ) -> anyhow::Result<AppState> {
-        let date = manager.board().await?.date;
         let steps = Arc::new(opts.steps);
         let hub = Hub::start(manager.clone(), flow.clone(), opts.behaviors.clone(), steps.clone())
             .await?;
@@ -101,7 +99,6 @@ impl AppState {
                 auth: opts.auth,
                 hub,
                 behaviors: opts.behaviors,
-                date,
                 data_dir: opts.data_dir,
                 log_lines_per_shard: opts.log_lines_per_shard,
                 steps,
@@ -134,8 +131,10 @@ impl AppState {
     pub(crate) fn behaviors(&self) -> &[String] {
         &self.inner.behaviors
     }
+    /// The open day (`current`): the date of the board the hub follows, which moves at a
+    /// cutover.
     pub(crate) fn date(&self) -> BusinessDate {
-        self.inner.date
+        self.inner.hub.date()
     }
     pub(crate) fn data_dir(&self) -> &Path {
         &self.inner.data_dir

@@ -105,6 +105,17 @@ enum StoreCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Test-only (README): start the wall clock at an instant and run it faster, so a process
+    // test crosses midnight and a cutover in seconds.
+    if let Ok(text) = std::env::var("TASKFLOW_TEST_CLOCK") {
+        let set = taskflow_core::wall::parse_test_clock(&text)
+            .and_then(|(at, speed)| taskflow_core::wall::set_test_clock(at, speed));
+        if let Err(e) = set {
+            eprintln!("error: TASKFLOW_TEST_CLOCK={text:?}: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::warn!(clock = %text, "TASKFLOW_TEST_CLOCK is set: the wall clock is a test clock");
+    }
     let outcome = match cli.command {
         Command::Validate { path } => commands::validate::run(&path),
         Command::Plan { path, date } => commands::validate::plan(&path, &date),

@@ -10,7 +10,6 @@
 //! readies their tasks at once (once, because `TaskReady` is durable).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -87,7 +86,7 @@ impl Actor for Clock {
             if let Some((_, handle)) = state.armed.take() {
                 handle.abort();
             }
-            let delay = (next - now).to_std().unwrap_or(Duration::ZERO);
+            let delay = crate::options::wall::real_delay_until(next);
             let me = myself.clone();
             let handle = tokio::spawn(async move {
                 tokio::time::sleep(delay).await;

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info};
 
@@ -251,9 +250,13 @@ impl Actor for Manager {
         let cell = myself.get_cell();
         let (notifier, _) =
             Actor::spawn_linked(None, Notifier, notifier_args, cell.clone()).await?;
-        let (clock, _) =
-            Actor::spawn_linked(None, Clock, (myself.clone(), Utc::now as fn() -> _), cell.clone())
-                .await?;
+        let (clock, _) = Actor::spawn_linked(
+            None,
+            Clock,
+            (myself.clone(), crate::options::wall::now as fn() -> _),
+            cell.clone(),
+        )
+        .await?;
         let local_up = Arc::new(LocalUpstream {
             manager: myself.clone(),
             notifier: notifier.clone(),
@@ -492,7 +495,10 @@ impl Actor for Manager {
 }
 
 fn now(started: Instant) -> Now {
-    Now { mono_ms: started.elapsed().as_millis() as u64, wall_ms: Utc::now().timestamp_millis() }
+    Now {
+        mono_ms: started.elapsed().as_millis() as u64,
+        wall_ms: crate::options::wall::now().timestamp_millis(),
+    }
 }
 
 impl ManagerState {

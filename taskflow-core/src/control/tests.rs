@@ -809,3 +809,51 @@ fn a_shard_waits_for_its_resource_units_while_shards_needing_none_run() {
     assert_eq!((board.resources[0].in_use, board.resources[0].waiting), (0, 0), "{board:?}");
     assert!(core.books.check(core.day()).is_ok());
 }
+
+/// A cluster core for `date()` (2026-09-30, cluster id `c1`, epoch 3) over a day whose shard
+/// `init/0` was dispatched to `e1` (attempt 1, epoch 1) before the restart, fed one finished
+/// report of that job whose key names the business date `key_date`.
+fn late_report(key_date: &str) -> Control {
+    let f = flow(ONE_SYSTEM_TASK);
+    let d = day(&f, vec![dispatch(1)]);
+    let (mut core, _) = start_cluster(f.clone(), d, 5_000);
+    let key = AttemptKey {
+        task: crate::model::TaskId::new("init"),
+        shard: 0,
+        attempt: 1,
+        generation: 0,
+        kind: JobKind::Run,
+        dispatch: 0,
+    };
+    let report = RemoteReport {
+        executor: "e1".into(),
+        instance: 7,
+        epoch: 1,
+        slot: 0,
+        key,
+        day: KeyDay { date: key_date.into(), cluster_id: "c1".into() },
+        body: RemoteBody::Finished {
+            outcome: crate::behavior::ShardOutcome::Succeeded,
+            last_step: None,
+        },
+    };
+    let mut out = core.handle(Input::RemoteReports(vec![report]), NOW);
+    feed_prepared(&mut core, &f, &mut out, NOW);
+    core
+}
+
+#[test]
+fn a_late_report_of_the_previous_business_day_never_changes_the_open_day() {
+    // Day T = 2026-09-29 closed and T+1 opened; an executor reports a job of T whose task,
+    // shard, attempt and generation equal a running shard's of T+1. Its key's business date
+    // (KeyDay) tells them apart: the report is dropped, T+1's shard keeps running.
+    let init = |core: &Control| {
+        let ix = core.flow.graph().index_of("init").expect("init");
+        core.day().shard(ix, 0).expect("shard").status
+    };
+    let core = late_report("2026-09-29");
+    assert_eq!(init(&core), ShardStatus::Running, "a report of day T is not applied to T+1");
+    // The same report with T+1's date settles the shard: the check above could fail.
+    let core = late_report("2026-09-30");
+    assert_eq!(init(&core), ShardStatus::Succeeded, "a report of the open day is applied");
+}

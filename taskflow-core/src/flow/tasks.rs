@@ -29,6 +29,12 @@ pub(crate) struct RawSettings {
     calendar: Option<String>,
     #[serde(default)]
     open_days: Option<RunOn>,
+    #[serde(default)]
+    new_day_at: Option<Spanned<String>>,
+    #[serde(default)]
+    catch_up: Option<Spanned<String>>,
+    #[serde(default)]
+    max_open_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +185,13 @@ fn settings(
         out.push(file.diag(&raw.name.span(), "the flow `name` must not be empty"));
         return None;
     }
+    let day = super::lifecycle::settings(
+        file,
+        raw.new_day_at.as_ref(),
+        raw.catch_up.as_ref(),
+        raw.max_open_days.as_ref(),
+        out,
+    )?;
     Some(FlowSettings {
         name: raw.name.into_inner(),
         time_zone,
@@ -186,6 +199,7 @@ fn settings(
         distributors: raw.distributors.unwrap_or_else(|| "distributors.toml".into()),
         calendar: raw.calendar.unwrap_or_else(|| "calendar.toml".into()),
         open_days: raw.open_days.unwrap_or(RunOn::BusinessDays),
+        day,
     })
 }
 

@@ -17,7 +17,8 @@ use taskflow_core::{RuntimeOptions, previous_open_day, today_in};
 use taskflow_examples::fund_clearing;
 
 use super::standalone::{
-    ConsoleArgs, parse_through, plan_headless, registry, run_day, run_headless, shutdown_signal,
+    ConsoleArgs, open_day, parse_date, parse_through, plan_headless, registry, run_day,
+    run_headless, shutdown_signal,
 };
 
 /// Where the cluster cookie comes from.
@@ -211,11 +212,14 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         None => fund_clearing::flow()
             .map_err(|e| anyhow::anyhow!("the bundled example does not load: {e}"))?,
     };
-    let date = match &args.date {
-        Some(d) => d
-            .parse::<BusinessDate>()
-            .with_context(|| format!("--date {d:?} is not a date of the form YYYY-MM-DD"))?,
-        None => previous_open_day(&flow, today_in(&flow))?,
+    let asked = parse_date(args.date.as_deref())?;
+    let date = if args.until_done {
+        match asked {
+            Some(d) => d,
+            None => previous_open_day(&flow, today_in(&flow))?,
+        }
+    } else {
+        open_day(&flow, &args.data, asked)?
     };
     let lease = Duration::from_millis(args.lease);
     let heartbeat = Duration::from_millis(args.heartbeat.unwrap_or(args.lease / 5));

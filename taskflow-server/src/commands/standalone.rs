@@ -20,11 +20,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use taskflow_core::behavior::{BehaviorRegistry, CommandBehavior};
 use taskflow_core::flow::{self, Flow};
-use taskflow_core::model::{BusinessDate, DayOnDisk, DayStep, RangeError, open_dates, plan_range};
+use taskflow_core::model::{
+    BusinessDate, DayFound, DayOnDisk, DayStep, NextDay, RangeError, StartError, StartPlan,
+    next_day, open_dates, plan_range, plan_start,
+};
 use taskflow_core::state::{ShardStatus, TaskStatus};
 use taskflow_core::{
     Board, DayOutcome, ManagerHandle, Notice, PastDay, Runtime, RuntimeOptions, Topic,
-    previous_open_day, today_in,
+    previous_open_day, today_in, wall,
 };
 use taskflow_examples::fund_clearing::{self, FundOptions};
 use taskflow_server::{AppState, Auth, ConsoleOptions, generate_token, past_board};
@@ -158,15 +161,17 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         None => fund_clearing::flow()
             .map_err(|e| anyhow::anyhow!("the bundled example does not load: {e}"))?,
     };
-    let date = match &args.date {
-        Some(d) => d
-            .parse::<BusinessDate>()
-            .with_context(|| format!("--date {d:?} is not a date of the form YYYY-MM-DD"))?,
-        None => previous_open_day(&flow, today_in(&flow))?,
-    };
+    let asked = parse_date(args.date.as_deref())?;
     let data_dir = args.data.clone().unwrap_or_else(|| PathBuf::from("taskflow-data"));
-    let plan =
-        if args.until_done { Some(plan_headless(&flow, &data_dir, date, through)?) } else { None };
+    let (date, plan) = if args.until_done {
+        let date = match asked {
+            Some(d) => d,
+            None => previous_open_day(&flow, today_in(&flow))?,
+        };
+        (date, Some(plan_headless(&flow, &data_dir, date, through)?))
+    } else {
+        (open_day(&flow, &data_dir, asked)?, None)
+    };
     #[cfg(target_os = "linux")]
     if let Err(e) = CommandBehavior::adopt_orphans() {
         tracing::warn!(%e, "cannot become a subreaper; killed command groups may linger");
@@ -177,12 +182,110 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         executors: args.executors.unwrap_or(1).max(1),
         slots_per_executor: args.slots.unwrap_or(4).max(1),
         auto_execute_manual: args.until_done,
-        roll_over: false,
+        // Without --until-done the process goes on from day to day.
+        roll_over: !args.until_done,
         ..RuntimeOptions::default()
     };
     match plan {
         Some(plan) => run_headless(flow, opts, plan, args.report.as_deref(), "standalone"),
         None => run_day(flow, opts, "standalone", &args.console),
+    }
+}
+
+/// `--date`, if given.
+pub(crate) fn parse_date(text: Option<&str>) -> anyhow::Result<Option<BusinessDate>> {
+    text.map(|d| {
+        d.parse::<BusinessDate>()
+            .with_context(|| format!("--date {d:?} is not a date of the form YYYY-MM-DD"))
+    })
+    .transpose()
+}
+
+/// The days `data_dir` holds (`days/<date>/`), looked at read-only: closed or not. A
+/// directory that is not a date is ignored; a store that cannot be read read-only counts as
+/// unclosed (its journal decides when it is opened).
+pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<DayFound>> {
+    let days = data_dir.join("days");
+    let entries = match std::fs::read_dir(&days) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", days.display())),
+    };
+    let graph = Arc::new(flow.graph().clone());
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", days.display()))?;
+        let Some(date) = entry.file_name().to_str().and_then(|n| n.parse::<BusinessDate>().ok())
+        else {
+            continue;
+        };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let closed = match PastDay::open(entry.path(), date, graph.clone()) {
+            Ok(day) => day.state().is_closed(),
+            Err(e) => {
+                tracing::debug!(%date, %e, "the day's store cannot be read read-only");
+                false
+            }
+        };
+        found.push(DayFound { date, closed });
+    }
+    Ok(found)
+}
+
+/// The day a long-running start opens (`taskflow_core::model::plan_start`): the data
+/// directory's open day when it has one (a `--date` must agree: later catches up, earlier is
+/// refused), `--date` or the default for an empty directory; after a directory whose days
+/// all closed, the next day once it may open (waiting for its cutover instant).
+pub(crate) fn open_day(
+    flow: &Flow,
+    data_dir: &Path,
+    asked: Option<BusinessDate>,
+) -> anyhow::Result<BusinessDate> {
+    let found = days_found(flow, data_dir)?;
+    let policy = flow.day_policy();
+    let plan = match plan_start(&policy, &found, asked) {
+        Err(StartError::NoDay) => return Ok(previous_open_day(flow, today_in(flow))?),
+        Err(e) => anyhow::bail!("{e} (data directory {})", data_dir.display()),
+        Ok(plan) => plan,
+    };
+    match plan {
+        StartPlan::Run { days, skipped } => {
+            for s in skipped {
+                tracing::info!(date = %s, "catch_up = latest: missed business day not opened");
+            }
+            if days.len() > 1 {
+                tracing::info!(
+                    open = %days[0],
+                    then = ?days[1..].iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "catching up: the later days open one after another at their cutovers"
+                );
+            }
+            days.first().copied().context("a start plan names a day")
+        }
+        StartPlan::AfterClosed(closed) => loop {
+            match next_day(&policy, closed, wall::now()) {
+                NextDay::Open { date, skipped } => {
+                    for s in skipped {
+                        tracing::info!(date = %s, "catch_up = latest: missed business day not opened");
+                    }
+                    return Ok(date);
+                }
+                NextDay::WaitUntil { date, at } => {
+                    println!(
+                        "every day in {} closed; business date {date} opens at {at}",
+                        data_dir.display()
+                    );
+                    std::thread::sleep(wall::real_delay_until(at));
+                }
+                NextDay::CalendarEnds { last } => anyhow::bail!(
+                    "every day in {} closed and the calendar has no business day after \
+                     {closed} (it ends on {last}): extend calendar.toml",
+                    data_dir.display()
+                ),
+            }
+        },
     }
 }
 

@@ -191,19 +191,43 @@ impl Hub {
     }
 
     async fn run(self: Arc<Self>, manager: ManagerHandle, mut sub: taskflow_core::Subscription) {
-        while let Some(first) = sub.next().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match sub.try_next() {
-                    Some(n) => batch.push(n),
-                    None => break,
+        let mut days = manager.day_changes();
+        loop {
+            while let Some(first) = sub.next().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match sub.try_next() {
+                        Some(n) => batch.push(n),
+                        None => break,
+                    }
+                }
+                if let Err(e) = self.handle(&manager, batch).await {
+                    tracing::warn!(error = %e, "websocket hub cannot read the board");
                 }
             }
-            if let Err(e) = self.handle(&manager, batch).await {
-                tracing::warn!(error = %e, "websocket hub cannot read the board");
+            // The day's manager stopped: at a cutover the runtime goes on with the next day
+            // (the handle follows it) and tells `day_changes`; otherwise the runtime stopped.
+            if days.changed().await.is_err() {
+                break;
+            }
+            sub = match manager.subscribe(Vec::new()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "websocket hub cannot follow the new day");
+                    break;
+                }
+            };
+            // A board of another date: clients get a `day` frame, then a snapshot.
+            if let Err(e) = self.handle(&manager, vec![Notice::Lagged { missed: 0 }]).await {
+                tracing::warn!(error = %e, "websocket hub cannot read the new day's board");
             }
         }
         tracing::debug!("websocket hub: the runtime stopped");
+    }
+
+    /// The date of the board the hub follows (the open day).
+    pub(crate) fn date(&self) -> taskflow_core::model::BusinessDate {
+        self.lock().board.date
     }
 
     /// Turns one batch of notices into frames.
@@ -261,10 +285,13 @@ impl Hub {
                     }
                 }
                 Notice::Lagged { missed } => {
-                    tracing::warn!(
-                        missed,
-                        "websocket hub fell behind the runtime; resynchronising"
-                    );
+                    // `missed: 0` is the hub's own resync after a cutover.
+                    if missed > 0 {
+                        tracing::warn!(
+                            missed,
+                            "websocket hub fell behind the runtime; resynchronising"
+                        );
+                    }
                     lagged = true;
                     changed = true;
                     for t in &subscribed {

@@ -47,6 +47,13 @@ pub(crate) async fn metrics(
 
     family(w, "taskflow_day_seq", "gauge", "The last event sequence number the hub has seen.");
     let _ = writeln!(w, "taskflow_day_seq {}", board.seq);
+    family(
+        w,
+        "taskflow_day_info",
+        "gauge",
+        "The open business day (label date, YYYY-MM-DD); always 1.",
+    );
+    let _ = writeln!(w, "taskflow_day_info{{date=\"{}\"}} 1", board.date);
     family(w, "taskflow_day_closed", "gauge", "1 once the business day is closed.");
     let _ = writeln!(w, "taskflow_day_closed {}", u8::from(board.closed));
 
