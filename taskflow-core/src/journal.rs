@@ -259,6 +259,9 @@ impl Journal {
     /// nothing changed and nothing is queued. Never touches the disk.
     pub fn record(&mut self, kind: EventKind, at_ms: i64) -> Result<(u64, Applied), state::Error> {
         let event = DayEvent { seq: self.state.last_seq() + 1, at_ms, kind };
+        event
+            .check_size()
+            .map_err(|len| state::Error::TooLarge { len, limit: state::MAX_EVENT_BYTES })?;
         let applied = self.state.apply(&event)?;
         let seq = event.seq;
         self.log.push(event);

@@ -23,12 +23,12 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
+use super::history;
 use super::manager::{ClusterListen, MANAGER_GROUP, MANAGER_INBOX, RemoteExecutor, send_reply};
 use super::messages::{
     ChunkBody, PullPart, ReplicaChunkMsg, ReplicaPosition, ReplicaPullMsg, Reply, ToExecutor,
     ToManager,
 };
-use super::history;
 use super::node;
 use super::status::{Status, StatusSink};
 use super::wire::Wire;
@@ -271,12 +271,12 @@ async fn run(
     let (name, position) =
         choose(&held, &date.to_string(), opts.cluster_id.as_deref(), opts.executor.as_deref())
             .map_err(|reason| {
-            RecoveryError(format!(
-                "{reason} ({} executor(s) joined within {:?})",
-                joined.len(),
-                opts.wait
-            ))
-        })?;
+                RecoveryError(format!(
+                    "{reason} ({} executor(s) joined within {:?})",
+                    joined.len(),
+                    opts.wait
+                ))
+            })?;
     let Some(agent) = joined.get(&name).and_then(|j| j.agent.clone()) else {
         return Err(RecoveryError(format!("executor {name}'s agent is not reachable")));
     };
@@ -575,7 +575,13 @@ mod tests {
 
     /// A replica of cluster `cluster_id` last sent to by epoch `epoch`, holding `seq` events
     /// written in the epochs of `runs` ((first seq, epoch) each).
-    fn at(cluster_id: &str, date: &str, epoch: u64, seq: u64, runs: &[(u64, u64)]) -> ReplicaPosition {
+    fn at(
+        cluster_id: &str,
+        date: &str,
+        epoch: u64,
+        seq: u64,
+        runs: &[(u64, u64)],
+    ) -> ReplicaPosition {
         ReplicaPosition {
             cluster_id: cluster_id.into(),
             date: date.into(),

@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use super::codec::{RejectLog, WireError};
 use super::history;
 use super::messages::{
-    Bytes, ChunkBody, EpochRun, PullPart, ReplicaAckMsg, ReplicaBody, ReplicaNeed,
-    ReplicaPosition, ReplicaPullMsg, ReplicateMsg, ToManager,
+    Bytes, ChunkBody, EpochRun, PullPart, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition,
+    ReplicaPullMsg, ReplicateMsg, ToManager,
 };
 use super::status::Status;
 use crate::model::BusinessDate;
@@ -340,7 +340,8 @@ impl ReplicaSet {
             self.staging_of(&date, &cluster_id),
             self.old_of(&date, &cluster_id),
         );
-        let io = |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        let io =
+            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
         if real.exists() {
             std::fs::rename(&real, &old).map_err(|e| io("move aside", &real, e))?;
         }

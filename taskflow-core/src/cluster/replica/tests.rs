@@ -102,7 +102,8 @@ fn events_for_a_replica_that_does_not_exist_ask_for_a_reset() {
     };
     assert!(set.apply(bad_date).is_err());
     // An implausible start is refused, not attempted.
-    let huge = ReplicaBody::Begin { base_seq: 9, snapshot_len: 0, snapshot_crc: 0, runs: vec![], upto: 0 };
+    let huge =
+        ReplicaBody::Begin { base_seq: 9, snapshot_len: 0, snapshot_crc: 0, runs: vec![], upto: 0 };
     assert!(set.apply(msg(1, huge)).is_err());
 }
 
@@ -112,8 +113,13 @@ fn a_replica_starts_from_the_snapshot_in_chunks_then_continues_with_events() {
     let mut set = ReplicaSet::open(dir.path(), StoreOptions::for_test()).unwrap();
     let snap: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let crc = crc32fast::hash(&snap);
-    let begin =
-        ReplicaBody::Begin { base_seq: 40, snapshot_len: snap.len() as u64, snapshot_crc: crc, runs: vec![], upto: 0 };
+    let begin = ReplicaBody::Begin {
+        base_seq: 40,
+        snapshot_len: snap.len() as u64,
+        snapshot_crc: crc,
+        runs: vec![],
+        upto: 0,
+    };
     assert_eq!(need(&mut set, msg(2, begin)), ReplicaNeed::Nothing);
     let chunk = |off: usize, end: usize| ReplicaBody::SnapshotChunk {
         base_seq: 40,
@@ -179,7 +185,8 @@ fn a_replica_starts_from_the_snapshot_in_chunks_then_continues_with_events() {
 fn a_snapshot_with_a_bad_checksum_is_not_installed() {
     let dir = tempfile::tempdir().unwrap();
     let mut set = ReplicaSet::open(dir.path(), StoreOptions::for_test()).unwrap();
-    let begin = ReplicaBody::Begin { base_seq: 5, snapshot_len: 3, snapshot_crc: 1, runs: vec![], upto: 0 };
+    let begin =
+        ReplicaBody::Begin { base_seq: 5, snapshot_len: 3, snapshot_crc: 1, runs: vec![], upto: 0 };
     assert_eq!(need(&mut set, msg(1, begin)), ReplicaNeed::Nothing);
     let chunk =
         ReplicaBody::SnapshotChunk { base_seq: 5, offset: 0, bytes: Bytes(b"abc".to_vec()) };

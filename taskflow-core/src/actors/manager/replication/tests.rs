@@ -167,7 +167,13 @@ async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window
     let fake = FakeState { set: None, replicator: rep.clone(), received: received.clone() };
     let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
     // The replica already holds everything up to 10: streaming continues after it.
-    let pos = ReplicaPosition { cluster_id: CID.into(), date: DATE.into(), epoch: 1, seq: 10, runs: vec![] };
+    let pos = ReplicaPosition {
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 1,
+        seq: 10,
+        runs: vec![],
+    };
     rep.cast(ReplicatorMsg::Joined { name: "e1".into(), instance: 7, agent, replicas: vec![pos] })
         .unwrap();
     eventually("the window to fill", || received.load(Ordering::SeqCst) > 0).await;
