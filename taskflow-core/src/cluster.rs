@@ -28,6 +28,7 @@ pub mod testing;
 mod tls;
 pub mod wire;
 // --- replication: executors keep copies of the manager's day log; recovery from them ---
+pub(crate) mod history;
 pub mod recovery;
 pub(crate) mod replica;
 pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_replicas};

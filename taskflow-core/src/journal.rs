@@ -40,6 +40,11 @@ pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
 /// the last seq taken from the replica. A replica of an older epoch that holds more than `seq`
 /// holds a tail this history does not have, and is started over.
 pub(crate) const META_RECOVERED_FROM: &str = "recovered_from";
+/// Caller metadata of the manager's day store: in which epoch its events were written, as
+/// `[EpochRun]` (`cluster/history.rs`); recorded by a cluster manager at start, before it
+/// writes an event, and copied from the replica by a recovery. Absent: every event of an
+/// unknown epoch.
+pub(crate) const META_EPOCH_RUNS: &str = "epoch_runs";
 
 /// A hook shown every flushed batch of `(seq, encoded event)` (replication).
 pub(crate) type Tap = Box<dyn Fn(&[(u64, Vec<u8>)]) + Send>;
@@ -254,6 +259,9 @@ impl Journal {
     /// nothing changed and nothing is queued. Never touches the disk.
     pub fn record(&mut self, kind: EventKind, at_ms: i64) -> Result<(u64, Applied), state::Error> {
         let event = DayEvent { seq: self.state.last_seq() + 1, at_ms, kind };
+        event
+            .check_size()
+            .map_err(|len| state::Error::TooLarge { len, limit: state::MAX_EVENT_BYTES })?;
         let applied = self.state.apply(&event)?;
         let seq = event.seq;
         self.log.push(event);

@@ -30,7 +30,10 @@ pub use crate::model::IdempotencyKey;
 pub use codec::{CodecError, SHARD_ROW_SCHEMA_VERSION, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
 pub use command::{Command, CommandError, decide, shard_event_for};
 pub use day::{Applied, AuditEntry, Checkpoint, DayState, Error, ShardChange, ShardView};
-pub use event::{AuditRecord, DayEvent, EVENT_FORMAT_VERSION, EventKind, OperatorAction, Target};
+pub use event::{
+    AuditRecord, DayEvent, EVENT_FORMAT_VERSION, EventKind, MAX_EVENT_BYTES, MAX_REASON_BYTES,
+    OperatorAction, Target, cap_reason,
+};
 pub use machine::{
     IllegalTransition, ShardEvent, ShardEventKind, ShardStatus, TRANSITIONS, UnconfirmedPolicy,
     allowed_events, transition,

@@ -183,7 +183,9 @@ pub fn split_shards(
     Ok(plans)
 }
 
-fn failed(reason: String) -> ShardOutcome {
+fn failed(mut reason: String) -> ShardOutcome {
+    // Capped at the source too, so a huge error never crosses the wire.
+    super::context::truncate_in_place(&mut reason, super::LogLine::MAX_LEN);
     ShardOutcome::Failed { reason }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::codec::{self, RejectLog};
+use super::history;
 use super::manager::{ClusterListen, MANAGER_GROUP, MANAGER_INBOX, RemoteExecutor, send_reply};
 use super::messages::{
     ChunkBody, PullPart, ReplicaChunkMsg, ReplicaPosition, ReplicaPullMsg, Reply, ToExecutor,
@@ -43,6 +44,8 @@ pub struct RecoverOptions {
     pub wait: Duration,
     /// Take only replicas of this cluster id (needed when executors hold replicas of several).
     pub cluster_id: Option<String>,
+    /// Take only this executor's replica (needed when replicas hold divergent histories).
+    pub executor: Option<String>,
     /// How long one chunk may take to arrive. Default 30 s.
     pub chunk_timeout: Duration,
     /// Where the recovery's milestones go (waiting, chosen, recovered); default: nowhere.
@@ -55,6 +58,7 @@ impl Default for RecoverOptions {
             quorum: 1,
             wait: Duration::from_secs(30),
             cluster_id: None,
+            executor: None,
             chunk_timeout: Duration::from_secs(30),
             status: StatusSink::default(),
         }
@@ -265,20 +269,21 @@ async fn run(
     let held: Vec<(String, Vec<ReplicaPosition>)> =
         joined.iter().map(|(n, j)| (n.clone(), j.replicas.clone())).collect();
     let (name, position) =
-        choose(&held, &date.to_string(), opts.cluster_id.as_deref()).map_err(|reason| {
-            RecoveryError(format!(
-                "{reason} ({} executor(s) joined within {:?})",
-                joined.len(),
-                opts.wait
-            ))
-        })?;
+        choose(&held, &date.to_string(), opts.cluster_id.as_deref(), opts.executor.as_deref())
+            .map_err(|reason| {
+                RecoveryError(format!(
+                    "{reason} ({} executor(s) joined within {:?})",
+                    joined.len(),
+                    opts.wait
+                ))
+            })?;
     let Some(agent) = joined.get(&name).and_then(|j| j.agent.clone()) else {
         return Err(RecoveryError(format!("executor {name}'s agent is not reachable")));
     };
     opts.status.emit(Status::RecoveryChosen {
         executor: name.clone(),
         cluster_id: position.cluster_id.clone(),
-        epoch: position.epoch,
+        epoch: position.last_epoch(),
         seq: position.seq,
     });
     let staging = staging_dir(day_dir);
@@ -321,15 +326,22 @@ async fn run(
 }
 
 /// Picks the replica to recover `date` from: among the replicas of that date (of `cluster_id`
-/// if named; ids that are not valid are ignored), the freshest by (epoch, seq), ties going to
-/// the first executor name. Replicas of several cluster ids, or none, are refused.
+/// if named, of `executor` if named; ids that are not valid are ignored), the freshest as Raft
+/// compares logs — by the epoch in which the last held event was written, then by seq — ties
+/// going to the first executor name. So a longer copy of the same history always wins, and a
+/// replica whose last event's epoch is unknown (written before replica format 2) ranks below
+/// every known one. Refused: replicas of several cluster ids, none at all, and replicas of
+/// divergent histories (one seq written in two different epochs), which are named with how to
+/// choose (`--recover-executor`).
 pub(crate) fn choose(
     held: &[(String, Vec<ReplicaPosition>)],
     date: &str,
     cluster_id: Option<&str>,
+    executor: Option<&str>,
 ) -> Result<(String, ReplicaPosition), String> {
     let mut candidates: Vec<(String, ReplicaPosition)> = held
         .iter()
+        .filter(|(n, _)| executor.is_none_or(|e| n == e))
         .flat_map(|(n, rs)| rs.iter().map(move |r| (n.clone(), r.clone())))
         .filter(|(_, r)| r.date == date && super::replica::valid_id(&r.cluster_id))
         .filter(|(_, r)| cluster_id.is_none_or(|c| r.cluster_id == c))
@@ -342,7 +354,7 @@ pub(crate) fn choose(
                 let held = candidates
                     .iter()
                     .filter(|(_, r)| r.cluster_id == *id)
-                    .map(|(n, r)| format!("{n}: epoch {} seq {}", r.epoch, r.seq))
+                    .map(|(n, r)| format!("{n}: epoch {} seq {}", r.last_epoch(), r.seq))
                     .collect::<Vec<_>>()
                     .join(", ");
                 format!("{id} ({held})")
@@ -356,14 +368,45 @@ pub(crate) fn choose(
         ));
     }
     if candidates.is_empty() {
+        let of_cluster = cluster_id.map(|c| format!(" of cluster {c}")).unwrap_or_default();
+        if let Some(e) = executor {
+            return Err(format!(
+                "executor {e} holds no replica of {date}{of_cluster} (or did not join); name an \
+                 executor that does with --recover-executor, or leave it out"
+            ));
+        }
         return Err(format!(
-            "no executor holds a replica of {date}{}; start executors with --data, or run \
-             without --recover-from-replicas to open the day afresh",
-            cluster_id.map(|c| format!(" of cluster {c}")).unwrap_or_default()
+            "no executor holds a replica of {date}{of_cluster}; start executors with --data, or \
+             run without --recover-from-replicas to open the day afresh"
         ));
     }
-    candidates.sort_by(|a, b| a.1.freshness().cmp(&b.1.freshness()).then(b.0.cmp(&a.0)));
-    candidates.pop().ok_or_else(|| "no candidate".to_owned())
+    candidates.sort_by(|a, b| b.1.freshness().cmp(&a.1.freshness()).then(a.0.cmp(&b.0)));
+    let mut split = Vec::new();
+    for (i, (na, a)) in candidates.iter().enumerate() {
+        for (nb, b) in &candidates[i + 1..] {
+            if let Some(at) = history::diverge_at(&a.runs, a.seq, &b.runs, b.seq) {
+                split.push(format!(
+                    "{na} (seq {}, seq {at} written in epoch {}) and {nb} (seq {}, seq {at} \
+                     written in epoch {})",
+                    a.seq,
+                    history::epoch_at(&a.runs, at),
+                    b.seq,
+                    history::epoch_at(&b.runs, at)
+                ));
+            }
+        }
+    }
+    if !split.is_empty() {
+        return Err(format!(
+            "the replicas of {date} hold divergent histories (a recovery from either loses events \
+             of the other): {}; recover from one of them with --recover-executor NAME (the \
+             history a manager continued last is the one whose last event has the highest epoch: \
+             {}), after saving the others' replica directories if their events matter",
+            split.join("; "),
+            candidates[0].0
+        ));
+    }
+    Ok(candidates.swap_remove(0))
 }
 
 fn staging_dir(day_dir: &Path) -> PathBuf {
@@ -505,6 +548,10 @@ impl Puller<'_> {
         store.meta_put(crate::journal::META_CLUSTER_ID, &self.position.cluster_id).map_err(err)?;
         store.meta_put("epoch", &max_epoch).map_err(err)?;
         store.meta_put(crate::journal::META_RECOVERED_FROM, &(max_epoch + 1, last)).map_err(err)?;
+        // The epochs its events were written in, so the recovered history ranks and is
+        // compared as the replica's was.
+        let runs = history::through(&self.position.runs, last);
+        store.meta_put(crate::journal::META_EPOCH_RUNS, &runs).map_err(err)?;
         store.close().map_err(err)?;
         if last != self.position.seq {
             warn!(last, reported = self.position.seq, "the replica held more than it reported");
@@ -524,24 +571,122 @@ fn kind(b: &ChunkBody) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::messages::EpochRun;
 
+    /// A replica of cluster `cluster_id` last sent to by epoch `epoch`, holding `seq` events
+    /// written in the epochs of `runs` ((first seq, epoch) each).
+    fn at(
+        cluster_id: &str,
+        date: &str,
+        epoch: u64,
+        seq: u64,
+        runs: &[(u64, u64)],
+    ) -> ReplicaPosition {
+        ReplicaPosition {
+            cluster_id: cluster_id.into(),
+            date: date.into(),
+            epoch,
+            seq,
+            runs: runs.iter().map(|&(first_seq, epoch)| EpochRun { first_seq, epoch }).collect(),
+        }
+    }
+
+    /// A replica whose events were all written in `epoch`.
     fn pos(cluster_id: &str, date: &str, epoch: u64, seq: u64) -> ReplicaPosition {
-        ReplicaPosition { cluster_id: cluster_id.into(), date: date.into(), epoch, seq }
+        at(cluster_id, date, epoch, seq, &[(1, epoch)])
     }
 
     const D: &str = "2026-09-30";
 
+    fn name(r: Result<(String, ReplicaPosition), String>) -> String {
+        r.unwrap().0
+    }
+
     #[test]
-    fn the_freshest_replica_by_epoch_then_seq_is_chosen() {
+    fn the_issues_scenario_a_longer_copy_of_an_older_epoch_beats_a_shorter_one_caught_up_later() {
+        // Epoch 2: A durable at 900, B lagging at 100. The manager restarts (epoch 3) and B
+        // catches up to 150 first — with events written in epoch 2. Disk lost; quorum 2.
+        let held = vec![
+            ("a".to_owned(), vec![at("c1", D, 2, 900, &[(1, 2)])]),
+            ("b".to_owned(), vec![at("c1", D, 3, 150, &[(1, 2)])]),
+        ];
+        let (n, p) = choose(&held, D, None, None).unwrap();
+        assert_eq!((n.as_str(), p.seq, p.last_epoch()), ("a", 900, 2));
+        // Once B holds an event epoch 3 wrote, it is the newer history (A is its prefix).
+        let held = vec![
+            ("a".to_owned(), vec![at("c1", D, 2, 900, &[(1, 2)])]),
+            ("b".to_owned(), vec![at("c1", D, 3, 901, &[(1, 2), (901, 3)])]),
+        ];
+        assert_eq!(name(choose(&held, D, None, None)), "b");
+    }
+
+    #[test]
+    fn the_freshest_replica_by_last_written_epoch_then_seq_is_chosen() {
         let held = vec![
             ("a".to_owned(), vec![pos("c1", D, 2, 900), pos("c1", "2026-09-29", 9, 9_999)]),
-            ("b".to_owned(), vec![pos("c1", D, 3, 100)]),
-            ("c".to_owned(), vec![pos("c1", D, 3, 100)]),
+            ("b".to_owned(), vec![at("c1", D, 3, 1_000, &[(1, 2), (950, 3)])]),
+            ("c".to_owned(), vec![at("c1", D, 3, 1_000, &[(1, 2), (950, 3)])]),
             ("d".to_owned(), vec![]),
         ];
-        let (name, p) = choose(&held, D, None).unwrap();
-        // A newer epoch beats a longer log of an older one; ties go to the first name.
-        assert_eq!((name.as_str(), p.epoch, p.seq), ("b", 3, 100));
+        // Ties go to the first name.
+        let (n, p) = choose(&held, D, None, None).unwrap();
+        assert_eq!((n.as_str(), p.last_epoch(), p.seq), ("b", 3, 1_000));
+        // A longer copy of the same history always wins, whatever epoch last sent to it.
+        let held = vec![
+            ("a".to_owned(), vec![at("c1", D, 7, 400, &[(1, 2), (301, 5)])]),
+            ("b".to_owned(), vec![at("c1", D, 5, 401, &[(1, 2), (301, 5)])]),
+        ];
+        assert_eq!(name(choose(&held, D, None, None)), "b");
+    }
+
+    #[test]
+    fn a_replica_of_the_old_format_ranks_as_of_an_unknown_oldest_epoch() {
+        // Format 1 recorded only the last sender's epoch (an upper bound): its events' epoch
+        // is unknown, below every known one; among unknown ones the longest wins.
+        let old = |epoch, seq| at("c1", D, epoch, seq, &[]);
+        let held = vec![
+            ("a".to_owned(), vec![old(9, 900)]),
+            ("b".to_owned(), vec![at("c1", D, 2, 150, &[(1, 2)])]),
+        ];
+        assert_eq!(name(choose(&held, D, None, None)), "b");
+        let held = vec![("a".to_owned(), vec![old(2, 900)]), ("b".to_owned(), vec![old(3, 150)])];
+        let (n, p) = choose(&held, D, None, None).unwrap();
+        assert_eq!((n.as_str(), p.last_epoch()), ("a", 0));
+        // An old replica continued by a new manager knows the epoch of its newest events.
+        let held = vec![
+            ("a".to_owned(), vec![at("c1", D, 4, 950, &[(901, 4)])]),
+            ("b".to_owned(), vec![old(4, 990)]),
+        ];
+        assert_eq!(name(choose(&held, D, None, None)), "a");
+    }
+
+    #[test]
+    fn replicas_of_divergent_histories_are_refused_naming_them_unless_one_is_named() {
+        // Recovered from b at 150 in epoch 4, which then wrote 151..300; a still holds the
+        // epoch-2 events 151..900 the recovery did not have.
+        let held = vec![
+            ("a".to_owned(), vec![at("c1", D, 3, 900, &[(1, 2)])]),
+            ("b".to_owned(), vec![at("c1", D, 4, 300, &[(1, 2), (151, 4)])]),
+            ("c".to_owned(), vec![at("c1", D, 4, 100, &[(1, 2)])]),
+        ];
+        let err = choose(&held, D, None, None).unwrap_err();
+        assert!(err.contains("divergent histories"), "{err}");
+        assert!(
+            err.contains("b (seq 300, seq 151 written in epoch 4) and a (seq 900, seq 151 written in epoch 2)"),
+            "{err}"
+        );
+        assert!(!err.contains(" c "), "c is a prefix of both: {err}");
+        assert!(err.contains("--recover-executor NAME"), "{err}");
+        assert_eq!(name(choose(&held, D, None, Some("a"))), "a");
+        assert_eq!(name(choose(&held, D, None, Some("b"))), "b");
+        let err = choose(&held, D, None, Some("z")).unwrap_err();
+        assert!(err.contains("executor z holds no replica of 2026-09-30"), "{err}");
+        // Unknown epochs are no evidence of divergence.
+        let held = vec![
+            ("a".to_owned(), vec![at("c1", D, 3, 900, &[])]),
+            ("b".to_owned(), vec![at("c1", D, 4, 300, &[(1, 2), (151, 4)])]),
+        ];
+        assert_eq!(name(choose(&held, D, None, None)), "b");
     }
 
     #[test]
@@ -550,23 +695,22 @@ mod tests {
             ("a".to_owned(), vec![pos("c1", D, 2, 900)]),
             ("b".to_owned(), vec![pos("c2", D, 5, 10)]),
         ];
-        let err = choose(&held, D, None).unwrap_err();
+        let err = choose(&held, D, None, None).unwrap_err();
         assert!(
             err.contains("2 different clusters") && err.contains("c1") && err.contains("c2"),
             "{err}"
         );
         assert!(err.contains("--recover-cluster-id"), "{err}");
-        let (name, _) = choose(&held, D, Some("c1")).unwrap();
-        assert_eq!(name, "a");
+        assert_eq!(name(choose(&held, D, Some("c1"), None)), "a");
     }
 
     #[test]
     fn no_replica_of_the_date_is_refused_rather_than_opening_an_empty_day() {
         let held = vec![("a".to_owned(), vec![pos("c1", "2026-09-29", 2, 900)])];
-        let err = choose(&held, D, None).unwrap_err();
+        let err = choose(&held, D, None, None).unwrap_err();
         assert!(err.contains("no executor holds a replica of 2026-09-30"), "{err}");
         // A malformed cluster id from a peer is never chosen.
         let held = vec![("a".to_owned(), vec![pos("../x", D, 2, 900)])];
-        assert!(choose(&held, D, None).is_err());
+        assert!(choose(&held, D, None, None).is_err());
     }
 }

@@ -20,8 +20,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use super::codec::{RejectLog, WireError};
+use super::history;
 use super::messages::{
-    Bytes, ChunkBody, PullPart, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition,
+    Bytes, ChunkBody, EpochRun, PullPart, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition,
     ReplicaPullMsg, ReplicateMsg, ToManager,
 };
 use super::status::Status;
@@ -32,6 +33,11 @@ use crate::store::{self, LogReader, Store, StoreOptions};
 const META_CLUSTER_ID: &str = "cluster_id";
 const META_DATE: &str = "replica_date";
 const META_EPOCH: &str = "replica_epoch";
+/// The epochs its events were written in (`[EpochRun]`, format 2; absent: unknown).
+const META_RUNS: &str = "replica_runs";
+/// The replica format: 2 (absent: 1, which recorded only `replica_epoch`).
+const META_FORMAT: &str = "replica_format";
+const FORMAT: u16 = 2;
 /// At most this many replicas are reported in `Join` (newest dates first).
 const MAX_REPORTED: usize = 16;
 
@@ -49,6 +55,11 @@ struct OpenReplica {
     cluster_id: String,
     date: String,
     epoch: u64,
+    /// The epochs its events were written in.
+    runs: Vec<EpochRun>,
+    /// A new copy being built beside the old one (in the staging directory), swapped in
+    /// once it is durable through this seq; until then the old copy is what is reported.
+    staged: Option<u64>,
     store: Arc<Store>,
     /// Bumped at every open, so durable notices of a replaced store are ignored.
     generation: u64,
@@ -58,6 +69,8 @@ struct PendingSnapshot {
     cluster_id: String,
     date: String,
     epoch: u64,
+    runs: Vec<EpochRun>,
+    upto: u64,
     base_seq: u64,
     len: u64,
     crc: u32,
@@ -116,6 +129,40 @@ impl ReplicaSet {
         self.root.join(date).join(cluster_id)
     }
 
+    /// Where a replacement copy is built (a name no cluster id can have).
+    fn staging_of(&self, date: &str, cluster_id: &str) -> PathBuf {
+        self.root.join(date).join(format!(".{cluster_id}.staging"))
+    }
+
+    /// Where the old copy waits during a swap.
+    fn old_of(&self, date: &str, cluster_id: &str) -> PathBuf {
+        self.root.join(date).join(format!(".{cluster_id}.old"))
+    }
+
+    /// Finishes what a crash interrupted in one date directory: a staging copy is dropped
+    /// (the old copy is complete); an old copy moved aside goes back if the swap did not
+    /// finish, and is removed if it did.
+    fn tidy(&self, date_dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(date_dir) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix('.') else { continue };
+            if let Some(id) = rest.strip_suffix(".staging").filter(|id| valid_id(id)) {
+                warn!(dir = %e.path().display(), "removing an unfinished replacement of replica {id}");
+                let _ = std::fs::remove_dir_all(e.path());
+            } else if let Some(id) = rest.strip_suffix(".old").filter(|id| valid_id(id)) {
+                let real = date_dir.join(id);
+                if real.join("STORE").exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                } else {
+                    warn!(dir = %real.display(), "a replica swap was interrupted; the old copy is put back");
+                    let _ = std::fs::remove_dir_all(&real);
+                    let _ = std::fs::rename(e.path(), &real);
+                }
+            }
+        }
+    }
+
     /// Reads the position of every replica on disk (opening each store once).
     fn scan(&mut self) {
         let Ok(dates) = std::fs::read_dir(&self.root) else { return };
@@ -124,6 +171,7 @@ impl ReplicaSet {
             if !valid_date(&date) {
                 continue;
             }
+            self.tidy(&d.path());
             let Ok(ids) = std::fs::read_dir(d.path()) else { continue };
             for c in ids.flatten() {
                 let cluster_id = c.file_name().to_string_lossy().into_owned();
@@ -133,11 +181,13 @@ impl ReplicaSet {
                 match Store::open(c.path(), self.opts.clone()) {
                     Ok((s, _)) => {
                         let epoch = s.meta_get::<u64>(META_EPOCH).ok().flatten().unwrap_or(0);
+                        let runs = s.meta_get(META_RUNS).ok().flatten().unwrap_or_default();
                         let pos = ReplicaPosition {
                             cluster_id: cluster_id.clone(),
                             date: date.clone(),
                             epoch,
                             seq: s.durable_seq().max(s.next_seq().saturating_sub(1)),
+                            runs,
                         };
                         self.known.insert((date.clone(), cluster_id), pos);
                     }
@@ -152,12 +202,13 @@ impl ReplicaSet {
     /// The replicas held, newest dates first (for `Join`).
     pub(crate) fn positions(&self) -> Vec<ReplicaPosition> {
         let mut out: Vec<ReplicaPosition> = self.known.values().cloned().collect();
-        if let Some(o) = &self.open {
+        if let Some(o) = self.open.as_ref().filter(|o| o.staged.is_none()) {
             let seq = o.store.durable_seq();
             for p in &mut out {
                 if p.cluster_id == o.cluster_id && p.date == o.date {
                     p.seq = seq;
                     p.epoch = o.epoch;
+                    p.runs = history::through(&o.runs, seq);
                 }
             }
         }
@@ -214,11 +265,14 @@ impl ReplicaSet {
         self.close_open();
         let (store, _) = Store::open(&dir, self.opts.clone()).map_err(|e| e.to_string())?;
         let epoch = store.meta_get::<u64>(META_EPOCH).map_err(|e| e.to_string())?.unwrap_or(0);
+        let runs = store.meta_get(META_RUNS).map_err(|e| e.to_string())?.unwrap_or_default();
         self.generation += 1;
         self.open = Some(OpenReplica {
             cluster_id: cluster_id.to_owned(),
             date: date.to_owned(),
             epoch,
+            runs,
+            staged: None,
             store: Arc::new(store),
             generation: self.generation,
         });
@@ -227,15 +281,92 @@ impl ReplicaSet {
 
     fn close_open(&mut self) {
         if let Some(o) = self.open.take() {
+            self.pull = None;
+            if o.staged.is_some() {
+                // An unfinished replacement: the old copy stays what this executor holds.
+                let staging = self.staging_of(&o.date, &o.cluster_id);
+                drop(o);
+                if let Err(e) = std::fs::remove_dir_all(&staging) {
+                    warn!(dir = %staging.display(), error = %e, "cannot remove an unfinished replica copy");
+                }
+                return;
+            }
             let seq = o.store.durable_seq();
             if let Some(p) = self.known.get_mut(&(o.date.clone(), o.cluster_id.clone())) {
                 p.seq = seq;
                 p.epoch = o.epoch;
+                p.runs = history::through(&o.runs, seq);
             }
-            self.pull = None;
             // The last reference closes the store (its Drop closes it cleanly).
             drop(o);
         }
+    }
+
+    /// Swaps a staged replacement in once it is durable through its bound: the old copy is
+    /// moved aside, the new one renamed into place, the directory fsynced, the old one
+    /// removed (a crash in between is finished by [`ReplicaSet::tidy`]). Returns whether it
+    /// swapped.
+    pub(crate) fn maybe_swap(&mut self) -> Result<bool, String> {
+        let ready = self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.staged.is_some_and(|until| o.store.durable_seq() >= until));
+        if !ready {
+            return Ok(false);
+        }
+        let Some(o) = self.open.take() else { return Ok(false) };
+        self.pull = None;
+        let (cluster_id, date, epoch, runs) = (o.cluster_id, o.date, o.epoch, o.runs);
+        let store = match Arc::try_unwrap(o.store) {
+            Ok(store) => store,
+            Err(shared) => {
+                // Someone still reads it: try again at the next durable notice.
+                self.open = Some(OpenReplica {
+                    cluster_id,
+                    date,
+                    epoch,
+                    runs,
+                    staged: o.staged,
+                    store: shared,
+                    generation: o.generation,
+                });
+                return Ok(false);
+            }
+        };
+        let seq = store.durable_seq();
+        store.close().map_err(|e| e.to_string())?;
+        let (real, staging, old) = (
+            self.dir_of(&date, &cluster_id),
+            self.staging_of(&date, &cluster_id),
+            self.old_of(&date, &cluster_id),
+        );
+        let io =
+            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        if real.exists() {
+            std::fs::rename(&real, &old).map_err(|e| io("move aside", &real, e))?;
+        }
+        std::fs::rename(&staging, &real).map_err(|e| io("move into place", &staging, e))?;
+        if let Some(parent) = real.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("fsync", parent, e))?;
+        }
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| io("remove", &old, e))?;
+        }
+        info!(%cluster_id, %date, seq, "replica replaced by its new copy");
+        self.known.insert(
+            (date.clone(), cluster_id.clone()),
+            ReplicaPosition {
+                cluster_id: cluster_id.clone(),
+                date: date.clone(),
+                epoch,
+                seq,
+                runs: history::through(&runs, seq),
+            },
+        );
+        self.ensure_open(&cluster_id, &date)?;
+        Ok(true)
     }
 
     /// Applies one part of the stream. Never panics on peer data; an error is a message for
@@ -248,19 +379,19 @@ impl ReplicaSet {
             ));
         }
         match msg.body {
-            ReplicaBody::Begin { base_seq, snapshot_len, snapshot_crc } => self.begin(
+            ReplicaBody::Begin { base_seq, snapshot_len, snapshot_crc, runs, upto } => self.begin(
                 &msg.cluster_id,
                 &msg.date,
                 msg.epoch,
-                base_seq,
-                snapshot_len,
-                snapshot_crc,
+                (base_seq, snapshot_len, snapshot_crc),
+                runs,
+                upto,
             ),
             ReplicaBody::SnapshotChunk { base_seq, offset, bytes } => {
                 self.chunk(&msg.cluster_id, &msg.date, base_seq, offset, bytes)
             }
-            ReplicaBody::Events { first_seq, events } => {
-                self.events(&msg.cluster_id, &msg.date, msg.epoch, first_seq, events)
+            ReplicaBody::Events { first_seq, events, written_in } => {
+                self.events(&msg.cluster_id, &msg.date, msg.epoch, first_seq, events, written_in)
             }
         }
     }
@@ -270,9 +401,9 @@ impl ReplicaSet {
         cluster_id: &str,
         date: &str,
         epoch: u64,
-        base_seq: u64,
-        len: u64,
-        crc: u32,
+        (base_seq, len, crc): (u64, u64, u32),
+        runs: Vec<EpochRun>,
+        upto: u64,
     ) -> Result<Applied, String> {
         if len > (1 << 32) || (len == 0 && base_seq != 0) {
             return Err(format!("implausible replica start: base seq {base_seq}, {len} bytes"));
@@ -286,20 +417,17 @@ impl ReplicaSet {
                 "a start-over from epoch {epoch} refused: the replica is at epoch {held}"
             ));
         }
-        // Start over: the old copy of this (cluster id, date) goes.
+        // Start over: a new copy is built beside the old one, which stays until the new one
+        // is durable through `max(base_seq, upto)`.
         if self.open.as_ref().is_some_and(|o| o.cluster_id == cluster_id && o.date == date) {
             self.close_open();
         }
-        let dir = self.dir_of(date, cluster_id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot remove the old replica {}: {e}", dir.display()))?;
-        }
-        self.known.remove(&(date.to_owned(), cluster_id.to_owned()));
         self.pending = Some(PendingSnapshot {
             cluster_id: cluster_id.to_owned(),
             date: date.to_owned(),
             epoch,
+            runs: history::through(&runs, base_seq),
+            upto,
             base_seq,
             len,
             crc,
@@ -342,39 +470,43 @@ impl ReplicaSet {
         Ok(Applied { need: ReplicaNeed::Nothing, ack_now: true })
     }
 
-    /// Creates the replica store from the complete pending snapshot.
+    /// Creates the new copy from the complete pending snapshot, in the staging directory; it
+    /// replaces the old copy (if any) once durable through its bound ([`Self::maybe_swap`]).
     fn install(&mut self) -> Result<(), String> {
         let Some(p) = self.pending.take() else { return Ok(()) };
-        let dir = self.dir_of(&p.date, &p.cluster_id);
+        self.close_open();
+        let dir = self.staging_of(&p.date, &p.cluster_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+        }
         let snapshot = (p.len > 0).then_some(p.buf.as_slice());
         store::create_seeded(&dir, &self.opts, p.base_seq, snapshot).map_err(|e| e.to_string())?;
-        self.close_open();
         let (store, _) = Store::open(&dir, self.opts.clone()).map_err(|e| e.to_string())?;
         for r in [
             store.meta_put(META_CLUSTER_ID, &p.cluster_id),
             store.meta_put(META_DATE, &p.date),
             store.meta_put(META_EPOCH, &p.epoch),
+            store.meta_put(META_RUNS, &p.runs),
+            store.meta_put(META_FORMAT, &FORMAT),
         ] {
             r.map_err(|e| e.to_string())?;
         }
         self.generation += 1;
-        self.known.insert(
-            (p.date.clone(), p.cluster_id.clone()),
-            ReplicaPosition {
-                cluster_id: p.cluster_id.clone(),
-                date: p.date.clone(),
-                epoch: p.epoch,
-                seq: p.base_seq,
-            },
-        );
-        info!(cluster_id = %p.cluster_id, date = %p.date, base_seq = p.base_seq, "replica started");
+        info!(cluster_id = %p.cluster_id, date = %p.date, base_seq = p.base_seq, "replica started over");
+        // With no old copy there is nothing to keep: it goes into place at once.
+        let old = self.dir_of(&p.date, &p.cluster_id).join("STORE").exists();
+        let until = if old { p.base_seq.max(p.upto) } else { p.base_seq };
         self.open = Some(OpenReplica {
             cluster_id: p.cluster_id,
             date: p.date,
             epoch: p.epoch,
+            runs: p.runs,
+            staged: Some(until),
             store: Arc::new(store),
             generation: self.generation,
         });
+        self.maybe_swap()?;
         Ok(())
     }
 
@@ -385,6 +517,7 @@ impl ReplicaSet {
         epoch: u64,
         first_seq: u64,
         events: Vec<Bytes>,
+        written_in: u64,
     ) -> Result<Applied, String> {
         if !self.ensure_open(cluster_id, date)? {
             return Ok(Applied { need: ReplicaNeed::Reset, ack_now: true });
@@ -408,11 +541,27 @@ impl ReplicaSet {
             // Everything already held (a resend): nothing to do.
             return Ok(Applied { need: ReplicaNeed::Nothing, ack_now: false });
         }
+        let last_known = o.runs.iter().rev().map(|r| r.epoch).find(|&e| e != 0).unwrap_or(0);
+        if written_in != 0 && (written_in < last_known || written_in > epoch) {
+            // Epochs never go down along one log, and no manager sends what a later one wrote.
+            return Err(format!(
+                "events written in epoch {written_in} refused at seq {next}: the replica's \
+                 newest events were written in epoch {last_known}, the sender is at epoch {epoch}"
+            ));
+        }
         if epoch > o.epoch {
             // Recorded (durably) before the new epoch's events, so the replica's epoch never
             // understates what it holds.
             o.store.meta_put(META_EPOCH, &epoch).map_err(|e| e.to_string())?;
             o.epoch = epoch;
+        }
+        let mut runs = o.runs.clone();
+        if history::push_run(&mut runs, next, written_in) {
+            // Durable before the events, so a held event's epoch is never misstated (a run
+            // starting past the last held event says nothing).
+            o.store.meta_put(META_FORMAT, &FORMAT).map_err(|e| e.to_string())?;
+            o.store.meta_put(META_RUNS, &runs).map_err(|e| e.to_string())?;
+            o.runs = runs;
         }
         let batch: Vec<(u64, Vec<u8>)> =
             events.into_iter().skip(skip).zip(next..).map(|(b, s)| (s, b.0)).collect();
@@ -431,6 +580,12 @@ impl ReplicaSet {
     fn serve_inner(&mut self, pull: &ReplicaPullMsg) -> Result<ChunkBody, String> {
         if !valid_id(&pull.cluster_id) || !valid_date(&pull.date) {
             return Err("bad cluster id or date".into());
+        }
+        if self.open.as_ref().is_some_and(|o| {
+            o.staged.is_some() && o.cluster_id == pull.cluster_id && o.date == pull.date
+        }) {
+            // Serve the complete old copy (the one reported), not an unfinished new one.
+            self.close_open();
         }
         if !self.ensure_open(&pull.cluster_id, &pull.date)? {
             return Err(format!("no replica of {} / {}", pull.date, pull.cluster_id));
@@ -564,6 +719,18 @@ impl ReplicaState {
         (self.args.send)(ToManager::ReplicaAck(ack));
     }
 
+    /// Swaps a staged replacement in if it is durable through its bound (see
+    /// [`ReplicaSet::maybe_swap`]); a failure is logged and the old copy stays.
+    fn swap(&mut self) -> bool {
+        match self.args.set.maybe_swap() {
+            Ok(swapped) => swapped,
+            Err(e) => {
+                warn!(error = %e, "cannot swap in the new copy of a replica; the old copy stays");
+                false
+            }
+        }
+    }
+
     /// Starts forwarding the open store's durable watermark to the actor (once per store).
     fn watch(&mut self, myself: &ActorRef<ReplicaMsg>) {
         let Some((store, generation)) = self.args.set.open_store() else { return };
@@ -614,6 +781,7 @@ impl Actor for ReplicaActor {
                         if applied.ack_now {
                             st.ack(&cluster_id, &date, applied.need);
                         }
+                        st.swap();
                     }
                     Err(detail) => {
                         st.rejects
@@ -626,6 +794,11 @@ impl Actor for ReplicaActor {
             }
             ReplicaMsg::Durable { generation } => {
                 if generation != st.args.set.generation {
+                    return Ok(());
+                }
+                if st.swap() {
+                    st.watch(&myself);
+                    st.publish_positions();
                     return Ok(());
                 }
                 let Some((cluster_id, date)) =

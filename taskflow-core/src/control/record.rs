@@ -37,6 +37,16 @@ impl Control {
         let moved = self.moved_by(&kind);
         let at_ms = self.now.wall_ms;
         let event = DayEvent { seq: self.day.last_seq() + 1, at_ms, kind };
+        if let Err(len) = event.check_size() {
+            // Never applied, so never logged: the day stays what its log says.
+            error!(
+                len,
+                limit = crate::state::MAX_EVENT_BYTES,
+                seq = event.seq,
+                "event over the size limit not applied"
+            );
+            return None;
+        }
         let applied = match self.day.apply(&event) {
             Ok(applied) => applied,
             Err(err) => {
@@ -232,12 +242,29 @@ impl Control {
         let Some(p) = self.books.task(s).prepared.clone() else { return };
         let task = self.flow.graph().id(s).clone();
         let kind = EventKind::TaskRegistered {
-            task,
+            task: task.clone(),
             items: p.items.clone(),
             shards: p.plans.iter().map(|pl| pl.key.clone()).collect(),
             covered_dates: p.covered_dates.clone(),
         };
-        if self.record(kind).is_none() {
+        let probe = DayEvent { seq: self.day.last_seq() + 1, at_ms: self.now.wall_ms, kind };
+        if let Err(len) = probe.check_size() {
+            // The task fails to register (shown on its board row); the day goes on.
+            let problem = format!(
+                "task {task}: its registration of {} shards ({} scope items) encodes to {len} \
+                 bytes, over the event limit of {} bytes: split it into fewer shards (a coarser \
+                 shard_by) or narrow its scope",
+                p.plans.len(),
+                p.items.len(),
+                crate::state::MAX_EVENT_BYTES
+            );
+            error!(%task, shards = p.plans.len(), len, "cannot register task: over the event limit");
+            let t = self.books.task_mut(s);
+            t.problem = Some(problem);
+            t.prepared = None;
+            return;
+        }
+        if self.record(probe.kind).is_none() {
             return;
         }
         if !self.day.is_done(s) {

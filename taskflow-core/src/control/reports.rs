@@ -111,7 +111,7 @@ impl Control {
             }
             return;
         }
-        let event = match (key.kind, how) {
+        let mut event = match (key.kind, how) {
             (JobKind::Run, Settle::Interrupted) => {
                 if status == ShardStatus::Stopping {
                     ShardEvent::StopAcknowledged
@@ -153,7 +153,9 @@ impl Control {
                 ShardEvent::RollbackFailed { reason: "rollback cancelled".into() }
             }
         };
-        if let ShardEvent::Fail { reason } | ShardEvent::RollbackFailed { reason } = &event {
+        if let ShardEvent::Fail { reason } | ShardEvent::RollbackFailed { reason } = &mut event {
+            // Reasons come from behaviors and peers: capped here, where they enter the day.
+            crate::state::cap_reason(reason);
             warn!(job = %key, %reason, "shard failed");
         }
         let task = key.task.clone();

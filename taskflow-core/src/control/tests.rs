@@ -857,3 +857,136 @@ fn a_late_report_of_the_previous_business_day_never_changes_the_open_day() {
     let core = late_report("2026-09-30");
     assert_eq!(init(&core), ShardStatus::Succeeded, "a report of the open day is applied");
 }
+
+const TWO_INDEPENDENT: &str = r#"
+[[task]]
+id = "big"
+name = "big"
+level = "distributor"
+behavior = "scripted"
+
+[[task]]
+id = "small"
+name = "small"
+level = "system"
+behavior = "scripted"
+"#;
+
+#[test]
+fn a_huge_failure_reason_is_capped_where_it_enters_and_the_day_goes_on() {
+    // A behavior (or a peer) fails a shard with a 20 MiB reason: over the event limit, it
+    // used to be applied in memory before the log refused it, killing the manager.
+    let f = flow(ONE_SYSTEM_TASK);
+    let (mut core, out) = start(f.clone(), day(&f, vec![]));
+    let (key, executor, slot) = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Assign { executor, assignment } => {
+                Some((assignment.key.clone(), *executor, assignment.slot))
+            }
+            _ => None,
+        })
+        .expect("the shard is assigned");
+    let reason = "é".repeat(10 << 20);
+    let report = Report::Finished {
+        key,
+        executor,
+        slot,
+        outcome: crate::behavior::ShardOutcome::Failed { reason },
+        last_step: None,
+    };
+    let mut out = core.handle(Input::Report(report), NOW);
+    settle(&mut core, &mut out);
+    let events: Vec<&DayEvent> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Append(events) => Some(events.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let failed = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Shard { event: SE::Fail { reason }, .. } => Some((e, reason)),
+            _ => None,
+        })
+        .expect("the failure is recorded");
+    assert!(failed.1.len() <= crate::state::MAX_REASON_BYTES, "{} bytes", failed.1.len());
+    assert!(failed.1.starts_with("éé") && failed.1.ends_with('…'));
+    assert!(failed.0.encoded_len() <= crate::state::MAX_EVENT_BYTES);
+    // The retry is armed as for any failure.
+    assert_eq!(retry_timers(&out).len(), 1, "{out:#?}");
+}
+
+#[test]
+fn a_registration_over_the_event_limit_fails_its_task_naming_the_shard_count_and_the_day_goes_on() {
+    let f = flow(TWO_INDEPENDENT);
+    let opts = ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), 1)],
+        cluster: None,
+    };
+    let d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
+    let mut out = core.handle(Input::Start, NOW);
+    // `big` splits into 20,000 shards with 1 KiB keys: ~20 MiB of registration.
+    let mut i = 0;
+    while i < out.len() {
+        let more = match &out[i] {
+            Effect::Append(events) => match events.last() {
+                Some(last) => core.handle(Input::Durable(last.seq), NOW),
+                None => Vec::new(),
+            },
+            Effect::Prepare { tasks, .. } => {
+                let mut more = Vec::new();
+                for &task in tasks.clone().iter() {
+                    let mut result = crate::schedule::prepare_by_flow(&f, date(), task);
+                    if f.graph().id(task).as_str() == "big"
+                        && let Ok(p) = &mut result
+                    {
+                        let item = p.plans[0].scope.clone();
+                        p.plans = (0..20_000)
+                            .map(|n| {
+                                crate::behavior::ShardPlan::new(
+                                    ShardKey::new(format!("{n:0>1024}")),
+                                    item.clone(),
+                                )
+                            })
+                            .collect();
+                    }
+                    more.extend(core.handle(Input::Prepared { task, result }, NOW));
+                }
+                more
+            }
+            _ => Vec::new(),
+        };
+        out.extend(more);
+        i += 1;
+    }
+    let registered: Vec<String> = appended(&out)
+        .into_iter()
+        .filter_map(|k| match k {
+            EventKind::TaskRegistered { task, .. } => Some(task.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered, vec!["small".to_owned()], "big is not registered");
+    // Nothing over the limit was appended.
+    for e in out.iter().filter_map(|e| match e {
+        Effect::Append(events) => Some(events.iter()),
+        _ => None,
+    }) {
+        for ev in e {
+            assert!(ev.encoded_len() <= crate::state::MAX_EVENT_BYTES);
+        }
+    }
+    let big = core.task_view_by_id("big").expect("big on the board");
+    let note = big.note.clone().unwrap_or_default();
+    assert!(note.contains("20000 shards") && note.contains("event limit"), "{note}");
+    // The day goes on: `small` runs.
+    let ran = run_all(&mut core, &f, out);
+    assert_eq!(ran, vec![("small".to_owned(), 0)]);
+}

@@ -21,6 +21,16 @@ use crate::model::{BusinessDate, ScopeItem, ShardKey, TaskId};
 /// Why an event was not applied. The state is unchanged after any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// The encoded event is over [`super::MAX_EVENT_BYTES`] (checked before it applies).
+    #[error(
+        "the event is {len} bytes encoded, over the limit of {limit} bytes: it was not applied"
+    )]
+    TooLarge {
+        /// Its encoded length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The event's sequence number is not the next one (a gap, or a replay).
     #[error("event seq {got} is out of order: expected {expected}")]
     SeqGap {

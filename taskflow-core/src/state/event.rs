@@ -210,7 +210,80 @@ impl fmt::Display for Target {
 /// are still read.
 pub const EVENT_FORMAT_VERSION: u8 = 3;
 
+/// The one size limit of an event: its encoding (version byte included) is at most this many
+/// bytes. It equals the log's record limit (`store::MAX_PAYLOAD`), and the manager checks it
+/// **before** an event is applied, so an event that could not be logged never changes the day
+/// (and can never kill the manager or crash-loop it on restart). A registration over it fails
+/// its task; reasons are capped to [`MAX_REASON_BYTES`] where they enter.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// The longest failure reason kept in an event, in bytes: a shard's failure or rollback
+/// failure reason is cut to this (on a character boundary, ending with `…`) where it enters
+/// the manager.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// Cuts a failure reason to [`MAX_REASON_BYTES`] on a character boundary, ending with `…`.
+pub fn cap_reason(reason: &mut String) {
+    if reason.len() <= MAX_REASON_BYTES {
+        return;
+    }
+    let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason.push('…');
+}
+
+/// Counts the bytes an encoding would take, without keeping them.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl DayEvent {
+    /// The length of [`DayEvent::encode`]'s output, computed without allocating it.
+    pub fn encoded_len(&self) -> usize {
+        let mut c = Counter(1);
+        let _ = rmp_serde::encode::write_named(&mut c, self);
+        c.0
+    }
+
+    /// Whether the event may be longer than a few hundred bytes (a registration, or text
+    /// from a behavior, a peer or an operator): only those are measured against
+    /// [`MAX_EVENT_BYTES`] before they apply, so the fixed-size events of the hot path cost
+    /// nothing.
+    pub fn may_be_large(&self) -> bool {
+        use super::ShardEvent as S;
+        match &self.kind {
+            EventKind::Shard { event, .. } | EventKind::TaskShards { event, .. } => {
+                matches!(event, S::Fail { .. } | S::RollbackFailed { .. } | S::Dispatch { .. })
+            }
+            EventKind::TaskReady { .. }
+            | EventKind::StepCheckpoint { .. }
+            | EventKind::DayClosed => false,
+            _ => true,
+        }
+    }
+
+    /// `Err(encoded length)` if the event is over [`MAX_EVENT_BYTES`].
+    pub fn check_size(&self) -> Result<(), usize> {
+        if !self.may_be_large() {
+            return Ok(());
+        }
+        match self.encoded_len() {
+            n if n > MAX_EVENT_BYTES => Err(n),
+            _ => Ok(()),
+        }
+    }
+
     /// Encodes the event: one version byte, then MessagePack with field names.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![EVENT_FORMAT_VERSION];

@@ -173,6 +173,10 @@ pub(crate) struct RecoverArgs {
     /// Recover only replicas of this cluster id (required when executors hold several).
     #[arg(long)]
     recover_cluster_id: Option<String>,
+    /// Recover from this executor's replica only (required when the replicas hold divergent
+    /// histories: the refusal names them).
+    #[arg(long)]
+    recover_executor: Option<String>,
 }
 
 /// Flags of `taskflow executor`.
@@ -281,6 +285,7 @@ fn recover(args: &ManagerArgs, opts: &RuntimeOptions, date: BusinessDate) -> any
         quorum: r.replica_quorum.max(1),
         wait: Duration::from_millis(r.replica_wait),
         cluster_id: r.recover_cluster_id.clone(),
+        executor: r.recover_executor.clone(),
         status: print_status(),
         ..RecoverOptions::default()
     };

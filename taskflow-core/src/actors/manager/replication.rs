@@ -22,11 +22,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use crate::cluster::codec;
+use crate::cluster::history;
 use crate::cluster::messages::{
-    Bytes, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition, ReplicateMsg, ToExecutor,
+    Bytes, EpochRun, ReplicaAckMsg, ReplicaBody, ReplicaNeed, ReplicaPosition, ReplicateMsg,
+    ToExecutor,
 };
 use crate::cluster::wire::Wire;
-use crate::journal::{DayLog, META_CLUSTER_ID, META_RECOVERED_FROM};
+use crate::journal::{DayLog, META_CLUSTER_ID, META_EPOCH_RUNS, META_RECOVERED_FROM};
 use crate::store::{LogReader, Store};
 
 /// Unacknowledged events per executor.
@@ -157,6 +159,8 @@ pub(crate) struct ReplicatorArgs {
     pub(crate) cluster_id: String,
     pub(crate) date: String,
     pub(crate) epoch: u64,
+    /// The epochs the store's events were written in (this epoch's run last).
+    pub(crate) runs: Vec<EpochRun>,
 }
 
 /// The replication actor (a child of the manager).
@@ -264,6 +268,8 @@ impl Actor for Replicator {
                             base_seq,
                             snapshot_len: bytes.len() as u64,
                             snapshot_crc: crc32fast::hash(&bytes),
+                            runs: history::through(&st.args.runs, base_seq),
+                            upto: st.durable,
                         };
                         info!(executor = %name, base_seq, bytes = bytes.len(), "replica starts over");
                         p.buffered.clear();
@@ -404,10 +410,13 @@ impl ReplicatorState {
         let first_log = self.args.store.first_log_seq();
         // A replica continues iff it is a prefix of this history: not ahead of it, not
         // compacted past, and not holding an older epoch's tail beyond a recovery point.
+        // With epochs known on both sides, the replica's events must have been written in
+        // the epochs this store's were (Raft's consistency check).
         let continues = mine.filter(|p| {
             p.seq <= self.durable
                 && p.seq + 1 >= first_log
                 && !self.recovered_from.is_some_and(|(e, s)| p.epoch < e && p.seq > s)
+                && history::diverge_at(&p.runs, p.seq, &self.args.runs, self.durable).is_none()
         });
         if let Some(other) = replicas.iter().find(|p| {
             p.date == self.args.date && p.cluster_id != self.args.cluster_id && p.seq > self.durable
@@ -453,6 +462,7 @@ impl ReplicatorState {
     /// memory.
     fn pump(&mut self, name: &str, myself: &ActorRef<ReplicatorMsg>) {
         let (epoch, durable) = (self.args.epoch, self.durable);
+        let runs = self.args.runs.clone();
         let cid = self.args.cluster_id.clone();
         let date = self.args.date.clone();
         let Some(p) = self.peers.get_mut(name) else { return };
@@ -498,13 +508,19 @@ impl ReplicatorState {
                 {
                     break;
                 }
+                // One message carries the events of one run (one writing epoch).
+                let written_in = history::epoch_at(&runs, p.next);
+                let upto = runs
+                    .iter()
+                    .find(|r| r.first_seq > p.next)
+                    .map_or(durable, |r| durable.min(r.first_seq - 1));
                 let room = (WINDOW_BYTES - p.inflight_bytes).min(PART_BYTES);
                 let credits = WINDOW_EVENTS - unacked;
                 let events: Vec<Arc<[u8]>> = if !p.buffered.is_empty() {
                     let mut out = Vec::new();
                     let mut size = 0;
                     while let Some((seq, e)) = p.buffered.front() {
-                        if *seq > durable
+                        if *seq > upto
                             || out.len() as u64 >= credits
                             || (!out.is_empty() && size + e.len() > room)
                         {
@@ -515,7 +531,7 @@ impl ReplicatorState {
                         p.buffered.pop_front();
                     }
                     out
-                } else if let Some(ev) = self.args.tail.take(p.next, durable, credits, room) {
+                } else if let Some(ev) = self.args.tail.take(p.next, upto, credits, room) {
                     ev
                 } else {
                     if p.next < self.args.store.first_log_seq() {
@@ -578,6 +594,7 @@ impl ReplicatorState {
                 let body = ReplicaBody::Events {
                     first_seq: first,
                     events: events.iter().map(|e| Bytes(e.to_vec())).collect(),
+                    written_in,
                 };
                 alive = send(&p.agent, epoch, &cid, &date, body);
                 if !alive {
@@ -605,16 +622,16 @@ pub(crate) async fn start(
     supervisor: ractor::ActorCell,
 ) -> Result<ActorRef<ReplicatorMsg>, ActorProcessingErr> {
     let cluster_id = cluster_id(journal)?;
+    let store = journal.store();
+    // This epoch's run, durable before the manager writes an event in it.
+    let mut runs: Vec<EpochRun> = store.meta_get(META_EPOCH_RUNS)?.unwrap_or_default();
+    if history::push_run(&mut runs, store.next_seq(), epoch) {
+        store.meta_put(META_EPOCH_RUNS, &runs)?;
+    }
     let tail = Arc::new(ReplicationTail::default());
     let copy = tail.clone();
     journal.set_tap(Box::new(move |batch| copy.push(batch)));
-    let args = ReplicatorArgs {
-        store: journal.store(),
-        tail,
-        cluster_id: cluster_id.clone(),
-        date,
-        epoch,
-    };
+    let args = ReplicatorArgs { store, tail, cluster_id: cluster_id.clone(), date, epoch, runs };
     let (actor, _) = Actor::spawn_linked(None, Replicator, args, supervisor).await?;
     info!(%cluster_id, "replicating events to executors with --data");
     Ok(actor)

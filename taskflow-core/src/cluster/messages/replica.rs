@@ -11,17 +11,40 @@ pub struct ReplicaPosition {
     pub cluster_id: String,
     /// The business date, YYYY-MM-DD.
     pub date: String,
-    /// The epoch of the manager that sent the newest events the replica holds.
+    /// The highest epoch of a manager that sent the replica anything (a fencing floor, not
+    /// the epoch its events were written in: see `runs`).
     pub epoch: u64,
     /// Every event with seq ≤ this is durable in the replica.
     pub seq: u64,
+    /// In which manager epoch the held events were written, as runs (ascending `first_seq`;
+    /// seqs before the first run, and runs of epoch 0, are of an unknown epoch). Empty from
+    /// an executor older than replica format 2: every event of an unknown epoch.
+    #[serde(default)]
+    pub runs: Vec<EpochRun>,
 }
 
 impl ReplicaPosition {
-    /// The recovery order: freshest = greatest (epoch, seq) within one cluster id.
-    pub fn freshness(&self) -> (u64, u64) {
-        (self.epoch, self.seq)
+    /// The epoch in which the last held event was written (0: unknown).
+    pub fn last_epoch(&self) -> u64 {
+        crate::cluster::history::epoch_at(&self.runs, self.seq)
     }
+
+    /// The recovery order within one history: freshest = greatest (epoch of the last held
+    /// event, seq), as Raft compares logs. An unknown epoch ranks oldest.
+    pub fn freshness(&self) -> (u64, u64) {
+        (self.last_epoch(), self.seq)
+    }
+}
+
+/// A run of a day log's events written under one manager epoch: the events from `first_seq`
+/// up to the next run's `first_seq` (exclusive) were written by the manager of `epoch`
+/// (0: unknown — written without `--cluster` or by a version that did not record it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EpochRun {
+    /// The first seq of the run.
+    pub first_seq: u64,
+    /// The epoch its events were written in.
+    pub epoch: u64,
 }
 
 /// Manager → executor (cast): part of the replication stream of one day.
@@ -50,6 +73,15 @@ pub enum ReplicaBody {
         snapshot_len: u64,
         /// CRC-32 of the whole snapshot.
         snapshot_crc: u32,
+        /// The epochs the events through `base_seq` were written in (the manager's runs up
+        /// to there). Empty from an older manager: unknown.
+        #[serde(default)]
+        runs: Vec<EpochRun>,
+        /// The manager's durable seq when it sent this: the replica keeps its old copy of
+        /// (cluster id, date) until the new one is durable through `max(base_seq, upto)`,
+        /// then swaps them. 0 from an older manager: swap once the snapshot is installed.
+        #[serde(default)]
+        upto: u64,
     },
     /// Snapshot bytes `offset..offset + bytes.len()` of the `Begin` with this `base_seq`.
     SnapshotChunk {
@@ -67,6 +99,10 @@ pub enum ReplicaBody {
         first_seq: u64,
         /// The payloads.
         events: Vec<Bytes>,
+        /// The epoch every one of these events was written in (a message never spans two
+        /// runs). 0 from an older manager: unknown.
+        #[serde(default)]
+        written_in: u64,
     },
 }
 

@@ -111,6 +111,8 @@ async fn a_replica_behind_the_compacted_log_starts_from_the_snapshot_and_catches
         cluster_id: CID.into(),
         date: DATE.into(),
         epoch: 3,
+        // Events through 2,500 were written in epoch 2, the rest in epoch 3.
+        runs: vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 2501, epoch: 3 }],
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let set = ReplicaSet::open(&dir.path().join("exec"), StoreOptions::for_test()).unwrap();
@@ -137,6 +139,12 @@ async fn a_replica_behind_the_compacted_log_starts_from_the_snapshot_and_catches
     let expected: Vec<(u64, Vec<u8>)> = (2001..=3500).map(|s| (s, payload(s))).collect();
     assert_eq!(rec.events, expected, "every event after the snapshot, in order, byte for byte");
     assert_eq!(replica.meta_get::<u64>("replica_epoch").unwrap(), Some(3));
+    // The epochs each event was written in came along: the snapshot's (through 2,000),
+    // then one run per writing epoch (no message spans two).
+    assert_eq!(
+        replica.meta_get::<Vec<EpochRun>>("replica_runs").unwrap(),
+        Some(vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 2501, epoch: 3 }])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,13 +160,20 @@ async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window
         cluster_id: CID.into(),
         date: DATE.into(),
         epoch: 1,
+        runs: vec![],
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let fake = FakeState { set: None, replicator: rep.clone(), received: received.clone() };
     let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
     // The replica already holds everything up to 10: streaming continues after it.
-    let pos = ReplicaPosition { cluster_id: CID.into(), date: DATE.into(), epoch: 1, seq: 10 };
+    let pos = ReplicaPosition {
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 1,
+        seq: 10,
+        runs: vec![],
+    };
     rep.cast(ReplicatorMsg::Joined { name: "e1".into(), instance: 7, agent, replicas: vec![pos] })
         .unwrap();
     eventually("the window to fill", || received.load(Ordering::SeqCst) > 0).await;
@@ -242,6 +257,7 @@ async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicat
         cluster_id: CID.into(),
         date: DATE.into(),
         epoch: 1,
+        runs: vec![],
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
