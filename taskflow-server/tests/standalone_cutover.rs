@@ -5,7 +5,6 @@
 //! restarted clock reads T's evening again). Bad starts: `--date` earlier than the data
 //! directory's days is refused and writes nothing.
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{BufRead, BufReader};
