@@ -114,8 +114,8 @@ mod duration_text {
 
 /// The wall clock every cutover decision and `at` trigger reads: the system clock, or — for
 /// tests only — a clock started at a given instant that runs `speed` times as fast
-/// ([`set_test_clock`]; the binary sets it from `TASKFLOW_TEST_CLOCK`). Monotonic timers
-/// (retry backoffs, leases, graces) are not scaled.
+/// ([`set_test_clock`](crate::wall::set_test_clock); the binary sets it from
+/// `TASKFLOW_TEST_CLOCK`). Monotonic timers (retry backoffs, leases, graces) are not scaled.
 pub mod wall {
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
