@@ -187,8 +187,8 @@ impl Runtime {
             join: tokio::sync::Mutex::new(Some(join)),
         });
         let handle = ManagerHandle { cell: cell.clone() };
+        warn_if_calendar_ends(&flow, date);
         let driver = if opts.roll_over && opts.cluster.is_none() {
-            warn_if_calendar_ends(&flow, date);
             Some(tokio::spawn(drive(cell.clone(), flow, registry, opts, date)))
         } else {
             if opts.roll_over {
