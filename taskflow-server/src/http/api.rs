@@ -55,7 +55,8 @@ pub(crate) async fn day(
 }
 
 /// `GET /api/days`: every business day in the data directory, newest first, with its
-/// outcome: `open` (the day this server runs), `closed` (every task done), `unfinished`
+/// outcome: `open` (the day this server runs, not closed yet), `closed` (every task done),
+/// `unfinished`
 /// (a store that did not close: stalled, or killed and not resumed), `damaged` (it cannot be
 /// read). Past days are read read-only (and cached), as `GET /api/days/{date}` does.
 pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
@@ -76,7 +77,8 @@ pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> Api
     let mut out = Vec::with_capacity(dates.len());
     for d in dates {
         let (outcome, seq) = if d == running {
-            ("open", Some(app.manager().board().await?.seq))
+            let b = app.manager().board().await?;
+            (if b.closed { "closed" } else { "open" }, Some(b.seq))
         } else {
             match app.past().get(app.flow_arc(), app.data_dir(), d, running).await {
                 Ok(p) if p.board.closed => ("closed", Some(p.board.seq)),
