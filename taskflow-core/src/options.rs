@@ -40,8 +40,8 @@ pub struct RuntimeOptions {
     /// without `--until-done`): once the day is closed and the next open date may begin
     /// ([`next_day`](crate::model::next_day): its calendar day has begun in the flow's zone
     /// and `new_day_at` passed), the closed day's manager is shut down and the next day's
-    /// opened in `days/<date>/`, in this process; handles follow it. Not with executor
-    /// processes yet (`cluster`): such a manager runs one day and warns. Default false.
+    /// opened in `days/<date>/`, in this process; handles follow it. With `cluster`, the
+    /// listener is bound again for the new day and executor processes re-join. Default false.
     pub roll_over: bool,
     /// Buffer of each subscription, in notices. Default 4096.
     pub subscriber_buffer: usize,
@@ -114,8 +114,8 @@ mod duration_text {
 
 /// The wall clock every cutover decision and `at` trigger reads: the system clock, or — for
 /// tests only — a clock started at a given instant that runs `speed` times as fast
-/// ([`set_test_clock`]; the binary sets it from `TASKFLOW_TEST_CLOCK`). Monotonic timers
-/// (retry backoffs, leases, graces) are not scaled.
+/// ([`set_test_clock`](crate::wall::set_test_clock); the binary sets it from
+/// `TASKFLOW_TEST_CLOCK`). Monotonic timers (retry backoffs, leases, graces) are not scaled.
 pub mod wall {
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};

@@ -187,18 +187,11 @@ impl Runtime {
             join: tokio::sync::Mutex::new(Some(join)),
         });
         let handle = ManagerHandle { cell: cell.clone() };
-        let driver = if opts.roll_over && opts.cluster.is_none() {
-            warn_if_calendar_ends(&flow, date);
-            Some(tokio::spawn(drive(cell.clone(), flow, registry, opts, date)))
-        } else {
-            if opts.roll_over {
-                tracing::warn!(
-                    "roll-over with executor processes is not supported yet: this manager runs \
-                     one business day"
-                );
-            }
-            None
-        };
+        warn_if_calendar_ends(&flow, date);
+        // With executor processes, a cutover closes and binds the cluster listener again (the
+        // next day's manager has its own epoch): the executors re-join by themselves.
+        let driver =
+            opts.roll_over.then(|| tokio::spawn(drive(cell.clone(), flow, registry, opts, date)));
         Ok((Runtime { cell, driver }, handle))
     }
 

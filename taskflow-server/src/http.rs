@@ -151,6 +151,7 @@ fn router(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{*path}", get(assets::asset))
         .route("/api/health", get(api::health))
+        .route("/api/days", get(api::days))
         .route(day, get(api::day))
         .route(&format!("{day}/tasks/{{task}}"), get(api::task))
         .route(&format!("{day}/tasks/{{task}}/{{action}}"), post(api::task_action))

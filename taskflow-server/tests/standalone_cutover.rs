@@ -5,7 +5,6 @@
 //! restarted clock reads T's evening again). Bad starts: `--date` earlier than the data
 //! directory's days is refused and writes nothing.
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -105,6 +104,22 @@ async fn standalone_cuts_over_by_itself_and_a_killed_process_resumes_the_open_da
     let (status, past) = request(first.addr, "GET", "/api/days/2026-09-29", Some(TOKEN), "").await;
     assert_eq!(status, 200, "{past}");
     assert_eq!(past["closed"], true, "{past}");
+    let (status, days) = request(first.addr, "GET", "/api/days", Some(TOKEN), "").await;
+    assert_eq!(status, 200, "{days}");
+    let listed: Vec<(String, String, bool)> = days["days"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            (s("date"), s("outcome"), d["current"] == true)
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("2026-09-30".into(), "open".into(), true), ("2026-09-29".into(), "closed".into(), false)],
+        "{days}"
+    );
     let (_, _, metrics) = common::raw(first.addr, "GET", "/metrics", Some(TOKEN), "").await;
     assert!(metrics.contains("taskflow_day_info{date=\"2026-09-30\"} 1"), "{metrics}");
 

@@ -250,6 +250,8 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         date: Some(date),
         executors: args.local_executors,
         auto_execute_manual: args.until_done,
+        // Without --until-done the manager goes on from day to day.
+        roll_over: !args.until_done,
         cluster: Some(listen),
         ..RuntimeOptions::default()
     };

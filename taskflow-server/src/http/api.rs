@@ -54,6 +54,49 @@ pub(crate) async fn day(
     Ok(Json(day.board_dto(&app, &b)).into_response())
 }
 
+/// `GET /api/days`: every business day in the data directory, newest first, with its
+/// outcome: `open` (the day this server runs, not closed yet), `closed` (every task done),
+/// `unfinished`
+/// (a store that did not close: stalled, or killed and not resumed), `damaged` (it cannot be
+/// read). Past days are read read-only (and cached), as `GET /api/days/{date}` does.
+pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    let running = app.date();
+    let mut dates: Vec<BusinessDate> = match std::fs::read_dir(app.data_dir().join("days")) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if !dates.contains(&running) {
+        dates.push(running);
+    }
+    dates.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = Vec::with_capacity(dates.len());
+    for d in dates {
+        let (outcome, seq) = if d == running {
+            let b = app.manager().board().await?;
+            (if b.closed { "closed" } else { "open" }, Some(b.seq))
+        } else {
+            match app.past().get(app.flow_arc(), app.data_dir(), d, running).await {
+                Ok(p) if p.board.closed => ("closed", Some(p.board.seq)),
+                Ok(p) => ("unfinished", Some(p.board.seq)),
+                Err(e) if e.status == StatusCode::NOT_FOUND => continue,
+                Err(_) => ("damaged", None),
+            }
+        };
+        out.push(serde_json::json!({
+            "date": d.to_string(),
+            "current": d == running,
+            "outcome": outcome,
+            "seq": seq,
+        }));
+    }
+    Ok(Json(serde_json::json!({ "days": out })).into_response())
+}
+
 /// `GET /api/days/{date}/tasks/{task_id}?status=…&offset=…&limit=…`.
 pub(crate) async fn task(
     State(app): State<AppState>,
