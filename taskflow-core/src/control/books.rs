@@ -670,18 +670,6 @@ impl Books {
         &self.resources
     }
 
-    /// Sets a resource's units (an operator's change, or its replay); false for an unknown
-    /// name.
-    pub(crate) fn set_units(&mut self, name: &str, units: u32) -> bool {
-        match self.resources.iter_mut().find(|r| r.name == name) {
-            Some(r) => {
-                r.units = units;
-                true
-            }
-            None => false,
-        }
-    }
-
     // ----- retry timers ----------------------------------------------------------------
 
     /// A retry timer is asked for, due at `due_wall_ms`.

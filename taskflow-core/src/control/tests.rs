@@ -990,3 +990,47 @@ fn a_registration_over_the_event_limit_fails_its_task_naming_the_shard_count_and
     let ran = run_all(&mut core, &f, out);
     assert_eq!(ran, vec![("small".to_owned(), 0)]);
 }
+
+#[test]
+fn a_lost_executors_shard_holds_its_units_until_it_is_requeued() {
+    // `ta_db` is exclusive; `a` runs on e1, `b` waits for the unit. e1's session closes: it
+    // may run on until its lease is surely over, so the unit stays held, and `b` waits, until
+    // the orphan is requeued; then one of the two takes it (never both).
+    let f = flow(LOCKED);
+    let d = DayState::new(date(), Arc::new(f.graph().clone()));
+    let (mut core, _) = start_cluster(f.clone(), d, 0);
+    let join = JoinIn {
+        executor: "e1".into(),
+        instance: 9,
+        protocol_version: 1,
+        slots: 3,
+        behaviors: vec!["scripted".into()],
+        held: Vec::new(),
+        busy: Vec::new(),
+        agent_found: true,
+    };
+    let mut out = core.handle(Input::Join { req: 1, join }, NOW);
+    feed_prepared(&mut core, &f, &mut out, NOW);
+    let mut ran: Vec<String> = assigned(&out).into_iter().map(|(t, _)| t).collect();
+    ran.sort();
+    assert_eq!(ran, vec!["a", "c"], "{out:#?}");
+    assert_eq!(core.board().resources[0].in_use, 1);
+
+    let mut out = core.handle(Input::SessionClosed { executors: vec![0] }, NOW);
+    feed_prepared(&mut core, &f, &mut out, NOW);
+    assert!(assigned(&out).is_empty(), "nothing is reassigned before the lease is over: {out:#?}");
+    assert_eq!(core.board().resources[0].in_use, 1, "the lost attempt still holds ta_db");
+    assert_eq!(task_waits(&core, "b"), Some(WaitingFor::Resource { resource: "ta_db".into() }));
+    assert!(core.books.check(core.day()).is_ok());
+
+    // Past the lease (+ margin): the orphans are requeued and the unit given back.
+    let later = Now { mono_ms: NOW.mono_ms + 1_300, wall_ms: NOW.wall_ms + 1_300 };
+    let mut out = core.handle(Input::Timer(Timer::Orphans), later);
+    feed_prepared(&mut core, &f, &mut out, later);
+    assert!(
+        appended(&out).iter().any(|k| matches!(k, EventKind::Shard { event: SE::Requeue, .. })),
+        "{out:#?}"
+    );
+    assert_eq!(core.board().resources[0].in_use, 0, "released once requeued");
+    assert!(core.books.check(core.day()).is_ok());
+}

@@ -138,9 +138,15 @@ test('the console shows the live board and drives the day', { timeout: 6 * WAIT 
     const held = (await getJson('/api/days/current')).tasks.find((t) => t.id === 'day_close');
     assert.ok(held.held_by, `the API does not show the hold: ${JSON.stringify(held)}`);
     assert.ok(held.allowed_actions.includes('free') && !held.allowed_actions.includes('hold'), held.allowed_actions.join());
+    assert.deepEqual(held.waiting_for, { kind: 'held', by: held.held_by });
+    await page.waitForFunction(() => document.querySelector('[data-testid=task-node][data-task-id="day_close"]')?.dataset.waiting === 'held',
+      null, { timeout: WAIT, polling: 100 });
 
     // Force start without a reason: the console says why and sends nothing.
     await node('reconciliation').click();
+    // Why it waits: its first dependency not done, in words.
+    await page.locator('#detail[data-task-id="reconciliation"] dd[data-field="waiting for"]', { hasText: /^waits for \w+/ })
+      .waitFor({ timeout: WAIT });
     const sel = '#detail[data-task-id="reconciliation"] [data-testid=task-actions] button[data-action="force_start"]';
     await page.waitForFunction((q) => { const b = document.querySelector(q); return b && !b.disabled; }, sel, { timeout: WAIT, polling: 100 });
     await page.locator(sel).click();
