@@ -156,3 +156,39 @@ fn a_data_directory_of_another_date_is_refused() {
     assert!(matches!(err, Error::DateMismatch { .. }), "{err}");
     assert!(err.to_string().contains("2026-09-30"), "{err}");
 }
+
+#[test]
+fn an_event_over_the_size_limit_is_refused_before_it_applies_and_the_day_reopens() {
+    // One size limit for an event, equal to the log's record limit, checked before the event
+    // changes the day: before, a 20 MiB failure reason was applied in memory and the append
+    // failed afterwards (the manager died, and restarted into the same failure).
+    assert_eq!(taskflow_core::state::MAX_EVENT_BYTES, taskflow_core::store::MAX_PAYLOAD);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { snapshot_every: u64::MAX, ..JournalOptions::for_test() };
+    let (mut j, _) = Journal::open(dir.path(), date(), graph(), opts.clone()).unwrap();
+    run_import(&mut j, 1);
+    let before = j.state().clone();
+    let huge = ShardEvent::Fail { reason: "x".repeat(20 << 20) };
+    let err = j.record(shard("import", 0, huge), 9).unwrap_err();
+    assert!(
+        matches!(err, taskflow_core::state::Error::TooLarge { len, limit }
+            if len > limit && limit == taskflow_core::state::MAX_EVENT_BYTES),
+        "{err}"
+    );
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    assert!(*j.state() == before, "nothing changed");
+    // A registration over the limit likewise.
+    let shards = (0..20_000).map(|i| ShardKey::new(format!("{i:0>1024}"))).collect();
+    let kind = EventKind::TaskRegistered {
+        task: TaskId::new("confirm"),
+        items: vec![],
+        shards,
+        covered_dates: vec![],
+    };
+    assert!(matches!(j.record(kind, 10), Err(taskflow_core::state::Error::TooLarge { .. })));
+    j.flush().unwrap();
+    wait_durable(&j);
+    j.close(WAIT).unwrap();
+    let (j, _) = Journal::open(dir.path(), date(), graph(), opts).unwrap();
+    assert!(*j.state() == before, "the day reopens as it was");
+}

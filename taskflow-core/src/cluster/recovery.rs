@@ -4,7 +4,8 @@
 //! ```text
 //! recovery inbox ◄── Join (replicas, seen epoch) ── executors     answer: Recovering{retry_ms}
 //!   wait for K executors with replicas, or the timeout
-//!   choose the freshest replica of the date by (cluster id, epoch, seq)
+//!   choose the freshest replica of the date: one cluster id, then (epoch in which the last
+//!   held event was written, seq); divergent histories refused (`choose`)
 //!   ReplicaPull ──► chosen executor ──► ReplicaChunk (snapshot chunks, then events)
 //!   write `<day>.recovering/` (seeded store + events, epoch ≥ every reported epoch), rename
 //! ```

@@ -264,7 +264,8 @@ impl DayEvent {
         use super::ShardEvent as S;
         match &self.kind {
             EventKind::Shard { event, .. } | EventKind::TaskShards { event, .. } => {
-                matches!(event, S::Fail { .. } | S::RollbackFailed { .. } | S::Dispatch { .. })
+                // A dispatch names an executor (a peer's name, within a 4 MiB message): small.
+                matches!(event, S::Fail { .. } | S::RollbackFailed { .. })
             }
             EventKind::TaskReady { .. }
             | EventKind::StepCheckpoint { .. }

@@ -57,6 +57,9 @@ impl Actor for FakeAgent {
             let last = store.next_seq() - 1;
             assert!(store.wait_durable(last, Duration::from_secs(10)).unwrap());
         }
+        // As the replica actor does after each part: a staged new copy durable through
+        // its bound replaces the old one.
+        set.maybe_swap().expect("swaps");
         let ack = set.ack("e1", 7, CID, DATE, applied.need);
         let _ = ToManager::ReplicaAck(ack.clone());
         let _ = st.replicator.cast(ReplicatorMsg::Ack(ack));
@@ -285,4 +288,73 @@ async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicat
     eventually("the resend from 0", || received.load(Ordering::SeqCst) > window).await;
     assert_eq!(rep.get_status(), ractor::ActorStatus::Running);
     rep.stop(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_events_were_written_in_other_epochs_starts_over_instead_of_continuing() {
+    // The manager's history: 1..150 written in epoch 2, then (recovered from a replica at
+    // 150) 151..300 in epoch 4. The joining replica holds 1..200 all written in epoch 2:
+    // its 151..200 are events this history does not have.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path().join("manager"), StoreOptions::for_test()).unwrap();
+    let store = Arc::new(store);
+    let tail = Arc::new(ReplicationTail::default());
+    append(&store, Some(&tail), 1..=300);
+    let mut set = ReplicaSet::open(&dir.path().join("exec"), StoreOptions::for_test()).unwrap();
+    let stream = |body| ReplicateMsg { epoch: 2, cluster_id: CID.into(), date: DATE.into(), body };
+    set.apply(stream(ReplicaBody::Begin {
+        base_seq: 0,
+        snapshot_len: 0,
+        snapshot_crc: 0,
+        runs: vec![],
+        upto: 0,
+    }))
+    .unwrap();
+    let old: Vec<Bytes> = (1..=200u64)
+        .map(|s| Bytes(if s <= 150 { payload(s) } else { format!("old-{s}").into_bytes() }))
+        .collect();
+    set.apply(stream(ReplicaBody::Events { first_seq: 1, events: old, written_in: 2 })).unwrap();
+    let (s, _) = set.open_store().unwrap();
+    assert!(s.wait_durable(200, Duration::from_secs(10)).unwrap());
+    drop(s);
+    let replicas = set.positions();
+    assert_eq!(replicas[0].seq, 200);
+
+    let args = ReplicatorArgs {
+        store: store.clone(),
+        tail,
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 4,
+        runs: vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 151, epoch: 4 }],
+    };
+    let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let fake = FakeState { set: Some(set), replicator: rep.clone(), received: received.clone() };
+    let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
+    rep.cast(ReplicatorMsg::Joined {
+        name: "e1".into(),
+        instance: 7,
+        agent: agent.clone(),
+        replicas,
+    })
+    .unwrap();
+    // Continuing from 201 would send 100 events; starting over sends all 300.
+    eventually("the replica to start over", || received.load(Ordering::SeqCst) >= 300).await;
+    agent.stop_and_wait(None, Some(Duration::from_secs(10))).await.unwrap();
+    rep.stop_and_wait(None, Some(Duration::from_secs(10))).await.unwrap();
+    let replica_dir = dir.path().join("exec").join("replica").join(DATE).join(CID);
+    let (replica, rec) = Store::open(&replica_dir, StoreOptions::for_test()).unwrap();
+    let expected: Vec<(u64, Vec<u8>)> = (1..=300).map(|s| (s, payload(s))).collect();
+    assert!(
+        rec.events == expected,
+        "exactly the manager's history, none of the old tail: {} events, the first different \
+         at {:?}",
+        rec.events.len(),
+        rec.events.iter().zip(&expected).find(|(a, b)| a != b).map(|(a, _)| a.0)
+    );
+    assert_eq!(
+        replica.meta_get::<Vec<EpochRun>>("replica_runs").unwrap(),
+        Some(vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 151, epoch: 4 }])
+    );
 }
