@@ -40,6 +40,10 @@ fn console_in_headless_chromium_drives_the_day() {
         .current_dir(dir.path())
         .env("TASKFLOW_INJECT_FAILURES", "reconciliation:*:1")
         .env("TASKFLOW_FUND_STEP_DELAY", "20ms")
+        // The late evening of the day under test: its `at` triggers have passed, and the
+        // next business day (2026-10-08, after the National Day holidays) cannot open while
+        // the test runs, so the console stays on the day it drives once that day closes.
+        .env("TASKFLOW_TEST_CLOCK", "2026-09-30T23:00:00+08:00")
         .env_remove("TASKFLOW_TOKEN")
         .env_remove("TASKFLOW_CONFIG")
         .stdout(Stdio::piped())
