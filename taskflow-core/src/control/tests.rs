@@ -265,16 +265,7 @@ fn a_rollback_recovered_in_flight_waits_for_the_reconcile_window() {
         out.iter().any(|e| matches!(e, Effect::Timer { timer: Timer::Reconcile, at_ms } if *at_ms == NOW.mono_ms + 5_000)),
         "{out:#?}"
     );
-    let join = JoinIn {
-        executor: "e2".into(),
-        instance: 9,
-        protocol_version: 1,
-        slots: 2,
-        behaviors: vec!["scripted".into()],
-        held: Vec::new(),
-        busy: Vec::new(),
-        agent_found: true,
-    };
+    let join = join_in("e2", 2);
     let mut joined = core.handle(Input::Join { req: 1, join }, NOW);
     feed_prepared(&mut core, &f, &mut joined, NOW);
     out.extend(joined);
@@ -999,16 +990,7 @@ fn a_lost_executors_shard_holds_its_units_until_it_is_requeued() {
     let f = flow(LOCKED);
     let d = DayState::new(date(), Arc::new(f.graph().clone()));
     let (mut core, _) = start_cluster(f.clone(), d, 0);
-    let join = JoinIn {
-        executor: "e1".into(),
-        instance: 9,
-        protocol_version: 1,
-        slots: 3,
-        behaviors: vec!["scripted".into()],
-        held: Vec::new(),
-        busy: Vec::new(),
-        agent_found: true,
-    };
+    let join = join_in("e1", 3);
     let mut out = core.handle(Input::Join { req: 1, join }, NOW);
     feed_prepared(&mut core, &f, &mut out, NOW);
     let mut ran: Vec<String> = assigned(&out).into_iter().map(|(t, _)| t).collect();
@@ -1033,4 +1015,19 @@ fn a_lost_executors_shard_holds_its_units_until_it_is_requeued() {
     );
     assert_eq!(core.board().resources[0].in_use, 0, "released once requeued");
     assert!(core.books.check(core.day()).is_ok());
+}
+
+/// The join of a fresh executor (instance 9, protocol 1) running `scripted` with `slots` slots,
+/// holding nothing.
+fn join_in(executor: &str, slots: u32) -> JoinIn {
+    JoinIn {
+        executor: executor.into(),
+        instance: 9,
+        protocol_version: 1,
+        slots,
+        behaviors: vec!["scripted".into()],
+        held: Vec::new(),
+        busy: Vec::new(),
+        agent_found: true,
+    }
 }
