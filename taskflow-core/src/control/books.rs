@@ -618,9 +618,17 @@ impl Books {
 
     /// Counts the units held in `day` from scratch (a start or a recovery walks the day once).
     pub(crate) fn init_resources(&mut self, day: &DayState) {
-        for r in &mut self.resources {
-            r.in_use = 0;
+        let in_use = self.recount_units(day);
+        for (r, n) in self.resources.iter_mut().zip(in_use) {
+            r.in_use = n;
         }
+    }
+
+    /// The units each resource has in use in `day`, counted from its shards (those whose
+    /// status [`holds_units`]): what [`Books::init_resources`] sets and [`Books::check`]
+    /// compares.
+    fn recount_units(&self, day: &DayState) -> Vec<u32> {
+        let mut in_use = vec![0u32; self.resources.len()];
         for (t, needs) in self.needs.iter().enumerate() {
             let ix = TaskIx(t as u32);
             if needs.is_empty() || !day.is_registered(ix) {
@@ -629,9 +637,10 @@ impl Books {
             let c = day.counts(ix);
             let holding = c.get(ShardStatus::Running) + c.get(ShardStatus::Stopping);
             for &(r, units) in needs {
-                self.resources[r].in_use += units * holding;
+                in_use[r] += units * holding;
             }
         }
+        in_use
     }
 
     /// A shard of `ix` moved from `from` to `to`: its units are taken or given back.
@@ -749,18 +758,7 @@ impl Books {
                 ));
             }
         }
-        let mut in_use = vec![0u32; self.resources.len()];
-        for (t, needs) in self.needs.iter().enumerate() {
-            let ix = TaskIx(t as u32);
-            if needs.is_empty() || !day.is_registered(ix) {
-                continue;
-            }
-            let c = day.counts(ix);
-            let holding = c.get(ShardStatus::Running) + c.get(ShardStatus::Stopping);
-            for &(r, units) in needs {
-                in_use[r] += units * holding;
-            }
-        }
+        let in_use = self.recount_units(day);
         for (r, &n) in self.resources.iter().zip(&in_use) {
             if r.in_use != n {
                 return Err(format!("resource {}: in use {} but {n} recounted", r.name, r.in_use));

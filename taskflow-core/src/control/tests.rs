@@ -66,13 +66,7 @@ fn dispatch(attempt: u32) -> SE {
 /// every append made durable at once.
 fn start(flow: Arc<Flow>, day: DayState) -> (Control, Vec<Effect>) {
     let durable = day.last_seq();
-    let opts = ControlOptions {
-        auto_execute_manual: false,
-        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
-        shutdown_grace_ms: 1000,
-        local: vec![("local-1".into(), 1)],
-        cluster: None,
-    };
+    let opts = local_options(1);
     let mut core = Control::new(flow, date(), day, durable, opts, NOW);
     let mut out = core.handle(Input::Start, NOW);
     settle(&mut core, &mut out);
@@ -311,13 +305,7 @@ behavior = "scripted"
 priority = 5
 "#,
     );
-    let opts = ControlOptions {
-        auto_execute_manual: false,
-        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
-        shutdown_grace_ms: 1000,
-        local: vec![("local-1".into(), 1)],
-        cluster: None,
-    };
+    let opts = local_options(1);
     let d = DayState::new(date(), Arc::new(f.graph().clone()));
     let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
     // Every task is prepared before the first dispatch can free the slot again.
@@ -443,19 +431,9 @@ behavior = "scripted"
 depends_on = ["first"]
 "#;
 
+/// A local core with one slot over a fresh day, after its start and every preparation.
 fn start_local(f: &Arc<Flow>) -> (Control, Vec<Effect>) {
-    let opts = ControlOptions {
-        auto_execute_manual: false,
-        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
-        shutdown_grace_ms: 1000,
-        local: vec![("local-1".into(), 1)],
-        cluster: None,
-    };
-    let d = DayState::new(date(), Arc::new(f.graph().clone()));
-    let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
-    let mut out = core.handle(Input::Start, NOW);
-    feed_prepared(&mut core, f, &mut out, NOW);
-    (core, out)
+    start_slots(f, 1)
 }
 
 #[test]
@@ -550,13 +528,7 @@ fn a_force_start_recorded_before_a_crash_registers_the_task_on_recovery() {
     for (i, kind) in kinds.into_iter().enumerate() {
         d.apply(&DayEvent { seq: i as u64 + 1, at_ms: NOW.wall_ms, kind }).expect("applies");
     }
-    let opts = ControlOptions {
-        auto_execute_manual: false,
-        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
-        shutdown_grace_ms: 1000,
-        local: vec![("local-1".into(), 1)],
-        cluster: None,
-    };
+    let opts = local_options(1);
     let mut core = Control::new(f.clone(), date(), d, 2, opts, NOW);
     let mut out = core.handle(Input::Start, NOW);
     feed_prepared(&mut core, &f, &mut out, NOW);
@@ -731,14 +703,9 @@ level = "system"
 behavior = "scripted"
 "#;
 
+/// A local core with `slots` slots over a fresh day, after its start and every preparation.
 fn start_slots(f: &Arc<Flow>, slots: u32) -> (Control, Vec<Effect>) {
-    let opts = ControlOptions {
-        auto_execute_manual: false,
-        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
-        shutdown_grace_ms: 1000,
-        local: vec![("local-1".into(), slots)],
-        cluster: None,
-    };
+    let opts = local_options(slots);
     let d = DayState::new(date(), Arc::new(f.graph().clone()));
     let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
     let mut out = core.handle(Input::Start, NOW);
@@ -913,13 +880,7 @@ fn a_huge_failure_reason_is_capped_where_it_enters_and_the_day_goes_on() {
 #[test]
 fn a_registration_over_the_event_limit_fails_its_task_naming_the_shard_count_and_the_day_goes_on() {
     let f = flow(TWO_INDEPENDENT);
-    let opts = ControlOptions {
-        auto_execute_manual: false,
-        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
-        shutdown_grace_ms: 1000,
-        local: vec![("local-1".into(), 1)],
-        cluster: None,
-    };
+    let opts = local_options(1);
     let d = DayState::new(date(), Arc::new(f.graph().clone()));
     let mut core = Control::new(f.clone(), date(), d, 0, opts, NOW);
     let mut out = core.handle(Input::Start, NOW);
@@ -1029,5 +990,17 @@ fn join_in(executor: &str, slots: u32) -> JoinIn {
         held: Vec::new(),
         busy: Vec::new(),
         agent_found: true,
+    }
+}
+
+/// The options of a core with one in-process executor of `slots` slots (no cluster; unconfirmed
+/// shards rolled back automatically).
+fn local_options(slots: u32) -> ControlOptions {
+    ControlOptions {
+        auto_execute_manual: false,
+        unconfirmed_policy: UnconfirmedPolicy::AutoRollback,
+        shutdown_grace_ms: 1000,
+        local: vec![("local-1".into(), slots)],
+        cluster: None,
     }
 }

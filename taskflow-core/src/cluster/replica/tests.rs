@@ -285,9 +285,9 @@ fn a_replica_told_to_start_over_keeps_its_old_copy_until_the_new_one_is_durable(
         runs: vec![run(1, 2)],
         upto: 4,
     };
-    assert_eq!(need(&mut set, msg(4, begin)), ReplicaNeed::Nothing);
     let chunk = ReplicaBody::SnapshotChunk { base_seq: 2, offset: 0, bytes: Bytes(snap.clone()) };
-    assert_eq!(need(&mut set, msg(4, chunk)), ReplicaNeed::Nothing);
+    assert_eq!(need(&mut set, msg(4, begin.clone())), ReplicaNeed::Nothing);
+    assert_eq!(need(&mut set, msg(4, chunk.clone())), ReplicaNeed::Nothing);
     assert_eq!(need(&mut set, msg(4, written(3, &[b"n3"], 4))), ReplicaNeed::Nothing);
     wait_durable(&set, 3);
     assert!(!set.maybe_swap().unwrap(), "not durable through 4 yet");
@@ -309,15 +309,7 @@ fn a_replica_told_to_start_over_keeps_its_old_copy_until_the_new_one_is_durable(
 
     // Again, to the end: once durable through 4 the new copy replaces the old one.
     let mut set = ReplicaSet::open(dir.path(), StoreOptions::for_test()).unwrap();
-    let begin = ReplicaBody::Begin {
-        base_seq: 2,
-        snapshot_len: snap.len() as u64,
-        snapshot_crc: crc32fast::hash(&snap),
-        runs: vec![run(1, 2)],
-        upto: 4,
-    };
     assert_eq!(need(&mut set, msg(4, begin)), ReplicaNeed::Nothing);
-    let chunk = ReplicaBody::SnapshotChunk { base_seq: 2, offset: 0, bytes: Bytes(snap.clone()) };
     assert_eq!(need(&mut set, msg(4, chunk)), ReplicaNeed::Nothing);
     assert_eq!(need(&mut set, msg(4, written(3, &[b"n3", b"n4"], 4))), ReplicaNeed::Nothing);
     wait_durable(&set, 4);
