@@ -212,7 +212,7 @@ async fn run() {
         log_lines_per_shard,
         steps,
     };
-    let state = AppState::start(manager.clone(), flow, options).await.expect("console starts");
+    let state = AppState::start(manager.clone(), options).await.expect("console starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

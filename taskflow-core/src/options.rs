@@ -53,6 +53,14 @@ pub struct RuntimeOptions {
     /// in-process executors (`executors`, may be 0) run besides them.
     #[serde(skip)]
     pub cluster: Option<crate::cluster::ClusterListen>,
+    /// The directory the flow was loaded from ([`crate::flow::load_dir`]). A rolling runtime
+    /// reads it again (flow, calendar, reference data) before it opens each next day: a
+    /// changed flow takes effect from that day; one that no longer loads, or names a
+    /// behavior the in-process executors do not host, is refused with an error in the log
+    /// and the day opens with the flow it had. `None` (a flow built in code): the same flow
+    /// every day. Default `None`.
+    #[serde(skip)]
+    pub flow_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -72,6 +80,7 @@ impl Default for RuntimeOptions {
             log_lines_per_shard: 200,
             log_lines_total: 100_000,
             cluster: None,
+            flow_dir: None,
         }
     }
 }

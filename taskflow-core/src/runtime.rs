@@ -108,6 +108,9 @@ pub enum Error {
 /// The business day a runtime serves now: its manager actor. A cutover replaces it.
 struct DayCell {
     current: std::sync::RwLock<ActorRef<ManagerMsg>>,
+    /// The flow the open day runs (a cutover may bring a changed one, read again from
+    /// [`RuntimeOptions::flow_dir`]).
+    flow: std::sync::RwLock<Arc<Flow>>,
     /// The open day's date; bumped after every cutover (the console follows it).
     day: tokio::sync::watch::Sender<BusinessDate>,
     /// The current manager's join handle; held by the cutover while it replaces the manager,
@@ -118,6 +121,10 @@ struct DayCell {
 impl DayCell {
     fn manager(&self) -> ActorRef<ManagerMsg> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn flow(&self) -> Arc<Flow> {
+        self.flow.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -183,6 +190,7 @@ impl Runtime {
         let (manager, join) = start_day(flow.clone(), registry.clone(), opts.clone(), date).await?;
         let cell = Arc::new(DayCell {
             current: std::sync::RwLock::new(manager),
+            flow: std::sync::RwLock::new(flow.clone()),
             day: tokio::sync::watch::channel(date).0,
             join: tokio::sync::Mutex::new(Some(join)),
         });
@@ -254,19 +262,54 @@ fn warn_if_calendar_ends(flow: &Flow, date: BusinessDate) {
 /// for the instant the next day may open (one timer), then replaces the day's manager.
 async fn drive(
     cell: Arc<DayCell>,
-    flow: Arc<Flow>,
+    mut flow: Arc<Flow>,
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     mut date: BusinessDate,
 ) {
     use crate::model::{NextDay, next_day};
+    let hosted: Option<Vec<String>> =
+        (opts.cluster.is_none()).then(|| registry.names().into_iter().map(str::to_owned).collect());
     loop {
         if !wait_closed(&cell).await {
             return;
         }
+        // The flow is read again once the next day may open (after any wait), so that an
+        // edit made overnight is the one the day opens with; a changed calendar or
+        // `new_day_at` is then decided again with it.
+        let mut reread = false;
         let next = loop {
             match next_day(&flow.day_policy(), date, wall::now()) {
                 NextDay::Open { date: next, skipped } => {
+                    if let (false, Some(dir)) = (reread, &opts.flow_dir) {
+                        reread = true;
+                        let dir = dir.clone();
+                        let loaded = tokio::task::spawn_blocking(move || {
+                            crate::flow::load_dir(&dir).map_err(|e| e.to_string())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("reading the flow failed: {e}")));
+                        match choose_flow(&flow, loaded, hosted.as_deref()) {
+                            FlowChoice::Same => {}
+                            FlowChoice::Changed(new) => {
+                                tracing::info!(
+                                    closed = %date,
+                                    next = %next,
+                                    from = %crate::control::flow_digest(&flow),
+                                    to = %crate::control::flow_digest(&new),
+                                    "the flow changed: the next day opens with the new one"
+                                );
+                                flow = Arc::new(*new);
+                                continue;
+                            }
+                            FlowChoice::Keep(why) => tracing::error!(
+                                next = %next,
+                                dir = %opts.flow_dir.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                                "the flow read again at the cutover is refused; the next day \
+                                 opens with the flow it had: {why}"
+                            ),
+                        }
+                    }
                     for s in skipped {
                         tracing::info!(date = %s, "catch_up = latest: missed business day not opened");
                     }
@@ -275,6 +318,7 @@ async fn drive(
                 NextDay::WaitUntil { date: next, at } => {
                     tracing::info!(%date, next = %next, %at, "day closed; the next day opens at its cutover time");
                     tokio::time::sleep(wall::real_delay_until(at)).await;
+                    reread = false;
                 }
                 NextDay::CalendarEnds { last } => {
                     tracing::error!(
@@ -295,6 +339,7 @@ async fn drive(
         match start_day(flow.clone(), registry.clone(), opts.clone(), next).await {
             Ok((manager, j)) => {
                 *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
+                *cell.flow.write().unwrap_or_else(|e| e.into_inner()) = flow.clone();
                 *join = Some(j);
                 drop(join);
                 tracing::info!(closed = %date, opened = %next, "cutover: the next business day is open");
@@ -308,6 +353,57 @@ async fn drive(
             }
         }
     }
+}
+
+/// What a cutover does with the flow read again from its directory.
+#[derive(Debug)]
+enum FlowChoice {
+    /// The same task definitions, calendar and reference data: go on with the flow in use.
+    Same,
+    /// A changed flow that loads and whose behaviors are hosted: the next day runs it.
+    Changed(Box<Flow>),
+    /// Refused (why): the next day runs the flow in use.
+    Keep(String),
+}
+
+/// Decides between the flow in use and the one read again at a cutover. `hosted`: the
+/// behaviors of the in-process executors when they are the only ones (a behavior nobody
+/// hosts would fail every shard of its task); `None` with executor processes, which say at
+/// their join what they host.
+fn choose_flow(
+    current: &Flow,
+    loaded: Result<Flow, String>,
+    hosted: Option<&[String]>,
+) -> FlowChoice {
+    let new = match loaded {
+        Ok(f) => f,
+        Err(e) => return FlowChoice::Keep(format!("it no longer validates: {e}")),
+    };
+    if let Some(hosted) = hosted {
+        let missing: std::collections::BTreeSet<&str> = new
+            .tasks()
+            .iter()
+            .map(|t| t.behavior.as_str())
+            .filter(|b| !hosted.iter().any(|h| h == b))
+            .collect();
+        if !missing.is_empty() {
+            let missing: Vec<&str> = missing.into_iter().collect();
+            return FlowChoice::Keep(format!(
+                "it uses behaviors this process does not host: {} (hosted: {})",
+                missing.join(", "),
+                hosted.join(", ")
+            ));
+        }
+    }
+    if same_flow(current, &new) { FlowChoice::Same } else { FlowChoice::Changed(Box::new(new)) }
+}
+
+/// Whether two flows define the same day: tasks, resources, settings, calendar, reference data.
+fn same_flow(a: &Flow, b: &Flow) -> bool {
+    a.tasks() == b.tasks()
+        && a.resources() == b.resources()
+        && a.settings() == b.settings()
+        && a.reference() == b.reference()
 }
 
 /// Waits until the current day is closed (its `day_closed` event, or already closed); false
@@ -408,6 +504,12 @@ impl ManagerHandle {
     /// Subscribes to notices on `topics` (empty: all).
     pub async fn subscribe(&self, topics: Vec<Topic>) -> Result<Subscription, Error> {
         self.ask(|reply| ManagerMsg::Subscribe { topics, reply }, CALL_TIMEOUT).await
+    }
+
+    /// The flow the open day runs: with [`RuntimeOptions::flow_dir`], a cutover may bring a
+    /// changed one.
+    pub fn flow(&self) -> Arc<Flow> {
+        self.cell.flow()
     }
 
     /// The open day's date, changing at every cutover of a rolling runtime

@@ -43,7 +43,6 @@ pub struct AppState {
 
 struct Shared {
     manager: ManagerHandle,
-    flow: Arc<Flow>,
     auth: Auth,
     hub: Arc<Hub>,
     behaviors: Vec<String>,
@@ -84,18 +83,12 @@ pub fn behavior_steps(registry: &BehaviorRegistry) -> BTreeMap<String, Vec<Strin
 
 impl AppState {
     /// Takes the first board and starts the WebSocket hub following the day.
-    pub async fn start(
-        manager: ManagerHandle,
-        flow: Arc<Flow>,
-        opts: ConsoleOptions,
-    ) -> anyhow::Result<AppState> {
+    pub async fn start(manager: ManagerHandle, opts: ConsoleOptions) -> anyhow::Result<AppState> {
         let steps = Arc::new(opts.steps);
-        let hub = Hub::start(manager.clone(), flow.clone(), opts.behaviors.clone(), steps.clone())
-            .await?;
+        let hub = Hub::start(manager.clone(), opts.behaviors.clone(), steps.clone()).await?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 manager,
-                flow,
                 auth: opts.auth,
                 hub,
                 behaviors: opts.behaviors,
@@ -110,14 +103,12 @@ impl AppState {
     pub(crate) fn manager(&self) -> &ManagerHandle {
         &self.inner.manager
     }
-    pub(crate) fn flow(&self) -> &Flow {
-        &self.inner.flow
-    }
-    pub(crate) fn flow_arc(&self) -> &Arc<Flow> {
-        &self.inner.flow
+    /// The flow of the open day (a cutover may bring a changed one).
+    pub(crate) fn flow(&self) -> Arc<Flow> {
+        self.inner.manager.flow()
     }
     pub(crate) fn steps(&self, task: &str) -> Option<&[String]> {
-        dto::task_steps(&self.inner.flow, &self.inner.steps, task)
+        dto::task_steps(&self.flow(), &self.inner.steps, task)
     }
     pub(crate) fn past(&self) -> &PastDays {
         &self.inner.past

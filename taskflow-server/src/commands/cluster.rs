@@ -253,6 +253,8 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         // Without --until-done the manager goes on from day to day.
         roll_over: !args.until_done,
         cluster: Some(listen),
+        // A rolling day reads the flow directory again at each cutover.
+        flow_dir: args.flow.clone(),
         ..RuntimeOptions::default()
     };
     if !args.until_done {

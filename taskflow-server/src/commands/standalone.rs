@@ -184,6 +184,8 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         auto_execute_manual: args.until_done,
         // Without --until-done the process goes on from day to day.
         roll_over: !args.until_done,
+        // A rolling day reads the flow directory again at each cutover.
+        flow_dir: args.flow.clone(),
         ..RuntimeOptions::default()
     };
     match plan {
@@ -517,7 +519,7 @@ async fn serve(
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
     let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps };
-    let state = AppState::start(manager.clone(), flow.clone(), options).await?;
+    let state = AppState::start(manager.clone(), options).await?;
     println!("console: {url}");
     println!("running; press Ctrl-C to stop (manual tasks wait for an operator's execute)");
     let served = taskflow_server::serve(listener, state, shutdown_signal()).await;

@@ -80,7 +80,7 @@ pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> Api
             let b = app.manager().board().await?;
             (if b.closed { "closed" } else { "open" }, Some(b.seq))
         } else {
-            match app.past().get(app.flow_arc(), app.data_dir(), d, running).await {
+            match app.past().get(&app.flow(), app.data_dir(), d, running).await {
                 Ok(p) if p.board.closed => ("closed", Some(p.board.seq)),
                 Ok(p) => ("unfinished", Some(p.board.seq)),
                 Err(e) if e.status == StatusCode::NOT_FOUND => continue,
@@ -169,7 +169,7 @@ pub(crate) async fn task(
             dto
         })
         .collect();
-    let mut row = task_dto(app.flow(), &b, row);
+    let mut row = task_dto(&app.flow(), &b, row);
     if read_only {
         row.allowed_actions.clear();
     }
@@ -358,7 +358,7 @@ impl Day {
 
     /// The board's DTO; nothing on a past day can be acted on.
     fn board_dto(&self, app: &AppState, b: &Board) -> BoardDto {
-        let mut dto = board_dto(app.flow(), b);
+        let mut dto = board_dto(&app.flow(), b);
         if let Day::Past(p) = self {
             for t in &mut dto.tasks {
                 t.allowed_actions.clear();
@@ -408,7 +408,7 @@ pub(crate) async fn resolve_day(app: &AppState, date: &str) -> Result<Day, ApiEr
     if d == app.date() {
         return Ok(Day::Running);
     }
-    let past = app.past().get(app.flow_arc(), app.data_dir(), d, app.date()).await?;
+    let past = app.past().get(&app.flow(), app.data_dir(), d, app.date()).await?;
     Ok(Day::Past(past))
 }
 
