@@ -143,13 +143,52 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Opens (or recovers) the journal of `date` and starts its manager.
+/// Opens (or recovers) the journal of `date` and starts its manager, with the flow the day
+/// opened with when the data directory keeps one (`DATA/flows/<date>/`), else `flow`. A new
+/// day keeps `files` (the texts `flow` was built from) as its flow first. Returns the flow the
+/// day runs and its texts, if known.
 async fn start_day(
     flow: Arc<Flow>,
+    files: Option<crate::flow::FlowFiles>,
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     date: BusinessDate,
-) -> Result<(ActorRef<ManagerMsg>, tokio::task::JoinHandle<()>), Error> {
+) -> Result<DayStarted, Error> {
+    let dir = opts.day_dir(date);
+    let data_dir = opts.data_dir.clone();
+    let (flow, files) = tokio::task::spawn_blocking(move || {
+        use crate::flow::FlowFiles;
+        let warn = |why: String| {
+            tracing::warn!(%date, "the day runs the flow given, not the one it opened with: {why}");
+        };
+        match FlowFiles::read_copy(&data_dir, date) {
+            Some(Ok(kept)) => match kept.build() {
+                Ok(f) => {
+                    if !same_flow(&f, &flow) {
+                        tracing::info!(
+                            %date,
+                            "the day goes on with the flow it opened with; the changed flow \
+                             takes effect from the next day"
+                        );
+                    }
+                    return (Arc::new(f), Some(kept));
+                }
+                Err(e) => warn(format!("its kept flow no longer loads: {e}")),
+            },
+            Some(Err(e)) => warn(format!("its kept flow cannot be read: {e}")),
+            None => {
+                if !dir.exists()
+                    && let Some(files) = &files
+                    && let Err(e) = files.write_copy(&data_dir, date)
+                {
+                    tracing::warn!(%date, %e, "cannot keep the flow the day opens with; it will be read with the flow in use");
+                }
+            }
+        }
+        (flow, files)
+    })
+    .await
+    .map_err(|e| Error::Startup(e.to_string()))?;
     if !flow.is_open_day(date.date()).unwrap_or(false) {
         return Err(Error::NotAnOpenDay(date));
     }
@@ -163,8 +202,36 @@ async fn start_day(
     for w in &recovery.warnings {
         tracing::warn!(%date, warning = %w, "journal recovery");
     }
-    let args = ManagerArgs { flow, registry, opts, date, journal };
-    Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))
+    let args = ManagerArgs { flow: flow.clone(), registry, opts, date, journal };
+    let (manager, join) =
+        Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))?;
+    Ok(DayStarted { manager, join, flow, files })
+}
+
+/// A day's manager, started.
+struct DayStarted {
+    manager: ActorRef<ManagerMsg>,
+    join: tokio::task::JoinHandle<()>,
+    /// The flow it runs.
+    flow: Arc<Flow>,
+    /// Its texts, when known (kept beside the day).
+    files: Option<crate::flow::FlowFiles>,
+}
+
+/// The texts of the flow in `opts.flow_dir`, if it still builds the flow given (so that a
+/// new day keeps exactly the flow it runs).
+async fn files_of(flow: &Arc<Flow>, opts: &RuntimeOptions) -> Option<crate::flow::FlowFiles> {
+    let dir = opts.flow_dir.clone()?;
+    let loaded = tokio::task::spawn_blocking(move || crate::flow::load_dir_files(dir)).await.ok();
+    match loaded {
+        Some(Ok((f, files))) if same_flow(&f, flow) => Some(files),
+        _ => {
+            tracing::warn!(
+                "the flow directory no longer holds the flow loaded at start; the day keeps no copy of it"
+            );
+            None
+        }
+    }
 }
 
 impl Runtime {
@@ -187,7 +254,9 @@ impl Runtime {
             None => previous_open_day(&flow, wall::now().with_timezone(&tz).date_naive())?,
         };
         let registry = Arc::new(registry);
-        let (manager, join) = start_day(flow.clone(), registry.clone(), opts.clone(), date).await?;
+        let files = files_of(&flow, &opts).await;
+        let DayStarted { manager, join, flow, files } =
+            start_day(flow, files, registry.clone(), opts.clone(), date).await?;
         let cell = Arc::new(DayCell {
             current: std::sync::RwLock::new(manager),
             flow: std::sync::RwLock::new(flow.clone()),
@@ -198,8 +267,9 @@ impl Runtime {
         warn_if_calendar_ends(&flow, date);
         // With executor processes, a cutover closes and binds the cluster listener again (the
         // next day's manager has its own epoch): the executors re-join by themselves.
-        let driver =
-            opts.roll_over.then(|| tokio::spawn(drive(cell.clone(), flow, registry, opts, date)));
+        let driver = opts
+            .roll_over
+            .then(|| tokio::spawn(drive(cell.clone(), flow, files, registry, opts, date)));
         Ok((Runtime { cell, driver }, handle))
     }
 
@@ -263,6 +333,7 @@ fn warn_if_calendar_ends(flow: &Flow, date: BusinessDate) {
 async fn drive(
     cell: Arc<DayCell>,
     mut flow: Arc<Flow>,
+    mut flow_files: Option<crate::flow::FlowFiles>,
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     mut date: BusinessDate,
@@ -278,6 +349,8 @@ async fn drive(
         // edit made overnight is the one the day opens with; a changed calendar or
         // `new_day_at` is then decided again with it.
         let mut reread = false;
+        // The texts of the flow the next day opens with, kept beside it.
+        let mut files = flow_files.clone();
         let next = loop {
             match next_day(&flow.day_policy(), date, wall::now()) {
                 NextDay::Open { date: next, skipped } => {
@@ -285,13 +358,13 @@ async fn drive(
                         reread = true;
                         let dir = dir.clone();
                         let loaded = tokio::task::spawn_blocking(move || {
-                            crate::flow::load_dir(&dir).map_err(|e| e.to_string())
+                            crate::flow::load_dir_files(&dir).map_err(|e| e.to_string())
                         })
                         .await
                         .unwrap_or_else(|e| Err(format!("reading the flow failed: {e}")));
                         match choose_flow(&flow, loaded, hosted.as_deref()) {
-                            FlowChoice::Same => {}
-                            FlowChoice::Changed(new) => {
+                            FlowChoice::Same(same) => files = Some(same),
+                            FlowChoice::Changed(new, new_files) => {
                                 tracing::info!(
                                     closed = %date,
                                     next = %next,
@@ -300,14 +373,18 @@ async fn drive(
                                     "the flow changed: the next day opens with the new one"
                                 );
                                 flow = Arc::new(*new);
+                                files = Some(new_files);
                                 continue;
                             }
-                            FlowChoice::Keep(why) => tracing::error!(
+                            FlowChoice::Keep(why) => {
+                                files.clone_from(&flow_files);
+                                tracing::error!(
                                 next = %next,
                                 dir = %opts.flow_dir.as_deref().unwrap_or(std::path::Path::new("")).display(),
                                 "the flow read again at the cutover is refused; the next day \
                                  opens with the flow it had: {why}"
-                            ),
+                                );
+                            }
                         }
                     }
                     for s in skipped {
@@ -336,8 +413,10 @@ async fn drive(
         if let Some(j) = join.take() {
             let _ = j.await;
         }
-        match start_day(flow.clone(), registry.clone(), opts.clone(), next).await {
-            Ok((manager, j)) => {
+        match start_day(flow.clone(), files, registry.clone(), opts.clone(), next).await {
+            Ok(DayStarted { manager, join: j, flow: day_flow, files: day_files }) => {
+                flow = day_flow;
+                flow_files = day_files;
                 *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
                 *cell.flow.write().unwrap_or_else(|e| e.into_inner()) = flow.clone();
                 *join = Some(j);
@@ -358,10 +437,11 @@ async fn drive(
 /// What a cutover does with the flow read again from its directory.
 #[derive(Debug)]
 enum FlowChoice {
-    /// The same task definitions, calendar and reference data: go on with the flow in use.
-    Same,
+    /// The same task definitions, calendar and reference data: go on with the flow in use
+    /// (its texts, which the next day keeps).
+    Same(crate::flow::FlowFiles),
     /// A changed flow that loads and whose behaviors are hosted: the next day runs it.
-    Changed(Box<Flow>),
+    Changed(Box<Flow>, crate::flow::FlowFiles),
     /// Refused (why): the next day runs the flow in use.
     Keep(String),
 }
@@ -372,10 +452,10 @@ enum FlowChoice {
 /// their join what they host.
 fn choose_flow(
     current: &Flow,
-    loaded: Result<Flow, String>,
+    loaded: Result<(Flow, crate::flow::FlowFiles), String>,
     hosted: Option<&[String]>,
 ) -> FlowChoice {
-    let new = match loaded {
+    let (new, files) = match loaded {
         Ok(f) => f,
         Err(e) => return FlowChoice::Keep(format!("it no longer validates: {e}")),
     };
@@ -395,7 +475,11 @@ fn choose_flow(
             ));
         }
     }
-    if same_flow(current, &new) { FlowChoice::Same } else { FlowChoice::Changed(Box::new(new)) }
+    if same_flow(current, &new) {
+        FlowChoice::Same(files)
+    } else {
+        FlowChoice::Changed(Box::new(new), files)
+    }
 }
 
 /// Whether two flows define the same day: tasks, resources, settings, calendar, reference data.

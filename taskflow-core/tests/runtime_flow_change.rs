@@ -117,8 +117,40 @@ async fn a_changed_flow_takes_effect_at_the_next_cutover_and_a_broken_one_is_ref
     execute(&m, "gate").await;
     assert_eq!(open_day_tasks(&m, "2026-10-02").await, ["a", "b"]);
 
-    // Each day keeps the flow digest it opened with.
+    // Each day keeps the flow it opened with beside it: day 1 ran a flow the directory no
+    // longer held, so it keeps none; the refused flows were never kept.
     runtime.shutdown().await.unwrap();
+    let kept = |date: &str| {
+        let path = data.path().join("flows").join(date).join("flow.toml");
+        std::fs::read_to_string(path).ok()
+    };
+    assert_eq!(kept("2026-09-28"), None);
+    assert_eq!(kept("2026-09-29").as_deref(), Some(v2.as_str()));
+    assert_eq!(kept("2026-09-30").as_deref(), Some(v2.as_str()));
+    assert_eq!(kept("2026-10-01").as_deref(), Some(v2.as_str()));
+    assert_eq!(kept("2026-10-02").as_deref(), Some(v3.as_str()));
+
+    // The flow directory now drops `b`, which the open day registered. A restart resumes the
+    // open day with the flow it opened with (with the new flow its journal would not even
+    // recover: it names a task the new flow lacks); the new one waits for the next day.
+    let v4 = format!("{HEADER}{}", task("a", "noop", "auto"));
+    write_flow(flow_dir.path(), &v4);
+    let flow4 = Arc::new(Flow::from_strs(&v4, PRODUCTS, DISTRIBUTORS, CALENDAR_EVERY_DAY).unwrap());
+    let opts = RuntimeOptions {
+        roll_over: true,
+        flow_dir: Some(flow_dir.path().to_owned()),
+        ..RuntimeOptions::for_test(data.path(), d("2026-10-02"))
+    };
+    let (runtime, m) =
+        Runtime::start(flow4.clone(), BehaviorRegistry::with_builtins(), opts).await.unwrap();
+    assert_eq!(open_day_tasks(&m, "2026-10-02").await, ["a", "b"], "resumed with its own flow");
+    execute(&m, "b").await;
+    assert_eq!(open_day_tasks(&m, "2026-10-03").await, ["a"], "the new flow from the next day");
+    runtime.shutdown().await.unwrap();
+    let (past, why) = taskflow_core::flow::flow_of_day(data.path(), d("2026-09-29"), &flow4);
+    assert!(why.is_none() && past.task_by_id("gate").is_some(), "a past day reads with its flow");
+
+    // Each day records the digest of the flow it opened with.
     let digest = |date: &str, flow: &Flow| {
         let dir = data.path().join("days").join(date);
         let day =

@@ -213,7 +213,7 @@ pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<Day
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", days.display())),
     };
-    let graph = Arc::new(flow.graph().clone());
+    let fallback = Arc::new(flow.clone());
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("reading {}", days.display()))?;
@@ -224,8 +224,8 @@ pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<Day
         if !entry.path().is_dir() {
             continue;
         }
-        let closed = match PastDay::open(entry.path(), date, graph.clone()) {
-            Ok(day) => day.state().is_closed(),
+        let closed = match read_day(&fallback, data_dir, date) {
+            Ok((_, day)) => day.state().is_closed(),
             Err(e) => {
                 tracing::debug!(%date, %e, "the day's store cannot be read read-only");
                 false
@@ -234,6 +234,25 @@ pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<Day
         found.push(DayFound { date, closed });
     }
     Ok(found)
+}
+
+/// Opens day `date` of `data_dir` read-only, with the flow it opened with when the directory
+/// keeps one (`DATA/flows/<date>/`), else `fallback`.
+fn read_day(
+    fallback: &Arc<Flow>,
+    data_dir: &Path,
+    date: BusinessDate,
+) -> Result<(Arc<Flow>, PastDay), taskflow_core::JournalError> {
+    let (flow, why) = taskflow_core::flow::flow_of_day(data_dir, date, fallback);
+    if let Some(why) = why {
+        tracing::warn!(%date, "{why}; the day is read with the flow in use");
+    }
+    let day = PastDay::open(
+        data_dir.join("days").join(date.to_string()),
+        date,
+        Arc::new(flow.graph().clone()),
+    )?;
+    Ok((flow, day))
 }
 
 /// The day a long-running start opens (`taskflow_core::model::plan_start`): the data
@@ -344,7 +363,7 @@ pub(crate) fn plan_headless(
                 (e, Some(t)) => anyhow::anyhow!("--date {from} --through {t}: {e}"),
             }
         })?;
-    let graph = Arc::new(flow.graph().clone());
+    let fallback = Arc::new(flow.clone());
     let mut closed = BTreeMap::new();
     let mut days = Vec::with_capacity(dates.len());
     for date in dates {
@@ -352,9 +371,9 @@ pub(crate) fn plan_headless(
         let disk = if !dir.exists() {
             DayOnDisk::Absent
         } else {
-            match PastDay::open(&dir, date, graph.clone()) {
-                Ok(day) if day.state().is_closed() => {
-                    closed.insert(date, past_board(flow, day.state()));
+            match read_day(&fallback, data_dir, date) {
+                Ok((day_flow, day)) if day.state().is_closed() => {
+                    closed.insert(date, past_board(&day_flow, day.state()));
                     DayOnDisk::Closed
                 }
                 Ok(_) => DayOnDisk::Unfinished,

@@ -169,7 +169,7 @@ pub(crate) async fn task(
             dto
         })
         .collect();
-    let mut row = task_dto(&app.flow(), &b, row);
+    let mut row = task_dto(&day.flow(&app), &b, row);
     if read_only {
         row.allowed_actions.clear();
     }
@@ -356,9 +356,17 @@ impl Day {
         })
     }
 
+    /// The flow the day runs (a past day: the one it opened with).
+    fn flow(&self, app: &AppState) -> Arc<taskflow_core::flow::Flow> {
+        match self {
+            Day::Running => app.flow(),
+            Day::Past(p) => p.flow.clone(),
+        }
+    }
+
     /// The board's DTO; nothing on a past day can be acted on.
     fn board_dto(&self, app: &AppState, b: &Board) -> BoardDto {
-        let mut dto = board_dto(&app.flow(), b);
+        let mut dto = board_dto(&self.flow(app), b);
         if let Day::Past(p) = self {
             for t in &mut dto.tasks {
                 t.allowed_actions.clear();
