@@ -211,6 +211,7 @@ async fn run() {
         data_dir: dir.path().to_path_buf(),
         log_lines_per_shard,
         steps,
+        alerts: None,
     };
     let state = AppState::start(manager.clone(), options).await.expect("console starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

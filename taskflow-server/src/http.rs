@@ -50,6 +50,7 @@ struct Shared {
     log_lines_per_shard: usize,
     steps: Arc<dto::Steps>,
     past: PastDays,
+    alerts: Option<Arc<crate::alerts::AlertStats>>,
 }
 
 /// How the console is served, besides the listener.
@@ -66,6 +67,8 @@ pub struct ConsoleOptions {
     /// Step names by behavior (shard rows show `step_name` and `steps`); see
     /// [`behavior_steps`]. Empty: shard rows say `null`.
     pub steps: BTreeMap<String, Vec<String>>,
+    /// The alert counters `/metrics` shows, when alerts are sent.
+    pub alerts: Option<Arc<crate::alerts::AlertStats>>,
 }
 
 /// Each registered behavior's step names, for [`ConsoleOptions::steps`] (builds each behavior
@@ -96,6 +99,7 @@ impl AppState {
                 log_lines_per_shard: opts.log_lines_per_shard,
                 steps,
                 past: PastDays::default(),
+                alerts: opts.alerts,
             }),
         })
     }
@@ -109,6 +113,9 @@ impl AppState {
     }
     pub(crate) fn steps(&self, task: &str) -> Option<&[String]> {
         dto::task_steps(&self.flow(), &self.inner.steps, task)
+    }
+    pub(crate) fn alerts(&self) -> Option<&crate::alerts::AlertStats> {
+        self.inner.alerts.as_deref()
     }
     pub(crate) fn past(&self) -> &PastDays {
         &self.inner.past

@@ -264,6 +264,8 @@ impl Hub {
                         resting.push((seq, task, status));
                     }
                 }
+                // The executors panel is taken from the board again.
+                Notice::ExecutorLost { .. } => changed = true,
                 Notice::Progress { task, shard, .. } => {
                     if subscribed.contains(&task) {
                         shard_rows.entry(task).or_default().add(shard);
