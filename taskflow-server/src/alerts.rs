@@ -3,8 +3,8 @@
 //! is lost.
 //!
 //! The watchers follow the open day through a [`ManagerHandle`] (across cutovers, as the
-//! console's hub does) and decide with the pure [`derive::Rules`]; each webhook has its own
-//! bounded queue and worker ([`deliver`]), so a slow or dead receiver never slows the manager
+//! console's hub does) and decide with the pure `derive::Rules`; each webhook has its own
+//! bounded queue and worker (`deliver`), so a slow or dead receiver never slows the manager
 //! or another receiver: a full queue drops the alert and counts it. Deliveries, failures and
 //! drops are in `/metrics`. On exit, queued alerts get a bounded grace to go.
 
@@ -17,9 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use taskflow_core::model::{BusinessDate, TaskId};
-use taskflow_core::{Board, DayOutcome, ManagerHandle, Topic, wall};
+use taskflow_core::{Board, DayOutcome, ManagerHandle, Notice, Topic, wall};
 
 pub use deliver::{AlertStats, Webhook};
+
+/// The `X-Taskflow-Signature` value of an alert `body` under `key`: `sha256=` and the
+/// HMAC-SHA256 in lower-case hex (what a receiver compares).
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", hmac::hmac_sha256_hex(key, body))
+}
 use derive::{Alert, Rules};
 
 /// How alerts are sent.
@@ -109,7 +115,8 @@ impl Sink {
 
 impl Alerts {
     /// Starts the watchers on `manager` and a worker per webhook (none without webhooks).
-    pub fn start(manager: &ManagerHandle, opts: AlertOptions) -> Alerts {
+    /// Tasks already failed when it starts (e.g. before a restart) are alerted at once.
+    pub async fn start(manager: &ManagerHandle, opts: AlertOptions) -> Alerts {
         let stats = Arc::new(AlertStats::default());
         let how = deliver::Delivery {
             secret: opts.secret.map(Arc::from),
@@ -131,8 +138,10 @@ impl Alerts {
         let watchers = if queues.is_empty() {
             Vec::new()
         } else {
+            // Subscribed before the board is read: no notice after it is missed.
+            let first = manager.subscribe(vec![Topic::Day]).await.ok();
             vec![
-                tokio::spawn(watch_notices(manager.clone(), sink.clone())),
+                tokio::spawn(watch_notices(manager.clone(), sink.clone(), first)),
                 tokio::spawn(watch_stalls(manager.clone(), sink.clone())),
             ]
         };
@@ -177,14 +186,31 @@ async fn futures_join(workers: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// Failures and lost executors, from the notices of the open day; follows cutovers.
-async fn watch_notices(manager: ManagerHandle, sink: Arc<Sink>) {
+/// Failures and lost executors, from the notices of the open day; follows cutovers. Each
+/// day starts from its board: tasks failed already are alerted once.
+async fn watch_notices(
+    manager: ManagerHandle,
+    sink: Arc<Sink>,
+    mut first: Option<taskflow_core::Subscription>,
+) {
     let mut days = manager.day_changes();
     loop {
-        let date = *days.borrow_and_update();
-        if let Ok(mut sub) = manager.subscribe(vec![Topic::Day]).await {
-            let mut rules = Rules::new(date);
+        days.borrow_and_update();
+        let sub = match first.take() {
+            Some(s) => Ok(s),
+            None => manager.subscribe(vec![Topic::Day]).await,
+        };
+        if let (Ok(mut sub), Ok(board)) = (sub, manager.board().await) {
+            let mut rules = Rules::new(board.date);
+            for alert in rules.on_board(&board, wall::now()) {
+                sink.send(&alert);
+            }
             while let Some(n) = sub.next().await {
+                if let Notice::Event { seq, .. } | Notice::TaskStatus { seq, .. } = &n
+                    && *seq <= board.seq
+                {
+                    continue;
+                }
                 for alert in rules.on_notice(&n, wall::now()) {
                     sink.send(&alert);
                 }

@@ -10,8 +10,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::hmac::hmac_sha256_hex;
-
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct AlertStats {
@@ -156,10 +154,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         body.len()
     );
     if let Some(key) = secret {
-        head.push_str(&format!(
-            "X-Taskflow-Signature: sha256={}\r\n",
-            hmac_sha256_hex(key, body.as_bytes())
-        ));
+        let signature = super::signature(key, body.as_bytes());
+        head.push_str(&format!("X-Taskflow-Signature: {signature}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await.map_err(|e| format!("send: {e}"))?;

@@ -142,6 +142,23 @@ impl Rules {
         }
     }
 
+    /// The alerts of a board the rules start from: each task failed already, once.
+    pub(crate) fn on_board(
+        &mut self,
+        board: &taskflow_core::Board,
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        board
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Failed)
+            .flat_map(|t| {
+                let n = Notice::TaskStatus { seq: board.seq, task: t.id.clone(), status: t.status };
+                self.on_notice(&n, now)
+            })
+            .collect()
+    }
+
     /// The day stalled at board seq `seq`, with `waiting` tasks not done.
     pub(crate) fn on_stalled(&self, seq: u64, waiting: &[TaskId], now: DateTime<Utc>) -> Alert {
         let shown: Vec<&str> = waiting.iter().take(5).map(TaskId::as_str).collect();
@@ -253,7 +270,7 @@ mod tests {
         let a = r.on_notice(&lost, now());
         assert_eq!(a[0].kind, AlertKind::ExecutorLost);
         assert!(a[0].message.contains("ex-2") && a[0].message.contains("lease expired"));
-        let waiting: Vec<TaskId> = (0..7).map(|i| TaskId::new(&format!("t{i}"))).collect();
+        let waiting: Vec<TaskId> = (0..7).map(|i| TaskId::new(format!("t{i}"))).collect();
         let s = r.on_stalled(40, &waiting, now());
         assert_eq!(s.id, "2026-09-30/day_stalled/40");
         assert!(s.message.ends_with("t0, t1, t2, t3, t4 and 2 more"), "{}", s.message);

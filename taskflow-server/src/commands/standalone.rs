@@ -537,7 +537,7 @@ async fn run_one(
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
-    let alerts = Alerts::start(&manager, alerts.clone());
+    let alerts = Alerts::start(&manager, alerts.clone()).await;
     let outcome = manager.wait_until_done(Duration::from_secs(30 * 24 * 3600)).await?;
     progress.abort();
     let (board, completed) = match outcome {
@@ -595,7 +595,7 @@ async fn serve(
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
-    let alerts = Alerts::start(&manager, alerts);
+    let alerts = Alerts::start(&manager, alerts).await;
     let options = ConsoleOptions {
         auth,
         behaviors,
