@@ -116,6 +116,9 @@ struct DayCell {
     /// The current manager's join handle; held by the cutover while it replaces the manager,
     /// and by the shutdown.
     join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set while a cutover replaces the manager: a query that finds the old one stopped
+    /// waits for the next one instead of failing.
+    cutting_over: std::sync::atomic::AtomicBool,
 }
 
 impl DayCell {
@@ -125,6 +128,29 @@ impl DayCell {
 
     fn flow(&self) -> Arc<Flow> {
         self.flow.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (until `deadline`) for a cutover to put another manager in place of `stopped`;
+    /// false when none comes (the runtime stopped, or the cutover failed).
+    async fn wait_replaced(
+        &self,
+        stopped: &ActorRef<ManagerMsg>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut days = self.day.subscribe();
+        loop {
+            if self.manager().get_id() != stopped.get_id() {
+                return true;
+            }
+            if !self.cutting_over.load(Ordering::Acquire) {
+                return false;
+            }
+            match tokio::time::timeout_at(deadline, days.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return self.manager().get_id() != stopped.get_id(),
+            }
+        }
     }
 }
 
@@ -262,6 +288,7 @@ impl Runtime {
             flow: std::sync::RwLock::new(flow.clone()),
             day: tokio::sync::watch::channel(date).0,
             join: tokio::sync::Mutex::new(Some(join)),
+            cutting_over: std::sync::atomic::AtomicBool::new(false),
         });
         let handle = ManagerHandle { cell: cell.clone() };
         warn_if_calendar_ends(&flow, date);
@@ -409,6 +436,7 @@ async fn drive(
         };
         let mut join = cell.join.lock().await;
         let old = cell.manager();
+        cell.cutting_over.store(true, std::sync::atomic::Ordering::Release);
         let _ = old.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
         if let Some(j) = join.take() {
             let _ = j.await;
@@ -424,10 +452,13 @@ async fn drive(
                 tracing::info!(closed = %date, opened = %next, "cutover: the next business day is open");
                 warn_if_calendar_ends(&flow, next);
                 date = next;
+                cell.cutting_over.store(false, std::sync::atomic::Ordering::Release);
                 cell.day.send_replace(next);
             }
             Err(e) => {
                 tracing::error!(date = %next, %e, "cutover: cannot open the next business day");
+                cell.cutting_over.store(false, std::sync::atomic::Ordering::Release);
+                cell.day.send_replace(date);
                 return;
             }
         }
@@ -524,6 +555,31 @@ impl std::fmt::Debug for ManagerHandle {
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ManagerHandle {
+    /// A query of the open day: when it finds the manager stopped by a cutover, it asks the
+    /// next day's manager once that is in place (within `timeout`), so a reader never sees
+    /// the cutover as an outage.
+    async fn query<T: Send + 'static>(
+        &self,
+        build: impl Fn(ractor::RpcReplyPort<T>) -> ManagerMsg,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let manager = self.cell.manager();
+            match manager.call(&build, Some(timeout)).await {
+                Ok(CallResult::Success(v)) => return Ok(v),
+                Ok(CallResult::Timeout) => {
+                    return Err(Error::Unavailable(format!("no answer in {timeout:?}")));
+                }
+                Ok(CallResult::SenderError) | Err(_) => {
+                    if !self.cell.wait_replaced(&manager, deadline).await {
+                        return Err(Error::Unavailable("the manager stopped".into()));
+                    }
+                }
+            }
+        }
+    }
+
     async fn ask<T: Send + 'static>(
         &self,
         build: impl FnOnce(ractor::RpcReplyPort<T>) -> ManagerMsg,
@@ -539,13 +595,13 @@ impl ManagerHandle {
 
     /// The day's board (as of a durable seq).
     pub async fn board(&self) -> Result<Board, Error> {
-        self.ask(ManagerMsg::Board, CALL_TIMEOUT).await
+        self.query(ManagerMsg::Board, CALL_TIMEOUT).await
     }
 
     /// One task's view, or `None` if the flow has no such task.
     pub async fn task(&self, id: &str) -> Result<Option<TaskView>, Error> {
         let id = id.to_owned();
-        self.ask(|reply| ManagerMsg::Task { id, reply }, CALL_TIMEOUT).await
+        self.query(|reply| ManagerMsg::Task { id: id.clone(), reply }, CALL_TIMEOUT).await
     }
 
     /// A page of a task's shards, optionally only those in `status`.
@@ -557,14 +613,15 @@ impl ManagerHandle {
         limit: usize,
     ) -> Result<Vec<ShardInfo>, Error> {
         let id = id.to_owned();
-        self.ask(|reply| ManagerMsg::Shards { id, status, offset, limit, reply }, CALL_TIMEOUT)
-            .await
+        let build = |reply| ManagerMsg::Shards { id: id.clone(), status, offset, limit, reply };
+        self.query(build, CALL_TIMEOUT).await
     }
 
     /// The kept log lines of one shard, oldest first.
     pub async fn shard_log(&self, task: &str, shard: u32) -> Result<Vec<LogLine>, Error> {
         let task = TaskId::new(task);
-        self.ask(|reply| ManagerMsg::Logs { task, shard, reply }, CALL_TIMEOUT).await
+        self.query(|reply| ManagerMsg::Logs { task: task.clone(), shard, reply }, CALL_TIMEOUT)
+            .await
     }
 
     /// Carries out an operator action; returns the seq of its audit event once it is durable.
@@ -577,17 +634,18 @@ impl ManagerHandle {
 
     /// The day's audit log (every durable operator action), oldest first.
     pub async fn audit(&self) -> Result<Vec<AuditEntry>, Error> {
-        self.ask(ManagerMsg::Audit, CALL_TIMEOUT).await
+        self.query(ManagerMsg::Audit, CALL_TIMEOUT).await
     }
 
     /// Counters for metrics (the journal's log writer: fsyncs, events, bytes).
     pub async fn stats(&self) -> Result<RuntimeStats, Error> {
-        self.ask(ManagerMsg::Stats, CALL_TIMEOUT).await
+        self.query(ManagerMsg::Stats, CALL_TIMEOUT).await
     }
 
     /// Subscribes to notices on `topics` (empty: all).
     pub async fn subscribe(&self, topics: Vec<Topic>) -> Result<Subscription, Error> {
-        self.ask(|reply| ManagerMsg::Subscribe { topics, reply }, CALL_TIMEOUT).await
+        self.query(|reply| ManagerMsg::Subscribe { topics: topics.clone(), reply }, CALL_TIMEOUT)
+            .await
     }
 
     /// The flow the open day runs: with [`RuntimeOptions::flow_dir`], a cutover may bring a
