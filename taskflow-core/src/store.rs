@@ -217,6 +217,30 @@ fn dir_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Whether a directory without a STORE manifest holds only what an interrupted
+/// [`init_layout`] leaves: `log/` (segments with a header and no record), `sled/`,
+/// `SLEDMARK`, a `SLEDMARK.tmp` or `STORE.tmp` not yet renamed. No event is ever appended before the manifest exists, so nothing acknowledged
+/// can be in it; anything else (a record, an unknown file) is not taken for one.
+fn interrupted_init(entries: &[PathBuf]) -> Result<bool> {
+    for e in entries {
+        match e.file_name().and_then(|n| n.to_str()) {
+            // The temporary files of `write_file_durably` (SLEDMARK's, STORE's) included.
+            Some("sled" | "SLEDMARK" | "SLEDMARK.tmp" | "STORE.tmp") => {}
+            Some("log") => {
+                for seg in fs::read_dir(e).map_err(|err| Error::io(e, err))? {
+                    let seg = seg.map_err(|err| Error::io(e, err))?;
+                    let len = seg.metadata().map_err(|err| Error::io(seg.path(), err))?.len();
+                    if len > log::SEG_HEADER as u64 {
+                        return Ok(false);
+                    }
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// Creates a fresh store layout in the (locked, empty) `dir`. The first log segment starts at
 /// `first_seq`; `fill` may write metadata/snapshots into sled before the manifest seals it.
 pub(crate) fn init_layout(
@@ -357,12 +381,32 @@ impl Store {
             let entries = dir_entries(&dir)?;
             if entries.is_empty() {
                 init_layout(&dir, &opts, 1, |_, _| Ok(()))?;
+            } else if interrupted_init(&entries)? {
+                warn!(
+                    dir = %dir.display(),
+                    "the store's creation was interrupted (no STORE manifest, no event in its \
+                     log): creating it again"
+                );
+                for e in &entries {
+                    let removed =
+                        if e.is_dir() { fs::remove_dir_all(e) } else { fs::remove_file(e) };
+                    removed.map_err(|err| Error::io(e, err))?;
+                }
+                sync_dir(&dir)?;
+                init_layout(&dir, &opts, 1, |_, _| Ok(()))?;
             } else {
+                let names: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
                 return Err(Error::corrupt(
                     &manifest_path,
                     None,
-                    "the STORE manifest is missing but the directory is not empty (an interrupted \
-                     initialisation also leaves this state: if this store never held events, delete the directory)",
+                    format!(
+                        "the STORE manifest is missing but the directory holds {} and its log \
+                         is not empty: not a store, nor an interrupted creation",
+                        names.join(", ")
+                    ),
                 ));
             }
         }

@@ -208,3 +208,25 @@ fn a_crash_during_the_first_snapshot_leaves_a_store_that_opens_from_its_log() {
     assert!(rec.snapshot_fallback.is_none());
     store.close().unwrap();
 }
+
+#[test]
+fn a_crash_while_a_store_is_created_is_created_again_at_the_next_open() {
+    // Found by kill -9 of a rolling `taskflow standalone` during a cutover: the next day's
+    // directory had its log and sled but not yet its STORE manifest, and every later start
+    // refused it ("the STORE manifest is missing but the directory is not empty").
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), StoreOptions::for_test()).unwrap();
+    store.close().unwrap();
+    // Killed between writing STORE's temporary file and renaming it.
+    std::fs::rename(dir.path().join("STORE"), dir.path().join("STORE.tmp")).unwrap();
+    let (store, rec) = Store::open(dir.path(), StoreOptions::for_test()).unwrap();
+    assert_eq!((rec.events.len(), rec.next_seq), (0, 1));
+    append_through(&store, 10);
+    store.close().unwrap();
+    // A store that held events is never taken for an interrupted creation.
+    std::fs::remove_file(dir.path().join("STORE")).unwrap();
+    match Store::open(dir.path(), StoreOptions::for_test()) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("STORE"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
