@@ -116,6 +116,8 @@ async fn a_replica_behind_the_compacted_log_starts_from_the_snapshot_and_catches
         epoch: 3,
         // Events through 2,500 were written in epoch 2, the rest in epoch 3.
         runs: vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 2501, epoch: 3 }],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let set = ReplicaSet::open(&dir.path().join("exec"), StoreOptions::for_test()).unwrap();
@@ -164,6 +166,8 @@ async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window
         date: DATE.into(),
         epoch: 1,
         runs: vec![],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -194,6 +198,7 @@ async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window
         next_seq: 11 + got,
         snapshot_received: 0,
         need: ReplicaNeed::Nothing,
+        staged: false,
     };
     rep.cast(ReplicatorMsg::Ack(ack)).unwrap();
     eventually("more events after the ack", || received.load(Ordering::SeqCst) > got).await;
@@ -261,6 +266,8 @@ async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicat
         date: DATE.into(),
         epoch: 1,
         runs: vec![],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -279,6 +286,7 @@ async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicat
         next_seq: 0,
         snapshot_received,
         need,
+        staged: false,
     };
     // A confused (or stale) peer acknowledges more than it was sent...
     rep.cast(ReplicatorMsg::Ack(ack(window + PART_BYTES as u64, ReplicaNeed::Nothing))).unwrap();
@@ -327,6 +335,8 @@ async fn a_replica_whose_events_were_written_in_other_epochs_starts_over_instead
         date: DATE.into(),
         epoch: 4,
         runs: vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 151, epoch: 4 }],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
