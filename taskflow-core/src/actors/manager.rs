@@ -257,13 +257,13 @@ struct ReplicaGate {
 /// sees. Everything a client or an executor acts on waits.
 fn bypasses_replicas(e: &Effect) -> bool {
     match e {
-        Effect::Assign { .. } | Effect::Stop { .. } | Effect::Confirm { .. } | Effect::Publish(_) => {
-            false
+        Effect::Assign { .. }
+        | Effect::Stop { .. }
+        | Effect::Confirm { .. }
+        | Effect::Publish(_) => false,
+        Effect::Reply { answer, .. } => {
+            matches!(answer, Answer::Join(_) | Answer::Heartbeat { .. } | Answer::Drain { .. })
         }
-        Effect::Reply { answer, .. } => matches!(
-            answer,
-            Answer::Join(_) | Answer::Heartbeat { .. } | Answer::Drain { .. }
-        ),
         Effect::Append(_)
         | Effect::Snapshot
         | Effect::Note(_)
@@ -346,10 +346,8 @@ impl Actor for Manager {
                     date: args.date.to_string(),
                     cluster_id: cluster_id.clone(),
                 });
-                let policy = replication::AckPolicy {
-                    acks: opts.replica_acks,
-                    quorum: opts.replica_quorum,
-                };
+                let policy =
+                    replication::AckPolicy { acks: opts.replica_acks, quorum: opts.replica_quorum };
                 let (rep, replicated) = replication::start(
                     &mut log,
                     args.date.to_string(),
@@ -938,10 +936,9 @@ impl ManagerState {
         if gate.held.len() == 0 {
             return Vec::new();
         }
-        let waited = tokio::time::timeout(
-            CLOSE_REPLICA_WAIT,
-            async { gate.replicated.wait_for(|r| r.seq >= last).await.is_ok() },
-        )
+        let waited = tokio::time::timeout(CLOSE_REPLICA_WAIT, async {
+            gate.replicated.wait_for(|r| r.seq >= last).await.is_ok()
+        })
         .await;
         let seq = gate.replicated.borrow().seq;
         let released = gate.held.advance(seq);

@@ -154,20 +154,7 @@ pub(crate) struct AckPolicy {
 impl AckPolicy {
     /// The guarantee this policy gives, for the start-up log line.
     pub(crate) fn guarantee(&self) -> String {
-        let (k, q) = (self.acks, self.quorum.max(1));
-        if k == 0 {
-            return "--replica-acks 0: effects wait only for this manager's fdatasync; a \
-                    recovery from replicas can lose events a client already saw (the loss \
-                    window, proto-docs/cluster.md)"
-                .to_owned();
-        }
-        format!(
-            "--replica-acks {k}: every dispatch, reply and console update waits until {k} \
-             executor replica(s) hold its events durably; a recovery with --replica-quorum {q} \
-             loses nothing any client saw while at most {} executors keep replicas \
-             (K + Q > N; N, the executors with --data, is learnt as they join)",
-            k + q - 1
-        )
+        crate::cluster::replica_ack_guarantee(self.acks, self.quorum)
     }
 }
 
