@@ -136,8 +136,7 @@ async fn replica_acks_without_a_cluster_are_refused_naming_the_option() {
     o.replica_acks = 2;
     let err = taskflow_core::Runtime::start(flow(ONE), registry(&Ledger::default()), o)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(matches!(err, RuntimeError::Options(_)), "{err}");
     assert!(err.to_string().contains("replica_acks = 2"), "{err}");
 }
