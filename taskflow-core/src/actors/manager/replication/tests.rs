@@ -416,7 +416,7 @@ async fn with_two_replica_acks_the_watermark_is_the_second_highest_in_place_ack(
     let wait = |rx: &mut watch::Receiver<Replicated>, want: Replicated| {
         let mut rx = rx.clone();
         async move {
-            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r == want))
+            tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|r| *r == want))
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for {want:?}"))
                 .map(|_| ())
