@@ -211,8 +211,9 @@ async fn run() {
         data_dir: dir.path().to_path_buf(),
         log_lines_per_shard,
         steps,
+        alerts: None,
     };
-    let state = AppState::start(manager.clone(), flow, options).await.expect("console starts");
+    let state = AppState::start(manager.clone(), options).await.expect("console starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

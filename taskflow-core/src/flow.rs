@@ -5,6 +5,7 @@
 //! it finds, each located as `path:line:col: message`, so an operator fixes a file in one
 //! pass instead of one error per restart.
 
+mod copy;
 mod lifecycle;
 mod reference;
 mod resources;
@@ -23,6 +24,7 @@ use crate::model::{
     Calendar, CalendarError, CatchUp, DayPolicy, ResourceDef, RunOn, StaticReferenceData, TaskDef,
 };
 
+pub use copy::{FlowFiles, flow_of_day};
 pub use source::Diagnostic;
 pub use summary::Summary;
 
@@ -107,6 +109,12 @@ impl<'a> Source<'a> {
 
 /// Loads and validates the flow in directory `dir`.
 pub fn load_dir(dir: impl AsRef<Path>) -> Result<Flow, Errors> {
+    load_dir_files(dir).map(|(flow, _)| flow)
+}
+
+/// Loads and validates the flow in directory `dir`, with the texts it was built from (what
+/// a day keeps as the flow it opened with: [`FlowFiles::write_copy`]).
+pub fn load_dir_files(dir: impl AsRef<Path>) -> Result<(Flow, FlowFiles), Errors> {
     let dir = dir.as_ref();
     let flow_path = dir.join("flow.toml");
     let mut errors = Vec::new();
@@ -127,16 +135,19 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Flow, Errors> {
         ("products.toml".into(), "distributors.toml".into(), "calendar.toml".into())
     });
     let paths: [PathBuf; 3] = [dir.join(p), dir.join(d), dir.join(c)];
-    let texts: Vec<Option<String>> = paths.iter().map(|p| read(p, &mut errors)).collect();
-    let (Some(flow_text), [Some(pt), Some(dt), Some(ct)]) = (flow_text, &texts[..]) else {
+    let mut texts = paths.iter().map(|p| read(p, &mut errors));
+    let (Some(flow), Some(products), Some(distributors), Some(calendar)) =
+        (flow_text, texts.next().flatten(), texts.next().flatten(), texts.next().flatten())
+    else {
         return Err(Errors(errors));
     };
-    Flow::from_sources(
-        Source { path: &flow_path, text: &flow_text },
-        Source { path: &paths[0], text: pt },
-        Source { path: &paths[1], text: dt },
-        Source { path: &paths[2], text: ct },
-    )
+    let built = Flow::from_sources(
+        Source { path: &flow_path, text: &flow },
+        Source { path: &paths[0], text: &products },
+        Source { path: &paths[1], text: &distributors },
+        Source { path: &paths[2], text: &calendar },
+    )?;
+    Ok((built, FlowFiles { flow, products, distributors, calendar }))
 }
 
 impl Flow {

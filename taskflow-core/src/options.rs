@@ -62,6 +62,14 @@ pub struct RuntimeOptions {
     /// `--replica-quorum Q`: the executors a recovery from replicas waits for; a cluster
     /// manager states at start which guarantee K and Q give (K + Q > N). Default 1.
     pub replica_quorum: usize,
+    /// The directory the flow was loaded from ([`crate::flow::load_dir`]). A rolling runtime
+    /// reads it again (flow, calendar, reference data) before it opens each next day: a
+    /// changed flow takes effect from that day; one that no longer loads, or names a
+    /// behavior the in-process executors do not host, is refused with an error in the log
+    /// and the day opens with the flow it had. `None` (a flow built in code): the same flow
+    /// every day. Default `None`.
+    #[serde(skip)]
+    pub flow_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -83,6 +91,7 @@ impl Default for RuntimeOptions {
             cluster: None,
             replica_acks: 0,
             replica_quorum: 1,
+            flow_dir: None,
         }
     }
 }

@@ -111,16 +111,49 @@ pub enum Error {
 /// The business day a runtime serves now: its manager actor. A cutover replaces it.
 struct DayCell {
     current: std::sync::RwLock<ActorRef<ManagerMsg>>,
+    /// The flow the open day runs (a cutover may bring a changed one, read again from
+    /// [`RuntimeOptions::flow_dir`]).
+    flow: std::sync::RwLock<Arc<Flow>>,
     /// The open day's date; bumped after every cutover (the console follows it).
     day: tokio::sync::watch::Sender<BusinessDate>,
     /// The current manager's join handle; held by the cutover while it replaces the manager,
     /// and by the shutdown.
     join: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set while a cutover replaces the manager: a query that finds the old one stopped
+    /// waits for the next one instead of failing.
+    cutting_over: std::sync::atomic::AtomicBool,
 }
 
 impl DayCell {
     fn manager(&self) -> ActorRef<ManagerMsg> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn flow(&self) -> Arc<Flow> {
+        self.flow.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (until `deadline`) for a cutover to put another manager in place of `stopped`;
+    /// false when none comes (the runtime stopped, or the cutover failed).
+    async fn wait_replaced(
+        &self,
+        stopped: &ActorRef<ManagerMsg>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut days = self.day.subscribe();
+        loop {
+            if self.manager().get_id() != stopped.get_id() {
+                return true;
+            }
+            if !self.cutting_over.load(Ordering::Acquire) {
+                return false;
+            }
+            match tokio::time::timeout_at(deadline, days.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return self.manager().get_id() != stopped.get_id(),
+            }
+        }
     }
 }
 
@@ -139,13 +172,52 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Opens (or recovers) the journal of `date` and starts its manager.
+/// Opens (or recovers) the journal of `date` and starts its manager, with the flow the day
+/// opened with when the data directory keeps one (`DATA/flows/<date>/`), else `flow`. A new
+/// day keeps `files` (the texts `flow` was built from) as its flow first. Returns the flow the
+/// day runs and its texts, if known.
 async fn start_day(
     flow: Arc<Flow>,
+    files: Option<crate::flow::FlowFiles>,
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     date: BusinessDate,
-) -> Result<(ActorRef<ManagerMsg>, tokio::task::JoinHandle<()>), Error> {
+) -> Result<DayStarted, Error> {
+    let dir = opts.day_dir(date);
+    let data_dir = opts.data_dir.clone();
+    let (flow, files) = tokio::task::spawn_blocking(move || {
+        use crate::flow::FlowFiles;
+        let warn = |why: String| {
+            tracing::warn!(%date, "the day runs the flow given, not the one it opened with: {why}");
+        };
+        match FlowFiles::read_copy(&data_dir, date) {
+            Some(Ok(kept)) => match kept.build() {
+                Ok(f) => {
+                    if !same_flow(&f, &flow) {
+                        tracing::info!(
+                            %date,
+                            "the day goes on with the flow it opened with; the changed flow \
+                             takes effect from the next day"
+                        );
+                    }
+                    return (Arc::new(f), Some(kept));
+                }
+                Err(e) => warn(format!("its kept flow no longer loads: {e}")),
+            },
+            Some(Err(e)) => warn(format!("its kept flow cannot be read: {e}")),
+            None => {
+                if !dir.exists()
+                    && let Some(files) = &files
+                    && let Err(e) = files.write_copy(&data_dir, date)
+                {
+                    tracing::warn!(%date, %e, "cannot keep the flow the day opens with; it will be read with the flow in use");
+                }
+            }
+        }
+        (flow, files)
+    })
+    .await
+    .map_err(|e| Error::Startup(e.to_string()))?;
     if !flow.is_open_day(date.date()).unwrap_or(false) {
         return Err(Error::NotAnOpenDay(date));
     }
@@ -159,8 +231,36 @@ async fn start_day(
     for w in &recovery.warnings {
         tracing::warn!(%date, warning = %w, "journal recovery");
     }
-    let args = ManagerArgs { flow, registry, opts, date, journal };
-    Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))
+    let args = ManagerArgs { flow: flow.clone(), registry, opts, date, journal };
+    let (manager, join) =
+        Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))?;
+    Ok(DayStarted { manager, join, flow, files })
+}
+
+/// A day's manager, started.
+struct DayStarted {
+    manager: ActorRef<ManagerMsg>,
+    join: tokio::task::JoinHandle<()>,
+    /// The flow it runs.
+    flow: Arc<Flow>,
+    /// Its texts, when known (kept beside the day).
+    files: Option<crate::flow::FlowFiles>,
+}
+
+/// The texts of the flow in `opts.flow_dir`, if it still builds the flow given (so that a
+/// new day keeps exactly the flow it runs).
+async fn files_of(flow: &Arc<Flow>, opts: &RuntimeOptions) -> Option<crate::flow::FlowFiles> {
+    let dir = opts.flow_dir.clone()?;
+    let loaded = tokio::task::spawn_blocking(move || crate::flow::load_dir_files(dir)).await.ok();
+    match loaded {
+        Some(Ok((f, files))) if same_flow(&f, flow) => Some(files),
+        _ => {
+            tracing::warn!(
+                "the flow directory no longer holds the flow loaded at start; the day keeps no copy of it"
+            );
+            None
+        }
+    }
 }
 
 impl Runtime {
@@ -190,18 +290,23 @@ impl Runtime {
             None => previous_open_day(&flow, wall::now().with_timezone(&tz).date_naive())?,
         };
         let registry = Arc::new(registry);
-        let (manager, join) = start_day(flow.clone(), registry.clone(), opts.clone(), date).await?;
+        let files = files_of(&flow, &opts).await;
+        let DayStarted { manager, join, flow, files } =
+            start_day(flow, files, registry.clone(), opts.clone(), date).await?;
         let cell = Arc::new(DayCell {
             current: std::sync::RwLock::new(manager),
+            flow: std::sync::RwLock::new(flow.clone()),
             day: tokio::sync::watch::channel(date).0,
             join: tokio::sync::Mutex::new(Some(join)),
+            cutting_over: std::sync::atomic::AtomicBool::new(false),
         });
         let handle = ManagerHandle { cell: cell.clone() };
         warn_if_calendar_ends(&flow, date);
         // With executor processes, a cutover closes and binds the cluster listener again (the
         // next day's manager has its own epoch): the executors re-join by themselves.
-        let driver =
-            opts.roll_over.then(|| tokio::spawn(drive(cell.clone(), flow, registry, opts, date)));
+        let driver = opts
+            .roll_over
+            .then(|| tokio::spawn(drive(cell.clone(), flow, files, registry, opts, date)));
         Ok((Runtime { cell, driver }, handle))
     }
 
@@ -264,19 +369,61 @@ fn warn_if_calendar_ends(flow: &Flow, date: BusinessDate) {
 /// for the instant the next day may open (one timer), then replaces the day's manager.
 async fn drive(
     cell: Arc<DayCell>,
-    flow: Arc<Flow>,
+    mut flow: Arc<Flow>,
+    mut flow_files: Option<crate::flow::FlowFiles>,
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     mut date: BusinessDate,
 ) {
     use crate::model::{NextDay, next_day};
+    let hosted: Option<Vec<String>> =
+        (opts.cluster.is_none()).then(|| registry.names().into_iter().map(str::to_owned).collect());
     loop {
         if !wait_closed(&cell).await {
             return;
         }
+        // The flow is read again once the next day may open (after any wait), so that an
+        // edit made overnight is the one the day opens with; a changed calendar or
+        // `new_day_at` is then decided again with it.
+        let mut reread = false;
+        // The texts of the flow the next day opens with, kept beside it.
+        let mut files = flow_files.clone();
         let next = loop {
             match next_day(&flow.day_policy(), date, wall::now()) {
                 NextDay::Open { date: next, skipped } => {
+                    if let (false, Some(dir)) = (reread, &opts.flow_dir) {
+                        reread = true;
+                        let dir = dir.clone();
+                        let loaded = tokio::task::spawn_blocking(move || {
+                            crate::flow::load_dir_files(&dir).map_err(|e| e.to_string())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("reading the flow failed: {e}")));
+                        match choose_flow(&flow, loaded, hosted.as_deref()) {
+                            FlowChoice::Same(same) => files = Some(same),
+                            FlowChoice::Changed(new, new_files) => {
+                                tracing::info!(
+                                    closed = %date,
+                                    next = %next,
+                                    from = %crate::control::flow_digest(&flow),
+                                    to = %crate::control::flow_digest(&new),
+                                    "the flow changed: the next day opens with the new one"
+                                );
+                                flow = Arc::new(*new);
+                                files = Some(new_files);
+                                continue;
+                            }
+                            FlowChoice::Keep(why) => {
+                                files.clone_from(&flow_files);
+                                tracing::error!(
+                                next = %next,
+                                dir = %opts.flow_dir.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                                "the flow read again at the cutover is refused; the next day \
+                                 opens with the flow it had: {why}"
+                                );
+                            }
+                        }
+                    }
                     for s in skipped {
                         tracing::info!(date = %s, "catch_up = latest: missed business day not opened");
                     }
@@ -285,6 +432,7 @@ async fn drive(
                 NextDay::WaitUntil { date: next, at } => {
                     tracing::info!(%date, next = %next, %at, "day closed; the next day opens at its cutover time");
                     tokio::time::sleep(wall::real_delay_until(at)).await;
+                    reread = false;
                 }
                 NextDay::CalendarEnds { last } => {
                     tracing::error!(
@@ -298,26 +446,89 @@ async fn drive(
         };
         let mut join = cell.join.lock().await;
         let old = cell.manager();
+        cell.cutting_over.store(true, std::sync::atomic::Ordering::Release);
         let _ = old.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
         if let Some(j) = join.take() {
             let _ = j.await;
         }
-        match start_day(flow.clone(), registry.clone(), opts.clone(), next).await {
-            Ok((manager, j)) => {
+        match start_day(flow.clone(), files, registry.clone(), opts.clone(), next).await {
+            Ok(DayStarted { manager, join: j, flow: day_flow, files: day_files }) => {
+                flow = day_flow;
+                flow_files = day_files;
                 *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
+                *cell.flow.write().unwrap_or_else(|e| e.into_inner()) = flow.clone();
                 *join = Some(j);
                 drop(join);
                 tracing::info!(closed = %date, opened = %next, "cutover: the next business day is open");
                 warn_if_calendar_ends(&flow, next);
                 date = next;
+                cell.cutting_over.store(false, std::sync::atomic::Ordering::Release);
                 cell.day.send_replace(next);
             }
             Err(e) => {
                 tracing::error!(date = %next, %e, "cutover: cannot open the next business day");
+                cell.cutting_over.store(false, std::sync::atomic::Ordering::Release);
+                cell.day.send_replace(date);
                 return;
             }
         }
     }
+}
+
+/// What a cutover does with the flow read again from its directory.
+#[derive(Debug)]
+enum FlowChoice {
+    /// The same task definitions, calendar and reference data: go on with the flow in use
+    /// (its texts, which the next day keeps).
+    Same(crate::flow::FlowFiles),
+    /// A changed flow that loads and whose behaviors are hosted: the next day runs it.
+    Changed(Box<Flow>, crate::flow::FlowFiles),
+    /// Refused (why): the next day runs the flow in use.
+    Keep(String),
+}
+
+/// Decides between the flow in use and the one read again at a cutover. `hosted`: the
+/// behaviors of the in-process executors when they are the only ones (a behavior nobody
+/// hosts would fail every shard of its task); `None` with executor processes, which say at
+/// their join what they host.
+fn choose_flow(
+    current: &Flow,
+    loaded: Result<(Flow, crate::flow::FlowFiles), String>,
+    hosted: Option<&[String]>,
+) -> FlowChoice {
+    let (new, files) = match loaded {
+        Ok(f) => f,
+        Err(e) => return FlowChoice::Keep(format!("it no longer validates: {e}")),
+    };
+    if let Some(hosted) = hosted {
+        let missing: std::collections::BTreeSet<&str> = new
+            .tasks()
+            .iter()
+            .map(|t| t.behavior.as_str())
+            .filter(|b| !hosted.iter().any(|h| h == b))
+            .collect();
+        if !missing.is_empty() {
+            let missing: Vec<&str> = missing.into_iter().collect();
+            return FlowChoice::Keep(format!(
+                "it uses behaviors this process does not host: {} (hosted: {})",
+                missing.join(", "),
+                hosted.join(", ")
+            ));
+        }
+    }
+    if same_flow(current, &new) {
+        FlowChoice::Same(files)
+    } else {
+        FlowChoice::Changed(Box::new(new), files)
+    }
+}
+
+/// Whether two flows define the same day: tasks, resources, settings, calendar, reference data.
+fn same_flow(a: &Flow, b: &Flow) -> bool {
+    a.tasks() == b.tasks()
+        && a.resources() == b.resources()
+        && a.settings() == b.settings()
+        && a.reference() == b.reference()
 }
 
 /// Waits until the current day is closed (its `day_closed` event, or already closed); false
@@ -354,6 +565,31 @@ impl std::fmt::Debug for ManagerHandle {
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ManagerHandle {
+    /// A query of the open day: when it finds the manager stopped by a cutover, it asks the
+    /// next day's manager once that is in place (within `timeout`), so a reader never sees
+    /// the cutover as an outage.
+    async fn query<T: Send + 'static>(
+        &self,
+        build: impl Fn(ractor::RpcReplyPort<T>) -> ManagerMsg,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let manager = self.cell.manager();
+            match manager.call(&build, Some(timeout)).await {
+                Ok(CallResult::Success(v)) => return Ok(v),
+                Ok(CallResult::Timeout) => {
+                    return Err(Error::Unavailable(format!("no answer in {timeout:?}")));
+                }
+                Ok(CallResult::SenderError) | Err(_) => {
+                    if !self.cell.wait_replaced(&manager, deadline).await {
+                        return Err(Error::Unavailable("the manager stopped".into()));
+                    }
+                }
+            }
+        }
+    }
+
     async fn ask<T: Send + 'static>(
         &self,
         build: impl FnOnce(ractor::RpcReplyPort<T>) -> ManagerMsg,
@@ -369,13 +605,13 @@ impl ManagerHandle {
 
     /// The day's board (as of a durable seq).
     pub async fn board(&self) -> Result<Board, Error> {
-        self.ask(ManagerMsg::Board, CALL_TIMEOUT).await
+        self.query(ManagerMsg::Board, CALL_TIMEOUT).await
     }
 
     /// One task's view, or `None` if the flow has no such task.
     pub async fn task(&self, id: &str) -> Result<Option<TaskView>, Error> {
         let id = id.to_owned();
-        self.ask(|reply| ManagerMsg::Task { id, reply }, CALL_TIMEOUT).await
+        self.query(|reply| ManagerMsg::Task { id: id.clone(), reply }, CALL_TIMEOUT).await
     }
 
     /// A page of a task's shards, optionally only those in `status`.
@@ -387,14 +623,15 @@ impl ManagerHandle {
         limit: usize,
     ) -> Result<Vec<ShardInfo>, Error> {
         let id = id.to_owned();
-        self.ask(|reply| ManagerMsg::Shards { id, status, offset, limit, reply }, CALL_TIMEOUT)
-            .await
+        let build = |reply| ManagerMsg::Shards { id: id.clone(), status, offset, limit, reply };
+        self.query(build, CALL_TIMEOUT).await
     }
 
     /// The kept log lines of one shard, oldest first.
     pub async fn shard_log(&self, task: &str, shard: u32) -> Result<Vec<LogLine>, Error> {
         let task = TaskId::new(task);
-        self.ask(|reply| ManagerMsg::Logs { task, shard, reply }, CALL_TIMEOUT).await
+        self.query(|reply| ManagerMsg::Logs { task: task.clone(), shard, reply }, CALL_TIMEOUT)
+            .await
     }
 
     /// Carries out an operator action; returns the seq of its audit event once it is durable.
@@ -407,17 +644,24 @@ impl ManagerHandle {
 
     /// The day's audit log (every durable operator action), oldest first.
     pub async fn audit(&self) -> Result<Vec<AuditEntry>, Error> {
-        self.ask(ManagerMsg::Audit, CALL_TIMEOUT).await
+        self.query(ManagerMsg::Audit, CALL_TIMEOUT).await
     }
 
     /// Counters for metrics (the journal's log writer: fsyncs, events, bytes).
     pub async fn stats(&self) -> Result<RuntimeStats, Error> {
-        self.ask(ManagerMsg::Stats, CALL_TIMEOUT).await
+        self.query(ManagerMsg::Stats, CALL_TIMEOUT).await
     }
 
     /// Subscribes to notices on `topics` (empty: all).
     pub async fn subscribe(&self, topics: Vec<Topic>) -> Result<Subscription, Error> {
-        self.ask(|reply| ManagerMsg::Subscribe { topics, reply }, CALL_TIMEOUT).await
+        self.query(|reply| ManagerMsg::Subscribe { topics: topics.clone(), reply }, CALL_TIMEOUT)
+            .await
+    }
+
+    /// The flow the open day runs: with [`RuntimeOptions::flow_dir`], a cutover may bring a
+    /// changed one.
+    pub fn flow(&self) -> Arc<Flow> {
+        self.cell.flow()
     }
 
     /// The open day's date, changing at every cutover of a rolling runtime

@@ -40,7 +40,9 @@
 //!   writes chunks + manifest, `flush`es sled and fsyncs sled's files, then moves `snap/current`
 //!   (and syncs again). Two generations are kept, and the log is compacted only through the
 //!   *older* one, so a corrupt newest snapshot falls back to the previous one plus log replay
-//!   (reported by `warn!`, [`Recovered::snapshot_fallback`] and [`inspect`]).
+//!   (reported by `warn!`, [`Recovered::snapshot_fallback`] and [`inspect`]). A crash during
+//!   the first snapshot leaves generations without a pointer: never committed, ignored (the
+//!   log, never compacted for them, is replayed from seq 1).
 //!
 //! - **Reading never writes.** [`read_only`] recovers what [`Store::open`] would (same checks)
 //!   under a shared lock, from a temporary copy of `sled/`, without repairing a torn tail: every

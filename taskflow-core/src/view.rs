@@ -115,6 +115,14 @@ pub enum Notice {
         /// The line.
         line: LogLine,
     },
+    /// An executor process was lost (its session broke or its lease ran out, or it came back
+    /// as a new instance): its shards are reassigned (not an event; topic `day`).
+    ExecutorLost {
+        /// Its name.
+        executor: String,
+        /// Why, in the manager's words.
+        reason: String,
+    },
     /// This subscriber's buffer overflowed and `missed` notices were dropped: fetch a board
     /// and continue with events after its seq.
     Lagged {
@@ -128,7 +136,10 @@ impl Notice {
     pub fn is_on(&self, topic: &Topic) -> bool {
         match (self, topic) {
             (Notice::Lagged { .. }, _) => true,
-            (Notice::Event { .. } | Notice::TaskStatus { .. }, Topic::Day) => true,
+            (
+                Notice::Event { .. } | Notice::TaskStatus { .. } | Notice::ExecutorLost { .. },
+                Topic::Day,
+            ) => true,
             (Notice::Event { kind, .. }, Topic::Task(t)) => event_task(kind) == Some(t),
             (Notice::TaskStatus { task, .. } | Notice::Progress { task, .. }, Topic::Task(t)) => {
                 task == t

@@ -43,7 +43,6 @@ pub struct AppState {
 
 struct Shared {
     manager: ManagerHandle,
-    flow: Arc<Flow>,
     auth: Auth,
     hub: Arc<Hub>,
     behaviors: Vec<String>,
@@ -51,6 +50,7 @@ struct Shared {
     log_lines_per_shard: usize,
     steps: Arc<dto::Steps>,
     past: PastDays,
+    alerts: Option<Arc<crate::alerts::AlertStats>>,
 }
 
 /// How the console is served, besides the listener.
@@ -67,6 +67,8 @@ pub struct ConsoleOptions {
     /// Step names by behavior (shard rows show `step_name` and `steps`); see
     /// [`behavior_steps`]. Empty: shard rows say `null`.
     pub steps: BTreeMap<String, Vec<String>>,
+    /// The alert counters `/metrics` shows, when alerts are sent.
+    pub alerts: Option<Arc<crate::alerts::AlertStats>>,
 }
 
 /// Each registered behavior's step names, for [`ConsoleOptions::steps`] (builds each behavior
@@ -84,18 +86,12 @@ pub fn behavior_steps(registry: &BehaviorRegistry) -> BTreeMap<String, Vec<Strin
 
 impl AppState {
     /// Takes the first board and starts the WebSocket hub following the day.
-    pub async fn start(
-        manager: ManagerHandle,
-        flow: Arc<Flow>,
-        opts: ConsoleOptions,
-    ) -> anyhow::Result<AppState> {
+    pub async fn start(manager: ManagerHandle, opts: ConsoleOptions) -> anyhow::Result<AppState> {
         let steps = Arc::new(opts.steps);
-        let hub = Hub::start(manager.clone(), flow.clone(), opts.behaviors.clone(), steps.clone())
-            .await?;
+        let hub = Hub::start(manager.clone(), opts.behaviors.clone(), steps.clone()).await?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 manager,
-                flow,
                 auth: opts.auth,
                 hub,
                 behaviors: opts.behaviors,
@@ -103,6 +99,7 @@ impl AppState {
                 log_lines_per_shard: opts.log_lines_per_shard,
                 steps,
                 past: PastDays::default(),
+                alerts: opts.alerts,
             }),
         })
     }
@@ -110,14 +107,15 @@ impl AppState {
     pub(crate) fn manager(&self) -> &ManagerHandle {
         &self.inner.manager
     }
-    pub(crate) fn flow(&self) -> &Flow {
-        &self.inner.flow
-    }
-    pub(crate) fn flow_arc(&self) -> &Arc<Flow> {
-        &self.inner.flow
+    /// The flow of the open day (a cutover may bring a changed one).
+    pub(crate) fn flow(&self) -> Arc<Flow> {
+        self.inner.manager.flow()
     }
     pub(crate) fn steps(&self, task: &str) -> Option<&[String]> {
-        dto::task_steps(&self.inner.flow, &self.inner.steps, task)
+        dto::task_steps(&self.flow(), &self.inner.steps, task)
+    }
+    pub(crate) fn alerts(&self) -> Option<&crate::alerts::AlertStats> {
+        self.inner.alerts.as_deref()
     }
     pub(crate) fn past(&self) -> &PastDays {
         &self.inner.past

@@ -272,6 +272,10 @@ impl Control {
         let lost_after = self.opts.cluster.as_ref().map_or(0, |c| c.lost_after_ms);
         let due = if fenced { self.now.mono_ms } else { r.last_seen_ms + lost_after };
         let (name, instance) = (e.name.clone(), r.instance);
+        self.out.push(Effect::Note(crate::view::Notice::ExecutorLost {
+            executor: name.clone(),
+            reason: why.to_owned(),
+        }));
         let jobs: Vec<AttemptKey> = self.books.lose(executor).into_iter().map(|(_, k)| k).collect();
         if due > self.now.mono_ms && !jobs.is_empty() {
             warn!(

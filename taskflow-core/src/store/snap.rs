@@ -365,14 +365,22 @@ pub(crate) struct Chosen {
 /// Picks the newest valid generation, falling back to the previous one (reported loudly).
 pub(crate) fn choose(db: &sled::Db, dir: &Path) -> Result<Chosen> {
     let Some(ptr) = read_pointer(db, dir)? else {
-        if !list_generations(db, dir)?.is_empty() {
-            return Err(Error::corrupt(
-                dir,
-                None,
-                "snapshot chunks exist but the snap/current pointer is missing",
-            ));
-        }
-        return Ok(Chosen { manifest: None, bytes: Vec::new(), fallback: None, older_seq: None });
+        // Generations without a pointer are what a crash during the first snapshot leaves
+        // (its chunks and manifest durable, the pointer not yet written): never committed, so
+        // never used, and the log was never compacted for them — `recover` checks that the
+        // log still starts at seq 1 (else the pointer was lost, and the store is corrupt).
+        // The next snapshot write removes them.
+        let orphans = list_generations(db, dir)?;
+        let fallback = (!orphans.is_empty()).then(|| {
+            let w = format!(
+                "snapshot generation(s) {orphans:?} were written but never committed (a crash \
+                 during the first snapshot); they are ignored and the log is replayed from its \
+                 start"
+            );
+            tracing::warn!(dir = %dir.display(), "{w}");
+            w
+        });
+        return Ok(Chosen { manifest: None, bytes: Vec::new(), fallback, older_seq: None });
     };
     let newest_err = match load_generation(db, ptr.current) {
         Ok((m, bytes)) => {

@@ -17,7 +17,7 @@ use taskflow_core::{RuntimeOptions, previous_open_day, today_in};
 use taskflow_examples::fund_clearing;
 
 use super::standalone::{
-    ConsoleArgs, open_day, parse_date, parse_through, plan_headless, registry, run_day,
+    AlertArgs, ConsoleArgs, open_day, parse_date, parse_through, plan_headless, registry, run_day,
     run_headless, shutdown_signal,
 };
 
@@ -102,6 +102,9 @@ pub(crate) struct ManagerArgs {
     /// The HTTP console (as for `taskflow standalone`; not served with --until-done).
     #[command(flatten)]
     console: ConsoleArgs,
+    /// Alerts.
+    #[command(flatten)]
+    alerts: AlertArgs,
 }
 
 /// TLS on the cluster link, manager side (`taskflow manager`; also the
@@ -219,6 +222,7 @@ pub(crate) struct ExecutorArgs {
 pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     let cookie = args.cookie.cookie()?;
     let through = parse_through(args.through.as_deref(), args.until_done)?;
+    let alerts = args.alerts.options()?;
     let flow = match &args.flow {
         Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => fund_clearing::flow()
@@ -269,6 +273,8 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         cluster: Some(listen),
         replica_acks: args.replica_acks,
         replica_quorum: args.replicas.replica_quorum.max(1),
+        // A rolling day reads the flow directory again at each cutover.
+        flow_dir: args.flow.clone(),
         ..RuntimeOptions::default()
     };
     if !args.until_done {
@@ -276,7 +282,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
             recover(&args, &opts, date)?;
         }
         println!("taskflow manager: accepting executors on {}", args.cluster);
-        return run_day(flow, opts, "manager", &args.console);
+        return run_day(flow, opts, "manager", &args.console, alerts);
     }
     let plan = plan_headless(&flow, &opts.data_dir, date, through)?;
     // Recovery from replicas applies to the day the run resumes at (the executors replicate
@@ -291,7 +297,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         }
         None => println!("taskflow manager: every day of the run is closed; reporting"),
     }
-    run_headless(flow, opts, plan, args.report.as_deref(), "manager")
+    run_headless(flow, opts, plan, args.report.as_deref(), "manager", alerts)
 }
 
 /// Rebuilds the day's store from executor replicas when it is missing (before the manager

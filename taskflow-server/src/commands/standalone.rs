@@ -30,6 +30,7 @@ use taskflow_core::{
     previous_open_day, today_in, wall,
 };
 use taskflow_examples::fund_clearing::{self, FundOptions};
+use taskflow_server::alerts::{AlertOptions, Alerts};
 use taskflow_server::{AppState, Auth, ConsoleOptions, generate_token, past_board};
 
 /// Flags of `taskflow standalone`. Every option but `--until-done`, `--through` and `--report` can also be
@@ -80,6 +81,42 @@ pub(crate) struct StandaloneArgs {
     /// The HTTP console.
     #[command(flatten)]
     console: ConsoleArgs,
+    /// Alerts.
+    #[command(flatten)]
+    alerts: AlertArgs,
+}
+
+/// The alert flags, shared by `taskflow standalone` and `taskflow manager`
+/// (`proto-docs/alerts.md`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct AlertArgs {
+    /// POST a JSON alert to this http:// URL when a shard or task fails, the day stalls or an
+    /// executor is lost (repeatable).
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub(crate) webhooks: Vec<String>,
+    /// Sign each alert: header `X-Taskflow-Signature: sha256=<HMAC-SHA256 of the body>` with
+    /// this key.
+    #[arg(long, env = "TASKFLOW_ALERT_SECRET", hide_env_values = true)]
+    pub(crate) alert_secret: Option<String>,
+}
+
+impl AlertArgs {
+    /// The alert options; a bad URL is refused before anything is opened.
+    pub(crate) fn options(&self) -> anyhow::Result<taskflow_server::alerts::AlertOptions> {
+        let webhooks = self
+            .webhooks
+            .iter()
+            .map(|u| u.parse().map_err(|e: String| anyhow::anyhow!("--alert-webhook {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.alert_secret.is_some() && webhooks.is_empty() {
+            anyhow::bail!("--alert-secret without --alert-webhook: name where alerts go");
+        }
+        Ok(taskflow_server::alerts::AlertOptions {
+            webhooks,
+            secret: self.alert_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            ..Default::default()
+        })
+    }
 }
 
 /// The HTTP console's flags, shared by `taskflow standalone` and `taskflow manager`.
@@ -115,6 +152,8 @@ struct FileConfig {
     token: Option<String>,
     principal: Option<String>,
     protect_viewing: Option<bool>,
+    alert_webhook: Option<Vec<String>>,
+    alert_secret: Option<String>,
 }
 
 impl StandaloneArgs {
@@ -135,6 +174,10 @@ impl StandaloneArgs {
         self.console.principal = self.console.principal.or(file.principal);
         self.console.protect_viewing =
             self.console.protect_viewing || file.protect_viewing.unwrap_or(false);
+        if self.alerts.webhooks.is_empty() {
+            self.alerts.webhooks = file.alert_webhook.unwrap_or_default();
+        }
+        self.alerts.alert_secret = self.alerts.alert_secret.or(file.alert_secret);
         Ok(self)
     }
 }
@@ -156,6 +199,7 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let args = args.merge_config()?;
     // Every check of the command line comes before anything is opened or written.
     let through = parse_through(args.through.as_deref(), args.until_done)?;
+    let alerts = args.alerts.options()?;
     let flow = match &args.flow {
         Some(dir) => flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => fund_clearing::flow()
@@ -184,11 +228,13 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         auto_execute_manual: args.until_done,
         // Without --until-done the process goes on from day to day.
         roll_over: !args.until_done,
+        // A rolling day reads the flow directory again at each cutover.
+        flow_dir: args.flow.clone(),
         ..RuntimeOptions::default()
     };
     match plan {
-        Some(plan) => run_headless(flow, opts, plan, args.report.as_deref(), "standalone"),
-        None => run_day(flow, opts, "standalone", &args.console),
+        Some(plan) => run_headless(flow, opts, plan, args.report.as_deref(), "standalone", alerts),
+        None => run_day(flow, opts, "standalone", &args.console, alerts),
     }
 }
 
@@ -211,7 +257,7 @@ pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<Day
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", days.display())),
     };
-    let graph = Arc::new(flow.graph().clone());
+    let fallback = Arc::new(flow.clone());
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("reading {}", days.display()))?;
@@ -222,8 +268,8 @@ pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<Day
         if !entry.path().is_dir() {
             continue;
         }
-        let closed = match PastDay::open(entry.path(), date, graph.clone()) {
-            Ok(day) => day.state().is_closed(),
+        let closed = match read_day(&fallback, data_dir, date) {
+            Ok((_, day)) => day.state().is_closed(),
             Err(e) => {
                 tracing::debug!(%date, %e, "the day's store cannot be read read-only");
                 false
@@ -232,6 +278,25 @@ pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<Day
         found.push(DayFound { date, closed });
     }
     Ok(found)
+}
+
+/// Opens day `date` of `data_dir` read-only, with the flow it opened with when the directory
+/// keeps one (`DATA/flows/<date>/`), else `fallback`.
+fn read_day(
+    fallback: &Arc<Flow>,
+    data_dir: &Path,
+    date: BusinessDate,
+) -> Result<(Arc<Flow>, PastDay), taskflow_core::JournalError> {
+    let (flow, why) = taskflow_core::flow::flow_of_day(data_dir, date, fallback);
+    if let Some(why) = why {
+        tracing::warn!(%date, "{why}; the day is read with the flow in use");
+    }
+    let day = PastDay::open(
+        data_dir.join("days").join(date.to_string()),
+        date,
+        Arc::new(flow.graph().clone()),
+    )?;
+    Ok((flow, day))
 }
 
 /// The day a long-running start opens (`taskflow_core::model::plan_start`): the data
@@ -342,7 +407,7 @@ pub(crate) fn plan_headless(
                 (e, Some(t)) => anyhow::anyhow!("--date {from} --through {t}: {e}"),
             }
         })?;
-    let graph = Arc::new(flow.graph().clone());
+    let fallback = Arc::new(flow.clone());
     let mut closed = BTreeMap::new();
     let mut days = Vec::with_capacity(dates.len());
     for date in dates {
@@ -350,9 +415,9 @@ pub(crate) fn plan_headless(
         let disk = if !dir.exists() {
             DayOnDisk::Absent
         } else {
-            match PastDay::open(&dir, date, graph.clone()) {
-                Ok(day) if day.state().is_closed() => {
-                    closed.insert(date, past_board(flow, day.state()));
+            match read_day(&fallback, data_dir, date) {
+                Ok((day_flow, day)) if day.state().is_closed() => {
+                    closed.insert(date, past_board(&day_flow, day.state()));
                     DayOnDisk::Closed
                 }
                 Ok(_) => DayOnDisk::Unfinished,
@@ -377,9 +442,10 @@ pub(crate) fn run_headless(
     plan: HeadlessPlan,
     report: Option<&Path>,
     label: &str,
+    alerts: AlertOptions,
 ) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(headless(Arc::new(flow), opts, plan, report, label));
+    let outcome = rt.block_on(headless(Arc::new(flow), opts, plan, report, label, &alerts));
     // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
     // process alive once the journal is closed.
     rt.shutdown_timeout(Duration::from_millis(500));
@@ -401,6 +467,7 @@ async fn headless(
     mut plan: HeadlessPlan,
     report: Option<&Path>,
     label: &str,
+    alerts: &AlertOptions,
 ) -> anyhow::Result<ExitCode> {
     let planned = plan.steps.len();
     let mut days: Vec<DayEnd> = Vec::with_capacity(planned);
@@ -417,7 +484,7 @@ async fn headless(
             }
             DayStep::Run(date) => {
                 let opts = RuntimeOptions { date: Some(date), ..opts.clone() };
-                run_one(flow.clone(), opts, label).await?
+                run_one(flow.clone(), opts, label, alerts).await?
             }
         };
         print_summary(&day.board, day.completed);
@@ -453,7 +520,12 @@ async fn headless(
 }
 
 /// Runs one business day to its end (done or stalled) and shuts its runtime down.
-async fn run_one(flow: Arc<Flow>, opts: RuntimeOptions, label: &str) -> anyhow::Result<DayEnd> {
+async fn run_one(
+    flow: Arc<Flow>,
+    opts: RuntimeOptions,
+    label: &str,
+    alerts: &AlertOptions,
+) -> anyhow::Result<DayEnd> {
     let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
     let data = opts.day_dir(date);
     let (runtime, manager) = Runtime::start(flow.clone(), registry()?, opts)
@@ -465,13 +537,18 @@ async fn run_one(flow: Arc<Flow>, opts: RuntimeOptions, label: &str) -> anyhow::
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
+    let alerts = Alerts::start(&manager, alerts.clone()).await;
     let outcome = manager.wait_until_done(Duration::from_secs(30 * 24 * 3600)).await?;
     progress.abort();
     let (board, completed) = match outcome {
         DayOutcome::Completed(b) => (b, true),
         DayOutcome::Stalled(b) => (b, false),
     };
+    if !completed {
+        alerts.day_stalled(&board);
+    }
     runtime.shutdown().await?;
+    alerts.shutdown(ALERT_GRACE).await;
     Ok(DayEnd { board, completed, from_store: false })
 }
 
@@ -481,9 +558,10 @@ pub(crate) fn run_day(
     opts: RuntimeOptions,
     label: &str,
     console: &ConsoleArgs,
+    alerts: AlertOptions,
 ) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = rt.block_on(serve(Arc::new(flow), opts, label, console));
+    let outcome = rt.block_on(serve(Arc::new(flow), opts, label, console, alerts));
     // An abandoned shard attempt (Rust code stuck in a blocking call) must not keep the
     // process alive once the journal is closed.
     rt.shutdown_timeout(Duration::from_millis(500));
@@ -496,6 +574,7 @@ async fn serve(
     opts: RuntimeOptions,
     label: &str,
     console: &ConsoleArgs,
+    alerts: AlertOptions,
 ) -> anyhow::Result<ExitCode> {
     let date = opts.date.unwrap_or_else(|| BusinessDate(today_in(&flow)));
     let data = opts.day_dir(date);
@@ -516,17 +595,29 @@ async fn serve(
         data.display()
     );
     let progress = tokio::spawn(print_progress(manager.clone()));
-    let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps };
-    let state = AppState::start(manager.clone(), flow.clone(), options).await?;
+    let alerts = Alerts::start(&manager, alerts).await;
+    let options = ConsoleOptions {
+        auth,
+        behaviors,
+        data_dir,
+        log_lines_per_shard,
+        steps,
+        alerts: Some(alerts.stats()),
+    };
+    let state = AppState::start(manager.clone(), options).await?;
     println!("console: {url}");
     println!("running; press Ctrl-C to stop (manual tasks wait for an operator's execute)");
     let served = taskflow_server::serve(listener, state, shutdown_signal()).await;
     println!("stopping: waiting for running shards, then closing the journal");
     progress.abort();
     runtime.shutdown().await?;
+    alerts.shutdown(ALERT_GRACE).await;
     served?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long queued alerts may take to go at exit.
+const ALERT_GRACE: Duration = Duration::from_secs(5);
 
 /// Binds the console's listener and settles the token rules; returns the URL to print (with
 /// a generated token, as Jupyter does).

@@ -80,7 +80,7 @@ pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> Api
             let b = app.manager().board().await?;
             (if b.closed { "closed" } else { "open" }, Some(b.seq))
         } else {
-            match app.past().get(app.flow_arc(), app.data_dir(), d, running).await {
+            match app.past().get(&app.flow(), app.data_dir(), d, running).await {
                 Ok(p) if p.board.closed => ("closed", Some(p.board.seq)),
                 Ok(p) => ("unfinished", Some(p.board.seq)),
                 Err(e) if e.status == StatusCode::NOT_FOUND => continue,
@@ -169,7 +169,7 @@ pub(crate) async fn task(
             dto
         })
         .collect();
-    let mut row = task_dto(app.flow(), &b, row);
+    let mut row = task_dto(&day.flow(&app), &b, row);
     if read_only {
         row.allowed_actions.clear();
     }
@@ -356,9 +356,17 @@ impl Day {
         })
     }
 
+    /// The flow the day runs (a past day: the one it opened with).
+    fn flow(&self, app: &AppState) -> Arc<taskflow_core::flow::Flow> {
+        match self {
+            Day::Running => app.flow(),
+            Day::Past(p) => p.flow.clone(),
+        }
+    }
+
     /// The board's DTO; nothing on a past day can be acted on.
     fn board_dto(&self, app: &AppState, b: &Board) -> BoardDto {
-        let mut dto = board_dto(app.flow(), b);
+        let mut dto = board_dto(&self.flow(app), b);
         if let Day::Past(p) = self {
             for t in &mut dto.tasks {
                 t.allowed_actions.clear();
@@ -408,7 +416,7 @@ pub(crate) async fn resolve_day(app: &AppState, date: &str) -> Result<Day, ApiEr
     if d == app.date() {
         return Ok(Day::Running);
     }
-    let past = app.past().get(app.flow_arc(), app.data_dir(), d, app.date()).await?;
+    let past = app.past().get(&app.flow(), app.data_dir(), d, app.date()).await?;
     Ok(Day::Past(past))
 }
 

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::Utf8Bytes;
 use chrono::Utc;
 use serde::Serialize;
-use taskflow_core::flow::Flow;
 use taskflow_core::model::TaskId;
 use taskflow_core::state::{EventKind, TaskStatus};
 use taskflow_core::{Board, ManagerHandle, Notice, event_task};
@@ -62,7 +61,8 @@ impl Frame {
 
 /// The hub's state shared with the clients and the API.
 pub(crate) struct Hub {
-    flow: Arc<Flow>,
+    /// The flow of the day it follows comes from here (a cutover may change it).
+    manager: ManagerHandle,
     behaviors: Vec<String>,
     steps: Arc<Steps>,
     state: Mutex<HubState>,
@@ -96,18 +96,17 @@ impl Hub {
     /// Takes the first board and subscribes; [`Hub::run`] then follows the day.
     pub(crate) async fn start(
         manager: ManagerHandle,
-        flow: Arc<Flow>,
         behaviors: Vec<String>,
         steps: Arc<Steps>,
     ) -> anyhow::Result<Arc<Hub>> {
         // Subscribe before the board: a notice after the board's seq is then never missed.
         let sub = manager.subscribe(Vec::new()).await?;
         let board = manager.board().await?;
-        let dto = board_dto(&flow, &board);
+        let dto = board_dto(&manager.flow(), &board);
         let executors = executors_dto(&board.executors, &behaviors, Utc::now());
         let (tx, _) = broadcast::channel(CLIENT_BUFFER);
         let hub = Arc::new(Hub {
-            flow,
+            manager: manager.clone(),
             behaviors,
             steps,
             state: Mutex::new(HubState {
@@ -183,7 +182,7 @@ impl Hub {
 
     /// Whether a task exists in the flow.
     pub(crate) fn has_task(&self, task: &str) -> bool {
-        self.flow.task_by_id(task).is_some()
+        self.manager.flow().task_by_id(task).is_some()
     }
 
     fn subscribed(&self) -> BTreeSet<TaskId> {
@@ -265,6 +264,8 @@ impl Hub {
                         resting.push((seq, task, status));
                     }
                 }
+                // The executors panel is taken from the board again.
+                Notice::ExecutorLost { .. } => changed = true,
                 Notice::Progress { task, shard, .. } => {
                     if subscribed.contains(&task) {
                         shard_rows.entry(task).or_default().add(shard);
@@ -306,7 +307,7 @@ impl Hub {
         if changed || !shard_rows.is_empty() {
             let board = manager.board().await?;
             let seq = board.seq;
-            let dto = board_dto(&self.flow, &board);
+            let dto = board_dto(&self.manager.flow(), &board);
             let executors = executors_dto(&board.executors, &self.behaviors, Utc::now());
             let old = { self.lock().dto.clone() };
             let old_executors = { self.lock().executors.clone() };
@@ -415,7 +416,7 @@ impl Hub {
         want: &ShardWant,
     ) -> Vec<Frame> {
         let deps = task_deps_done(board, task.as_str());
-        let steps = task_steps(&self.flow, &self.steps, task.as_str());
+        let steps = task_steps(&self.manager.flow(), &self.steps, task.as_str());
         let mut rows = Vec::new();
         if want.all {
             let mut offset = 0;

@@ -101,6 +101,26 @@ pub(crate) async fn metrics(
 
     family(w, "taskflow_websocket_clients", "gauge", "Connected WebSocket clients.");
     let _ = writeln!(w, "taskflow_websocket_clients {}", app.hub().clients.load(Ordering::Relaxed));
+
+    if let Some(alerts) = app.alerts() {
+        family(
+            w,
+            "taskflow_alerts_total",
+            "counter",
+            "Alerts by outcome since start (per webhook).",
+        );
+        for (outcome, n) in [
+            ("delivered", &alerts.delivered),
+            ("failed", &alerts.failed),
+            ("dropped", &alerts.dropped),
+        ] {
+            let _ = writeln!(
+                w,
+                "taskflow_alerts_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
 }
 

@@ -31,6 +31,8 @@ use super::error::ApiError;
 
 /// One past day's recovered state.
 pub(crate) struct PastDay {
+    /// The flow the day opened with (kept in `DATA/flows/<date>/`), else the flow in use.
+    pub(crate) flow: Arc<Flow>,
     pub(crate) state: DayState,
     pub(crate) board: Board,
     /// What the read-only open found that deserves a look (a torn tail, left in place and not
@@ -77,15 +79,24 @@ impl PastDays {
                 dir.display()
             )));
         }
-        let graph = Arc::new(flow.graph().clone());
         let open_dir = dir.clone();
-        let (state, warnings) =
-            tokio::task::spawn_blocking(move || read_state(open_dir, date, graph))
-                .await
-                .map_err(|e| ApiError::internal(format!("reading {}: {e}", dir.display())))?
-                .map_err(|e| unreadable(&dir, e))?;
-        let board = board_of(flow, &state);
-        let day = Arc::new(PastDay { state, board, warnings });
+        let (data_dir, fallback) = (data_dir.to_owned(), flow.clone());
+        let (flow, read) = tokio::task::spawn_blocking(move || {
+            let (flow, why) = taskflow_core::flow::flow_of_day(&data_dir, date, &fallback);
+            let read = read_state(open_dir, date, Arc::new(flow.graph().clone()));
+            (
+                flow,
+                read.map(|(state, mut warnings)| {
+                    warnings.extend(why);
+                    (state, warnings)
+                }),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("reading {}: {e}", dir.display())))?;
+        let (state, warnings) = read.map_err(|e| unreadable(&dir, e))?;
+        let board = board_of(&flow, &state);
+        let day = Arc::new(PastDay { flow, state, board, warnings });
         if day.state.is_closed() {
             cache.insert(date, day.clone());
         }

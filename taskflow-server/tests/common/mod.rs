@@ -65,8 +65,9 @@ pub async fn start_in(
     let (runtime, manager) = Runtime::start(flow.clone(), registry, opts).await.unwrap();
     let auth = Auth { token: TOKEN.into(), principal: "alice".into(), protect_viewing };
     let data_dir = dir.path().to_owned();
-    let options = ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps };
-    let state = AppState::start(manager.clone(), flow, options).await.unwrap();
+    let options =
+        ConsoleOptions { auth, behaviors, data_dir, log_lines_per_shard, steps, alerts: None };
+    let state = AppState::start(manager.clone(), options).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
