@@ -379,6 +379,14 @@ async fn with_two_replica_acks_the_watermark_is_the_second_highest_in_place_ack(
     let store = Arc::new(store);
     let tail = Arc::new(ReplicationTail::default());
     append(&store, Some(&tail), 1..=100);
+    // The replicator reads the durable seq from the store's watch, which is published a
+    // moment after `wait_durable` returns: a peer ahead of what it saw would start over.
+    let mut durable = store.durable();
+    tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| d.seq >= 100))
+        .await
+        .expect("the durable watch reaches 100 in time")
+        .expect("the writer is alive");
+    drop(durable);
     let (tx, mut rx) = watch::channel(Replicated::default());
     let args = ReplicatorArgs {
         store: store.clone(),
@@ -416,11 +424,15 @@ async fn with_two_replica_acks_the_watermark_is_the_second_highest_in_place_ack(
     let wait = |rx: &mut watch::Receiver<Replicated>, want: Replicated| {
         let mut rx = rx.clone();
         async move {
-            tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|r| *r == want))
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {want:?}"))
-                .map(|_| ())
-                .unwrap();
+            let waited = tokio::time::timeout(Duration::from_secs(30), async {
+                rx.wait_for(|r| *r == want).await.is_ok()
+            })
+            .await;
+            assert!(
+                waited.unwrap_or(false),
+                "timed out waiting for {want:?}; it is {:?}",
+                *rx.borrow()
+            );
         }
     };
     // Both continue at 10: 10 is held by two.
