@@ -32,7 +32,10 @@
 //!
 //! Settings from the environment: `TF_SLOTS` (slots per executor, default 64), `TF_REPS`
 //! (default 3), `TF_WORKERS` (tokio workers of the manager process, default 2),
-//! `TF_ONLY` (comma list of `w1a,w1b,w2,w3`), `TASKFLOW_BIN`.
+//! `TF_ONLY` (comma list of `w1a,w1b,w2,w3`), `TASKFLOW_BIN`, and `TF_ACKS` (comma list of
+//! `--replica-acks` values, e.g. `0,1,2`): with it both executors keep replicas (`--data`)
+//! and every repetition runs each K in turn (A/B interleaved, so the machine's other load
+//! falls on all of them alike); each K gets its own warm-up and summary line.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -62,11 +65,22 @@ const COOKIE: &str = "cluster-w123-bench-cookie";
 const GATE: &str = "gate";
 const EXECUTORS: usize = 2;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Settings {
     slots: u32,
     reps: usize,
     workers: usize,
+    /// `--replica-acks` values to compare (empty: executors without `--data`, as before).
+    acks: Vec<usize>,
+}
+
+/// The runs of one repetition: `None` (no replicas) or each K of `TF_ACKS`.
+fn variants(s: &Settings) -> Vec<Option<usize>> {
+    if s.acks.is_empty() { vec![None] } else { s.acks.iter().map(|&k| Some(k)).collect() }
+}
+
+fn variant_label(v: Option<usize>) -> String {
+    v.map_or_else(String::new, |k| format!(" [replica acks {k}]"))
 }
 
 /// The release binary the executors run.
@@ -89,10 +103,20 @@ struct Executor {
 }
 
 impl Executor {
-    fn spawn(bin: &PathBuf, manager: SocketAddr, name: &str, slots: u32) -> Executor {
-        let mut child = Command::new(bin)
-            .args(["executor", "--manager", &manager.to_string(), "--name", name])
-            .args(["--slots", &slots.to_string()])
+    fn spawn(
+        bin: &PathBuf,
+        manager: SocketAddr,
+        name: &str,
+        slots: u32,
+        data: Option<&std::path::Path>,
+    ) -> Executor {
+        let mut cmd = Command::new(bin);
+        cmd.args(["executor", "--manager", &manager.to_string(), "--name", name])
+            .args(["--slots", &slots.to_string()]);
+        if let Some(d) = data {
+            cmd.arg("--data").arg(d);
+        }
+        let mut child = cmd
             .env("TASKFLOW_COOKIE", COOKIE)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -179,7 +203,13 @@ struct Run {
     cpu_executors: f64,
 }
 
-async fn run_day(flow: Arc<Flow>, s: Settings, bin: &PathBuf, watch: bool) -> Run {
+async fn run_day(
+    flow: Arc<Flow>,
+    s: &Settings,
+    bin: &PathBuf,
+    watch: bool,
+    acks: Option<usize>,
+) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let addr = free_port();
     let opts = RuntimeOptions {
@@ -195,14 +225,19 @@ async fn run_day(flow: Arc<Flow>, s: Settings, bin: &PathBuf, watch: bool) -> Ru
             lease: Duration::from_secs(10),
             heartbeat: Duration::from_secs(2),
         }),
+        replica_acks: acks.unwrap_or(0),
         ..RuntimeOptions::default()
     };
     // The manager splits with the built-in `noop`, as `taskflow manager` would.
     let (rt, m) = Runtime::start(flow, BehaviorRegistry::with_builtins(), opts)
         .await
         .expect("runtime starts");
-    let mut execs: Vec<Executor> =
-        (1..=EXECUTORS).map(|i| Executor::spawn(bin, addr, &format!("e{i}"), s.slots)).collect();
+    let mut execs: Vec<Executor> = (1..=EXECUTORS)
+        .map(|i| {
+            let data = acks.map(|_| dir.path().join(format!("e{i}")));
+            Executor::spawn(bin, addr, &format!("e{i}"), s.slots, data.as_deref())
+        })
+        .collect();
     for e in &mut execs {
         e.wait_joined(JOIN_LIMIT);
     }
@@ -295,73 +330,96 @@ fn cpu_line(run: &Run, shards: u64) -> String {
     )
 }
 
-/// Runs a throughput workload `reps` times after a warm-up; best and median shards/s.
-async fn throughput(w: Workload, s: Settings, bin: &PathBuf) -> (f64, f64) {
+/// Runs a throughput workload `reps` times after a warm-up (per variant, interleaved); best
+/// and median shards/s of each.
+async fn throughput(w: Workload, s: &Settings, bin: &PathBuf) {
     let (name, shards) = (w.label(), w.shards());
     let f = gated(w);
-    completed(&run_day(f.clone(), s, bin, false).await, shards);
-    let mut rates = Vec::new();
-    for _ in 0..s.reps {
-        let run = run_day(f.clone(), s, bin, false).await;
-        completed(&run, shards);
-        let rate = shards as f64 / run.elapsed.as_secs_f64();
-        println!(
-            "  {name}: {shards} shards in {:>8.1} ms = {rate:>9.0} shards/s ({}; load {})",
-            ms(run.elapsed),
-            cpu_line(&run, shards),
-            load_average()
-        );
-        rates.push(rate);
+    let vs = variants(s);
+    for &v in &vs {
+        completed(&run_day(f.clone(), s, bin, false, v).await, shards);
     }
-    let (best, median) = best_median(&mut rates);
-    println!("{name}: best {best:.0} shards/s, median {median:.0} shards/s (target ≥ 30,000)\n");
-    (best, median)
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); vs.len()];
+    for _ in 0..s.reps {
+        for (i, &v) in vs.iter().enumerate() {
+            let run = run_day(f.clone(), s, bin, false, v).await;
+            completed(&run, shards);
+            let rate = shards as f64 / run.elapsed.as_secs_f64();
+            println!(
+                "  {name}{}: {shards} shards in {:>8.1} ms = {rate:>9.0} shards/s ({}; load {})",
+                variant_label(v),
+                ms(run.elapsed),
+                cpu_line(&run, shards),
+                load_average()
+            );
+            rates[i].push(rate);
+        }
+    }
+    for (i, &v) in vs.iter().enumerate() {
+        let (best, median) = best_median(&mut rates[i]);
+        println!(
+            "{name}{}: best {best:.0} shards/s, median {median:.0} shards/s (target ≥ 30,000)",
+            variant_label(v)
+        );
+    }
+    println!();
 }
 
 /// W2: hop = interval between consecutive chain tasks' durable `succeeded` notices.
-async fn w2(s: Settings, bin: &PathBuf) {
+async fn w2(s: &Settings, bin: &PathBuf) {
     let f = gated(Workload::W2);
     println!("{}", Workload::W2.label());
-    completed(&run_day(f.clone(), s, bin, true).await, W2_HOPS as u64);
-    let mut reps = Vec::new();
-    for rep in 0..s.reps.max(1) {
-        let run = run_day(f.clone(), s, bin, true).await;
-        completed(&run, W2_HOPS as u64);
-        let at = |i: usize| {
-            *run.succeeded
-                .get(&w2_task(i))
-                .unwrap_or_else(|| panic!("no notice for {}", w2_task(i)))
-        };
-        let mut hops: Vec<Duration> = (1..W2_HOPS).map(|i| at(i) - at(i - 1)).collect();
-        let chain = at(W2_HOPS - 1) - at(0);
-        hops.sort();
-        let p = |q: f64| quantile(&hops, q);
-        println!(
-            "  rep {}: hop p50 {:>6.0} µs, p90 {:>6.0} µs, p99 {:>6.0} µs, max {:>6.0} µs; \
-             first → last success {:.1} ms ({:.0} µs/hop); gate → done {:.1} ms ({}; load {})",
-            rep + 1,
-            us(p(0.5)),
-            us(p(0.9)),
-            us(p(0.99)),
-            us(hops[hops.len() - 1]),
-            ms(chain),
-            us(chain) / (W2_HOPS - 1) as f64,
-            ms(run.elapsed),
-            cpu_line(&run, W2_HOPS as u64),
-            load_average()
-        );
-        reps.push((p(0.5), p(0.9), p(0.99), chain / (W2_HOPS as u32 - 1)));
+    let vs = variants(s);
+    for &v in &vs {
+        completed(&run_day(f.clone(), s, bin, true, v).await, W2_HOPS as u64);
     }
-    reps.sort();
-    let (p50, p90, p99, mean) = reps[reps.len() / 2];
-    println!(
-        "W2 (median rep): p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, mean {:.0} µs/hop \
-         (target p50 ≤ 500 µs)\n",
-        us(p50),
-        us(p90),
-        us(p99),
-        us(mean)
-    );
+    let mut reps: Vec<Vec<(Duration, Duration, Duration, Duration)>> = vec![Vec::new(); vs.len()];
+    for rep in 0..s.reps.max(1) {
+        for (i, &v) in vs.iter().enumerate() {
+            let run = run_day(f.clone(), s, bin, true, v).await;
+            completed(&run, W2_HOPS as u64);
+            let at = |i: usize| {
+                *run.succeeded
+                    .get(&w2_task(i))
+                    .unwrap_or_else(|| panic!("no notice for {}", w2_task(i)))
+            };
+            let mut hops: Vec<Duration> = (1..W2_HOPS).map(|i| at(i) - at(i - 1)).collect();
+            let chain = at(W2_HOPS - 1) - at(0);
+            hops.sort();
+            let p = |q: f64| quantile(&hops, q);
+            println!(
+                "  rep {}{}: hop p50 {:>6.0} µs, p90 {:>6.0} µs, p99 {:>6.0} µs, max {:>6.0} µs; \
+                 first → last success {:.1} ms ({:.0} µs/hop); gate → done {:.1} ms ({}; load {})",
+                rep + 1,
+                variant_label(v),
+                us(p(0.5)),
+                us(p(0.9)),
+                us(p(0.99)),
+                us(hops[hops.len() - 1]),
+                ms(chain),
+                us(chain) / (W2_HOPS - 1) as f64,
+                ms(run.elapsed),
+                cpu_line(&run, W2_HOPS as u64),
+                load_average()
+            );
+            reps[i].push((p(0.5), p(0.9), p(0.99), chain / (W2_HOPS as u32 - 1)));
+        }
+    }
+    for (i, &v) in vs.iter().enumerate() {
+        let r = &mut reps[i];
+        r.sort();
+        let (p50, p90, p99, mean) = r[r.len() / 2];
+        println!(
+            "W2{} (median rep): p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, mean {:.0} µs/hop \
+             (target p50 ≤ 500 µs)",
+            variant_label(v),
+            us(p50),
+            us(p90),
+            us(p99),
+            us(mean)
+        );
+    }
+    println!();
 }
 
 fn main() {
@@ -384,6 +442,17 @@ fn main() {
         slots: env_num("TF_SLOTS", 64),
         reps: env_num("TF_REPS", 3),
         workers: env_num("TF_WORKERS", 2),
+        acks: std::env::var("TF_ACKS")
+            .ok()
+            .map(|v| {
+                v.split(',')
+                    .filter(|x| !x.trim().is_empty())
+                    .map(|x| {
+                        x.trim().parse().unwrap_or_else(|_| panic!("TF_ACKS: {x:?} is not a K"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
@@ -408,14 +477,14 @@ fn main() {
     rt.block_on(async {
         for (w, name) in [(Workload::W1a, "w1a"), (Workload::W1b, "w1b")] {
             if selected(name) {
-                throughput(w, s, &bin).await;
+                throughput(w, &s, &bin).await;
             }
         }
         if selected("w2") {
-            w2(s, &bin).await;
+            w2(&s, &bin).await;
         }
         if selected("w3") {
-            throughput(Workload::W3, s, &bin).await;
+            throughput(Workload::W3, &s, &bin).await;
         }
     });
 }

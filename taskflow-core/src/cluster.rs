@@ -35,7 +35,7 @@ pub use recovery::{RecoverOptions, RecoveryError, RecoveryOutcome, recover_from_
 // --- end replication ---
 
 pub use executor::{ExecutorConfig, ExecutorError, run_executor};
-pub use manager::ClusterListen;
+pub use manager::{ClusterListen, replica_ack_guarantee};
 pub use status::{Status, StatusSink};
 pub use tls::{ClientTls, EXPIRY_WARNING_DAYS, HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 

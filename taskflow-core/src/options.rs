@@ -53,6 +53,15 @@ pub struct RuntimeOptions {
     /// in-process executors (`executors`, may be 0) run besides them.
     #[serde(skip)]
     pub cluster: Option<crate::cluster::ClusterListen>,
+    /// `--replica-acks K`: with `cluster`, an effect (an assignment, a reply, a console
+    /// update, a board) leaves only once the manager's own fdatasync **and** K executor
+    /// replicas hold the events it depends on durably (as Kafka's `min.insync.replicas`).
+    /// Fewer than K executors with `--data` connected: the day waits (logged). 0 (the
+    /// default): only the manager's own fdatasync. K > 0 without `cluster` is refused.
+    pub replica_acks: usize,
+    /// `--replica-quorum Q`: the executors a recovery from replicas waits for; a cluster
+    /// manager states at start which guarantee K and Q give (K + Q > N). Default 1.
+    pub replica_quorum: usize,
     /// The directory the flow was loaded from ([`crate::flow::load_dir`]). A rolling runtime
     /// reads it again (flow, calendar, reference data) before it opens each next day: a
     /// changed flow takes effect from that day; one that no longer loads, or names a
@@ -80,6 +89,8 @@ impl Default for RuntimeOptions {
             log_lines_per_shard: 200,
             log_lines_total: 100_000,
             cluster: None,
+            replica_acks: 0,
+            replica_quorum: 1,
             flow_dir: None,
         }
     }

@@ -103,6 +103,9 @@ pub enum Error {
     /// A blocking start-up step panicked or was cancelled.
     #[error("start-up failed: {0}")]
     Startup(String),
+    /// The options contradict each other (the message names them and what to do).
+    #[error("invalid options: {0}")]
+    Options(String),
 }
 
 /// The business day a runtime serves now: its manager actor. A cutover replaces it.
@@ -274,6 +277,13 @@ impl Runtime {
         registry: BehaviorRegistry,
         opts: RuntimeOptions,
     ) -> Result<(Runtime, ManagerHandle), Error> {
+        if opts.replica_acks > 0 && opts.cluster.is_none() {
+            return Err(Error::Options(format!(
+                "replica_acks = {} needs a cluster manager (replication to executors with \
+                 --data); set cluster, or replica_acks = 0",
+                opts.replica_acks
+            )));
+        }
         let tz = flow.settings().time_zone;
         let date = match opts.date {
             Some(d) => d,

@@ -138,7 +138,6 @@ impl<E> DurabilityGate<E> {
     }
 
     /// How many effects are held.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.held.len()
     }

@@ -11,6 +11,11 @@
 //! executors (one envelope per executor process), notices to the notifier, answers to the
 //! reply ports it keeps by request id, timers to `send_after` and the clock. The core holds
 //! back every effect that depends on an event until `Durable(seq)` covers it.
+//!
+//! With `--replica-acks K` (K > 0) what the core released waits once more, in the actor's
+//! [`ReplicaGate`], until K executor replicas hold the events durably too — except the
+//! cluster's membership answers (joins, heartbeats, drains), which must leave for replicas
+//! to exist at all. The core is fed the manager's own fdatasync as before and does not change.
 
 mod replication;
 
@@ -85,8 +90,8 @@ pub(crate) enum ManagerMsg {
     },
     /// A decoded message from an executor process, or a session event.
     Cluster(ClusterIn),
-    /// An executor's replica acknowledged (forwarded to the replicator).
-    ReplicaAck(crate::cluster::messages::ReplicaAckMsg),
+    /// K replicas hold every event ≤ this seq durably (`--replica-acks` > 0).
+    Replicated(u64),
     /// An operator action.
     Act {
         /// The command.
@@ -226,6 +231,49 @@ pub(crate) struct ManagerState {
     stopping: bool,
     /// The manager's day on the wire (cluster managers).
     day_id: Option<DayIdentity>,
+    /// The durable watermark the core was last fed (the manager's own fdatasync).
+    core_durable: u64,
+    /// `--replica-acks` > 0: released effects waiting for the replicas.
+    replica_gate: Option<ReplicaGate>,
+}
+
+/// How long a closing manager waits for the replicas to acknowledge its last events before it
+/// drops the effects still waiting for them (logged).
+const CLOSE_REPLICA_WAIT: Duration = Duration::from_secs(5);
+
+/// `--replica-acks K` (K > 0): the effects the core released, each tagged with the manager's
+/// own durable watermark when it was released (≥ the seq it depends on, so never released
+/// early), held in order until K replicas hold that seq ([`ManagerMsg::Replicated`]).
+struct ReplicaGate {
+    held: crate::schedule::DurabilityGate<Effect>,
+    /// The replicator's watermark, for the bounded wait at close.
+    replicated: tokio::sync::watch::Receiver<replication::Replicated>,
+}
+
+/// Whether an effect leaves without waiting for replica acknowledgements: the manager's own
+/// bookkeeping (the log, timers, task actors) and the membership answers. A replica is
+/// streamed to and acknowledges only once its executor's join is answered, so holding
+/// `JoinAccepted` would wait for ever; heartbeat and drain answers carry nothing a client
+/// sees. Everything a client or an executor acts on waits.
+fn bypasses_replicas(e: &Effect) -> bool {
+    match e {
+        Effect::Assign { .. }
+        | Effect::Stop { .. }
+        | Effect::Confirm { .. }
+        | Effect::Publish(_) => false,
+        Effect::Reply { answer, .. } => {
+            matches!(answer, Answer::Join(_) | Answer::Heartbeat { .. } | Answer::Drain { .. })
+        }
+        Effect::Append(_)
+        | Effect::Snapshot
+        | Effect::Note(_)
+        | Effect::Timer { .. }
+        | Effect::WakeAt { .. }
+        | Effect::Prepare { .. }
+        | Effect::Retire { .. }
+        | Effect::Link { .. }
+        | Effect::Close { .. } => true,
+    }
 }
 
 impl Actor for Manager {
@@ -282,6 +330,7 @@ impl Actor for Manager {
         }
         let (day, mut log) = args.journal.into_parts();
         let mut replicator = None;
+        let mut replica_gate = None;
         let mut timing = None;
         let mut day_id = None;
         let cluster = match &opts.cluster {
@@ -297,18 +346,52 @@ impl Actor for Manager {
                     date: args.date.to_string(),
                     cluster_id: cluster_id.clone(),
                 });
-                replicator = Some(
-                    replication::start(&mut log, args.date.to_string(), epoch, cell.clone())
-                        .await?,
-                );
+                let policy =
+                    replication::AckPolicy { acks: opts.replica_acks, quorum: opts.replica_quorum };
+                let (rep, replicated) = replication::start(
+                    &mut log,
+                    args.date.to_string(),
+                    epoch,
+                    policy,
+                    cell.clone(),
+                )
+                .await?;
+                info!("{}", policy.guarantee());
+                if policy.acks > 0 {
+                    // Forward what K replicas hold into the mailbox (the watch coalesces).
+                    let mut rx = replicated.clone();
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let seq = rx.borrow_and_update().seq;
+                            if me.cast(ManagerMsg::Replicated(seq)).is_err()
+                                || rx.changed().await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                    replica_gate = Some(ReplicaGate {
+                        held: crate::schedule::DurabilityGate::new(0),
+                        replicated,
+                    });
+                }
+                // Replica acks go straight to the replicator (not through this mailbox, so
+                // they also arrive while a closing manager waits for them).
                 let to_me = myself.clone();
+                let to_rep = rep.clone();
                 let deliver: crate::cluster::manager::Deliver = Arc::new(move |inbound| {
                     use crate::cluster::manager::Inbound;
-                    let _ = to_me.cast(match inbound {
-                        Inbound::Cluster(input) => ManagerMsg::Cluster(input),
-                        Inbound::ReplicaAck(ack) => ManagerMsg::ReplicaAck(ack),
-                    });
+                    match inbound {
+                        Inbound::Cluster(input) => {
+                            let _ = to_me.cast(ManagerMsg::Cluster(input));
+                        }
+                        Inbound::ReplicaAck(ack) => {
+                            let _ = to_rep.cast(replication::ReplicatorMsg::Ack(ack));
+                        }
+                    }
                 });
+                replicator = Some(rep);
                 let listener = crate::cluster::manager::start(listen, deliver).await?;
                 tracing::info!(addr = %listen.addr, epoch, "accepting executors");
                 timing = Some(ClusterTiming {
@@ -370,6 +453,8 @@ impl Actor for Manager {
             started,
             stopping: false,
             day_id,
+            core_durable: durable_seq,
+            replica_gate,
         })
     }
 
@@ -401,7 +486,18 @@ impl Actor for Manager {
                     myself.stop(Some(failure));
                     return Ok(());
                 }
+                state.core_durable = state.core_durable.max(seq);
                 Input::Durable(seq)
+            }
+            ManagerMsg::Replicated(seq) => {
+                let released = match state.replica_gate.as_mut() {
+                    Some(gate) => gate.held.advance(seq),
+                    None => return Ok(()),
+                };
+                if !released.is_empty() {
+                    state.carry_out(released).await?;
+                }
+                return Ok(());
             }
             ManagerMsg::Prepared { task, result } => Input::Prepared { task, result },
             ManagerMsg::TriggerFired { task } => Input::Timer(Timer::Trigger(task)),
@@ -415,12 +511,6 @@ impl Actor for Manager {
                 Some(input) => input,
                 None => return Ok(()),
             },
-            ManagerMsg::ReplicaAck(ack) => {
-                if let Some(rep) = &state.replicator {
-                    let _ = rep.cast(replication::ReplicatorMsg::Ack(ack));
-                }
-                return Ok(());
-            }
             ManagerMsg::Act { cmd, reply } => {
                 Input::Act { req: state.keep(Pending::Act(reply)), cmd }
             }
@@ -509,10 +599,23 @@ impl ManagerState {
         req
     }
 
-    /// Feeds one input to the core and carries out its effects.
+    /// Feeds one input to the core and carries out its effects (through the replica gate).
     async fn feed(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
         let effects = self.core.handle(input, now(self.started));
+        let effects = self.through_replica_gate(effects);
         self.carry_out(effects).await
+    }
+
+    /// With `--replica-acks` > 0: the effects that may leave now, in order; the rest wait in
+    /// the gate, tagged with the core's durable watermark (every event they depend on is at
+    /// or below it). Without: all of them.
+    fn through_replica_gate(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+        let Some(gate) = self.replica_gate.as_mut() else { return effects };
+        let tag = self.core_durable;
+        effects
+            .into_iter()
+            .filter_map(|e| if bypasses_replicas(&e) { Some(e) } else { gate.held.push(tag, e) })
+            .collect()
     }
 
     /// Turns a decoded cluster message into an input (or answers it at once).
@@ -584,6 +687,9 @@ impl ManagerState {
                 Input::RemoteReports(reports.into_iter().map(remote_report).collect())
             }
             ClusterIn::SessionClosed { node_id } => {
+                if let Some(rep) = &self.replicator {
+                    let _ = rep.cast(replication::ReplicatorMsg::Left { node_id });
+                }
                 let executors: Vec<usize> = self
                     .links
                     .iter()
@@ -801,7 +907,10 @@ impl ManagerState {
                 tokio::task::spawn_blocking(move || log.close(Duration::from_secs(30))).await;
             match closed {
                 Ok(Ok(())) => {
+                    self.core_durable = self.core_durable.max(last);
                     let effects = self.core.handle(Input::Durable(last), now(self.started));
+                    let mut effects = self.through_replica_gate(effects);
+                    effects.extend(self.drain_replica_gate(last).await);
                     // Nothing new is recorded by a release; carry out what it frees.
                     let _ = Box::pin(self.carry_out(effects)).await;
                     info!(date = %self.date, seq = last, "journal closed");
@@ -815,6 +924,34 @@ impl ManagerState {
         }
         self.myself.stop_children(None);
         self.myself.stop(None);
+    }
+}
+
+impl ManagerState {
+    /// At close: waits (at most [`CLOSE_REPLICA_WAIT`]) until K replicas hold `last`, and
+    /// returns what that releases; effects still waiting after it are dropped, loudly (they
+    /// never left, so no client saw them).
+    async fn drain_replica_gate(&mut self, last: u64) -> Vec<Effect> {
+        let Some(gate) = self.replica_gate.as_mut() else { return Vec::new() };
+        if gate.held.len() == 0 {
+            return Vec::new();
+        }
+        let waited = tokio::time::timeout(CLOSE_REPLICA_WAIT, async {
+            gate.replicated.wait_for(|r| r.seq >= last).await.is_ok()
+        })
+        .await;
+        let seq = gate.replicated.borrow().seq;
+        let released = gate.held.advance(seq);
+        if !waited.unwrap_or(false) || gate.held.len() > 0 {
+            tracing::warn!(
+                replicated = seq,
+                last,
+                dropped = gate.held.len(),
+                "closing before the replicas acknowledged the last events: the effects that \
+                 waited for them are dropped (no client saw them)"
+            );
+        }
+        released
     }
 }
 

@@ -29,6 +29,28 @@ pub(crate) fn agent_name(executor: &str, instance: u64) -> String {
     format!("taskflow.executor.{executor}.{instance:016x}")
 }
 
+/// The guarantee `--replica-acks K` and `--replica-quorum Q` give, as one sentence (the
+/// manager logs it at start; `taskflow manager` prints it). N — the executors keeping replicas
+/// — is not known at start (executors join later), so the sentence bounds it: with K + Q > N a
+/// recovery from Q replicas includes one of the K that acknowledged every event any client
+/// saw, and the freshest replica (a longer copy of the same history) wins.
+pub fn replica_ack_guarantee(acks: usize, quorum: usize) -> String {
+    let (k, q) = (acks, quorum.max(1));
+    if k == 0 {
+        return "--replica-acks 0: effects wait only for this manager's fdatasync; a \
+                    recovery from replicas can lose events a client already saw (the loss \
+                    window, proto-docs/cluster.md)"
+            .to_owned();
+    }
+    format!(
+        "--replica-acks {k}: every dispatch, reply and console update waits until {k} \
+             executor replica(s) hold its events durably; a recovery with --replica-quorum {q} \
+             loses nothing any client saw while at most {} executors keep replicas \
+             (K + Q > N; N, the executors with --data, is learnt as they join)",
+        k + q - 1
+    )
+}
+
 /// How the manager listens for executors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterListen {

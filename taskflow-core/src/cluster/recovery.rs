@@ -267,6 +267,19 @@ async fn run(
             Err(_) => break,
         }
     }
+    if keepers.len() < opts.quorum.max(1) {
+        // K + Q > N guarantees that Q replicas include one of the K that acknowledged what
+        // clients saw; fewer than Q do not.
+        tracing::warn!(
+            joined = keepers.len(),
+            quorum = opts.quorum,
+            wait = ?opts.wait,
+            "only {} of the --replica-quorum {} executors with --data joined in time: the \
+             replica chosen may lack events a client saw, even under --replica-acks",
+            keepers.len(),
+            opts.quorum
+        );
+    }
     let held: Vec<(String, Vec<ReplicaPosition>)> =
         joined.iter().map(|(n, j)| (n.clone(), j.replicas.clone())).collect();
     let (name, position) =

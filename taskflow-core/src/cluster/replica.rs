@@ -231,11 +231,11 @@ impl ReplicaSet {
         date: &str,
         need: ReplicaNeed,
     ) -> ReplicaAckMsg {
-        let (durable_seq, next_seq) = match &self.open {
+        let (durable_seq, next_seq, staged) = match &self.open {
             Some(o) if o.cluster_id == cluster_id && o.date == date => {
-                (o.store.durable_seq(), o.store.next_seq())
+                (o.store.durable_seq(), o.store.next_seq(), o.staged.is_some())
             }
-            _ => (0, 0),
+            _ => (0, 0, false),
         };
         let snapshot_received = match &self.pending {
             Some(p) if p.cluster_id == cluster_id && p.date == date => p.buf.len() as u64,
@@ -250,6 +250,7 @@ impl ReplicaSet {
             next_seq,
             snapshot_received,
             need,
+            staged,
         }
     }
 

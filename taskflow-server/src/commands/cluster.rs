@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use taskflow_core::cluster::{
     ClientTls, ClusterListen, ExecutorConfig, RecoverOptions, RecoveryOutcome, ServerTls,
-    StatusSink, recover_from_replicas, run_executor,
+    StatusSink, recover_from_replicas, replica_ack_guarantee, run_executor,
 };
 use taskflow_core::flow;
 use taskflow_core::model::{BusinessDate, DayStep};
@@ -85,6 +85,14 @@ pub(crate) struct ManagerArgs {
     /// In-process executors besides the remote ones.
     #[arg(long, default_value_t = 0)]
     local_executors: usize,
+    /// Let an effect out (an assignment, an operator's reply, a console update, a board) only
+    /// once K executor replicas (`taskflow executor --data`) also hold its events durably, as
+    /// Kafka's min.insync.replicas. With fewer than K such executors connected the day waits
+    /// (logged). With K + Q > N (Q = --replica-quorum at a recovery, N = executors with
+    /// --data) a recovery from replicas loses nothing any client saw. 0: only this manager's
+    /// own fdatasync (a recovery can lose its loss window).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    replica_acks: usize,
     #[command(flatten)]
     replicas: RecoverArgs,
     #[command(flatten)]
@@ -249,6 +257,12 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
              anyone on the network can read it"
         );
     }
+    // Which guarantee holds for a recovery from replicas (K and Q; N is learnt as executors
+    // join, and the manager warns when K + Q no longer exceeds it).
+    println!(
+        "taskflow manager: {}",
+        replica_ack_guarantee(args.replica_acks, args.replicas.replica_quorum)
+    );
     let opts = RuntimeOptions {
         data_dir: args.data.clone(),
         date: Some(date),
@@ -257,6 +271,8 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         // Without --until-done the manager goes on from day to day.
         roll_over: !args.until_done,
         cluster: Some(listen),
+        replica_acks: args.replica_acks,
+        replica_quorum: args.replicas.replica_quorum.max(1),
         // A rolling day reads the flow directory again at each cutover.
         flow_dir: args.flow.clone(),
         ..RuntimeOptions::default()

@@ -14,11 +14,16 @@
 //! bytes sent but not acknowledged as durable by its replica); a slow executor stops receiving
 //! until it acknowledges, falls behind the tail, and catches up from the store (log reads on a
 //! blocking thread; the snapshot first if its position was compacted away).
+//!
+//! With `--replica-acks K` it also publishes [`Replicated`]: the highest seq that K replicas
+//! hold durably *in place* (not in a replacement copy still being built), which the manager
+//! waits for before it lets an effect out (see `actors/manager.rs`, `ReplicaGate`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cluster::codec;
@@ -125,6 +130,34 @@ pub(crate) fn random_id() -> String {
     out
 }
 
+/// What the replicas hold, as far as `--replica-acks` is concerned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Replicated {
+    /// Every event ≤ this seq is durable in at least K replicas, each in the copy a recovery
+    /// would read. Never goes back (a replica that disconnects still holds what it acked).
+    pub(crate) seq: u64,
+    /// Executors being replicated to now.
+    pub(crate) connected: usize,
+}
+
+/// How many replica acknowledgements an effect waits for, and the recovery quorum the
+/// guarantee is stated for (`--replica-acks`, `--replica-quorum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckPolicy {
+    /// K: replicas that must hold an event durably before an effect depending on it leaves
+    /// (0: only the manager's own fdatasync).
+    pub(crate) acks: usize,
+    /// Q: executors a recovery waits for (`--replica-quorum`).
+    pub(crate) quorum: usize,
+}
+
+impl AckPolicy {
+    /// The guarantee this policy gives, for the start-up log line.
+    pub(crate) fn guarantee(&self) -> String {
+        crate::cluster::replica_ack_guarantee(self.acks, self.quorum)
+    }
+}
+
 /// Messages of the [`Replicator`].
 pub(crate) enum ReplicatorMsg {
     /// The journal's durable watermark moved.
@@ -133,6 +166,8 @@ pub(crate) enum ReplicatorMsg {
     Joined { name: String, instance: u64, agent: ActorRef<Wire>, replicas: Vec<ReplicaPosition> },
     /// An executor's replica acknowledged.
     Ack(ReplicaAckMsg),
+    /// The session of these executors' node closed: they are no longer replicated to.
+    Left { node_id: u64 },
     /// A catch-up read finished (on a blocking thread).
     Read { name: String, instance: u64, result: Result<ReadResult, String> },
 }
@@ -161,6 +196,10 @@ pub(crate) struct ReplicatorArgs {
     pub(crate) epoch: u64,
     /// The epochs the store's events were written in (this epoch's run last).
     pub(crate) runs: Vec<EpochRun>,
+    /// `--replica-acks` and `--replica-quorum`.
+    pub(crate) policy: AckPolicy,
+    /// Where [`Replicated`] is published (for `--replica-acks` > 0).
+    pub(crate) replicated: watch::Sender<Replicated>,
 }
 
 /// The replication actor (a child of the manager).
@@ -192,6 +231,12 @@ struct Peer {
     reader: Option<(u64, LogReader)>,
     /// The peer acknowledged more than it was sent (said once per peer, then clamped).
     warned_overack: bool,
+    /// The highest seq of this manager's history the peer acknowledged as durable in the
+    /// copy a recovery would read (what counts for `--replica-acks`).
+    held: u64,
+    /// After a `Begin`: the seq through which the new copy must be durable before it is in
+    /// place (the replica swaps it in then); its acks below it do not count.
+    counts_from: u64,
 }
 
 pub(crate) struct ReplicatorState {
@@ -200,6 +245,11 @@ pub(crate) struct ReplicatorState {
     recovered_from: Option<(u64, u64)>,
     durable: u64,
     peers: HashMap<String, Peer>,
+    /// Every executor that joined with `--data` since this manager started (N, as far as
+    /// this manager knows).
+    keepers: BTreeSet<String>,
+    /// The connected count last logged (the waiting note is logged once per change).
+    noted_connected: Option<usize>,
 }
 
 impl Actor for Replicator {
@@ -223,7 +273,16 @@ impl Actor for Replicator {
                 }
             }
         });
-        Ok(ReplicatorState { args, recovered_from, durable, peers: HashMap::new() })
+        let mut st = ReplicatorState {
+            args,
+            recovered_from,
+            durable,
+            peers: HashMap::new(),
+            keepers: BTreeSet::new(),
+            noted_connected: None,
+        };
+        st.publish();
+        Ok(st)
     }
 
     async fn handle(
@@ -243,7 +302,13 @@ impl Actor for Replicator {
             ReplicatorMsg::Joined { name, instance, agent, replicas } => {
                 let peer = st.new_peer(&name, instance, agent, &replicas);
                 st.peers.insert(name.clone(), peer);
+                st.joined_keeper(&name);
                 st.pump(&name, &myself);
+                st.publish();
+            }
+            ReplicatorMsg::Left { node_id } => {
+                st.peers.retain(|_, p| p.agent.get_id().node() != node_id);
+                st.publish();
             }
             ReplicatorMsg::Ack(a) => {
                 if a.cluster_id != st.args.cluster_id || a.date != st.args.date {
@@ -255,6 +320,7 @@ impl Actor for Replicator {
                 };
                 p.on_ack(&a);
                 st.pump(&a.executor, &myself);
+                st.publish();
             }
             ReplicatorMsg::Read { name, instance, result } => {
                 let Some(p) = st.peers.get_mut(&name).filter(|p| p.instance == instance) else {
@@ -277,6 +343,8 @@ impl Actor for Replicator {
                         p.inflight_bytes = 0;
                         p.acked = base_seq;
                         p.next = base_seq + 1;
+                        // The new copy replaces the old one once durable through this.
+                        p.counts_from = base_seq.max(st.durable);
                         p.stage = if bytes.is_empty() {
                             Stage::Events
                         } else {
@@ -286,6 +354,7 @@ impl Actor for Replicator {
                             (st.args.epoch, st.args.cluster_id.clone(), st.args.date.clone());
                         if !send(&p.agent, epoch, &cid, &date, begin) {
                             st.peers.remove(&name);
+                            st.publish();
                             return Ok(());
                         }
                     }
@@ -301,6 +370,7 @@ impl Actor for Replicator {
                     }
                 }
                 st.pump(&name, &myself);
+                st.publish();
             }
         }
         Ok(())
@@ -331,12 +401,22 @@ fn send(
 }
 
 impl Peer {
+    /// Counts `durable` (already clamped to what was sent) towards `--replica-acks` if the
+    /// ack is of the copy in place: not a replacement still being built, and (after a
+    /// `Begin`) durable through the bound at which the replica swaps the new copy in.
+    fn count(&mut self, a: &ReplicaAckMsg, durable: u64) {
+        if !a.staged && durable >= self.counts_from {
+            self.held = self.held.max(durable);
+        }
+    }
+
     fn on_ack(&mut self, a: &ReplicaAckMsg) {
         if let Stage::Snapshot { base_seq, acked, sent, .. } = &mut self.stage {
             if a.next_seq == *base_seq + 1 && a.need == ReplicaNeed::Nothing {
                 // Installed: stream the events after it.
                 self.stage = Stage::Events;
                 self.acked = a.durable_seq.max(self.acked);
+                self.count(a, self.acked);
                 return;
             }
             // A peer never holds more than it was sent: an ack beyond that (a stale ack of an
@@ -373,6 +453,9 @@ impl Peer {
             durable = self.next.saturating_sub(1);
         }
         self.acked = self.acked.max(durable);
+        if matches!(self.stage, Stage::Events) {
+            self.count(a, durable);
+        }
         while self.inflight.front().is_some_and(|(last, _)| *last <= self.acked) {
             if let Some((_, b)) = self.inflight.pop_front() {
                 self.inflight_bytes -= b;
@@ -455,6 +538,65 @@ impl ReplicatorState {
             buffered: VecDeque::new(),
             reader: None,
             warned_overack: false,
+            // A replica that continues holds its reported position in place.
+            held: continues.map_or(0, |p| p.seq),
+            counts_from: 0,
+        }
+    }
+
+    /// An executor with `--data` joined: N as this manager knows it. Says once per new N when
+    /// the recovery quorum no longer covers it (K + Q ≤ N).
+    fn joined_keeper(&mut self, name: &str) {
+        let AckPolicy { acks, quorum } = self.args.policy;
+        if acks == 0 || !self.keepers.insert(name.to_owned()) {
+            return;
+        }
+        let n = self.keepers.len();
+        if acks + quorum.max(1) <= n {
+            warn!(
+                keepers = n,
+                replica_acks = acks,
+                replica_quorum = quorum,
+                "{n} executors keep replicas of this day: a recovery with --replica-quorum \
+                 {quorum} might choose none of the {acks} that acknowledged; recover with \
+                 --replica-quorum {} or more to lose nothing a client saw",
+                n - acks + 1
+            );
+        }
+    }
+
+    /// Publishes what K replicas hold (the K-th highest in-place ack of the connected
+    /// peers), and logs once per change of the connected count while fewer than K are
+    /// connected (the day waits, visibly).
+    fn publish(&mut self) {
+        let acks = self.args.policy.acks;
+        if acks == 0 {
+            return;
+        }
+        let mut held: Vec<u64> = self.peers.values().map(|p| p.held).collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        let kth = held.get(acks - 1).copied().unwrap_or(0);
+        let connected = self.peers.len();
+        self.args.replicated.send_if_modified(|r| {
+            let next = Replicated { seq: r.seq.max(kth), connected };
+            let changed = *r != next;
+            *r = next;
+            changed
+        });
+        if self.noted_connected == Some(connected) {
+            return;
+        }
+        let before = self.noted_connected.replace(connected);
+        if connected < acks {
+            warn!(
+                replica_acks = acks,
+                connected,
+                "waiting for {acks} replica acknowledgements, {connected} connected: \
+                 dispatches, replies and console updates wait until {acks} executors with \
+                 --data replicate this day"
+            );
+        } else if before.is_some_and(|b| b < acks) {
+            info!(replica_acks = acks, connected, "enough replicas connected; effects flow again");
         }
     }
 
@@ -608,6 +750,7 @@ impl ReplicatorState {
         if !alive {
             info!(executor = %name, "executor unreachable; replication to it stops until it joins again");
             self.peers.remove(name);
+            self.publish();
         }
     }
 }
@@ -619,8 +762,9 @@ pub(crate) async fn start(
     journal: &mut DayLog,
     date: String,
     epoch: u64,
+    policy: AckPolicy,
     supervisor: ractor::ActorCell,
-) -> Result<ActorRef<ReplicatorMsg>, ActorProcessingErr> {
+) -> Result<(ActorRef<ReplicatorMsg>, watch::Receiver<Replicated>), ActorProcessingErr> {
     let cluster_id = cluster_id(journal)?;
     let store = journal.store();
     // This epoch's run, durable before the manager writes an event in it.
@@ -631,10 +775,20 @@ pub(crate) async fn start(
     let tail = Arc::new(ReplicationTail::default());
     let copy = tail.clone();
     journal.set_tap(Box::new(move |batch| copy.push(batch)));
-    let args = ReplicatorArgs { store, tail, cluster_id: cluster_id.clone(), date, epoch, runs };
+    let (replicated, rx) = watch::channel(Replicated::default());
+    let args = ReplicatorArgs {
+        store,
+        tail,
+        cluster_id: cluster_id.clone(),
+        date,
+        epoch,
+        runs,
+        policy,
+        replicated,
+    };
     let (actor, _) = Actor::spawn_linked(None, Replicator, args, supervisor).await?;
     info!(%cluster_id, "replicating events to executors with --data");
-    Ok(actor)
+    Ok((actor, rx))
 }
 
 #[cfg(test)]

@@ -126,6 +126,11 @@ pub struct ReplicaAckMsg {
     pub snapshot_received: u64,
     /// What the replica needs from the manager.
     pub need: ReplicaNeed,
+    /// The acknowledged copy is a replacement still being built beside the old one (after a
+    /// `Begin`): a recovery would read the old copy, so this ack does not count towards the
+    /// manager's `--replica-acks` (absent from older executors: false).
+    #[serde(default)]
+    pub staged: bool,
 }
 
 /// What an ack asks for.

@@ -116,6 +116,8 @@ async fn a_replica_behind_the_compacted_log_starts_from_the_snapshot_and_catches
         epoch: 3,
         // Events through 2,500 were written in epoch 2, the rest in epoch 3.
         runs: vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 2501, epoch: 3 }],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let set = ReplicaSet::open(&dir.path().join("exec"), StoreOptions::for_test()).unwrap();
@@ -164,6 +166,8 @@ async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window
         date: DATE.into(),
         epoch: 1,
         runs: vec![],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -194,6 +198,7 @@ async fn an_executor_that_never_acknowledges_gets_no_more_than_its_credit_window
         next_seq: 11 + got,
         snapshot_received: 0,
         need: ReplicaNeed::Nothing,
+        staged: false,
     };
     rep.cast(ReplicatorMsg::Ack(ack)).unwrap();
     eventually("more events after the ack", || received.load(Ordering::SeqCst) > got).await;
@@ -261,6 +266,8 @@ async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicat
         date: DATE.into(),
         epoch: 1,
         runs: vec![],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -279,6 +286,7 @@ async fn an_ack_of_more_snapshot_bytes_than_were_sent_does_not_kill_the_replicat
         next_seq: 0,
         snapshot_received,
         need,
+        staged: false,
     };
     // A confused (or stale) peer acknowledges more than it was sent...
     rep.cast(ReplicatorMsg::Ack(ack(window + PART_BYTES as u64, ReplicaNeed::Nothing))).unwrap();
@@ -327,6 +335,8 @@ async fn a_replica_whose_events_were_written_in_other_epochs_starts_over_instead
         date: DATE.into(),
         epoch: 4,
         runs: vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 151, epoch: 4 }],
+        policy: AckPolicy { acks: 0, quorum: 1 },
+        replicated: watch::channel(Replicated::default()).0,
     };
     let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
@@ -357,4 +367,115 @@ async fn a_replica_whose_events_were_written_in_other_epochs_starts_over_instead
         replica.meta_get::<Vec<EpochRun>>("replica_runs").unwrap(),
         Some(vec![EpochRun { first_seq: 1, epoch: 2 }, EpochRun { first_seq: 151, epoch: 4 }])
     );
+}
+
+/// `--replica-acks 2`: what is published is the second-highest in-place ack of the connected
+/// peers; an ack of a replacement copy still being built (`staged`) does not count, and the
+/// watermark never goes back when a peer leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replica_acks_the_watermark_is_the_second_highest_in_place_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path().join("manager"), StoreOptions::for_test()).unwrap();
+    let store = Arc::new(store);
+    let tail = Arc::new(ReplicationTail::default());
+    append(&store, Some(&tail), 1..=100);
+    // The replicator reads the durable seq from the store's watch, which is published a
+    // moment after `wait_durable` returns: a peer ahead of what it saw would start over.
+    let mut durable = store.durable();
+    tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| d.seq >= 100))
+        .await
+        .expect("the durable watch reaches 100 in time")
+        .expect("the writer is alive");
+    drop(durable);
+    let (tx, mut rx) = watch::channel(Replicated::default());
+    let args = ReplicatorArgs {
+        store: store.clone(),
+        tail,
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        epoch: 1,
+        runs: vec![],
+        policy: AckPolicy { acks: 2, quorum: 2 },
+        replicated: tx,
+    };
+    let (rep, _) = Actor::spawn(None, Replicator, args).await.unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut agents = Vec::new();
+    for name in ["e1", "e2"] {
+        let fake = FakeState { set: None, replicator: rep.clone(), received: received.clone() };
+        let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
+        // Both hold a prefix of this history (seq 10): they continue from it.
+        let pos = ReplicaPosition {
+            cluster_id: CID.into(),
+            date: DATE.into(),
+            epoch: 1,
+            seq: 10,
+            runs: vec![],
+        };
+        rep.cast(ReplicatorMsg::Joined {
+            name: name.into(),
+            instance: 7,
+            agent: agent.clone(),
+            replicas: vec![pos],
+        })
+        .unwrap();
+        agents.push(agent);
+    }
+    let wait = |rx: &mut watch::Receiver<Replicated>, want: Replicated| {
+        let mut rx = rx.clone();
+        async move {
+            let waited = tokio::time::timeout(Duration::from_secs(30), async {
+                rx.wait_for(|r| *r == want).await.is_ok()
+            })
+            .await;
+            assert!(
+                waited.unwrap_or(false),
+                "timed out waiting for {want:?}; it is {:?}",
+                *rx.borrow()
+            );
+        }
+    };
+    // Both continue at 10: 10 is held by two.
+    wait(&mut rx, Replicated { seq: 10, connected: 2 }).await;
+    let ack = |executor: &str, durable_seq: u64, staged: bool| ReplicaAckMsg {
+        executor: executor.into(),
+        instance: 7,
+        cluster_id: CID.into(),
+        date: DATE.into(),
+        durable_seq,
+        next_seq: durable_seq + 1,
+        snapshot_received: 0,
+        need: ReplicaNeed::Nothing,
+        staged,
+    };
+    eventually("both peers were sent everything", || received.load(Ordering::SeqCst) >= 180).await;
+    // One replica alone holding 100 is not enough for K = 2.
+    rep.cast(ReplicatorMsg::Ack(ack("e1", 100, false))).unwrap();
+    rep.cast(ReplicatorMsg::Ack(ack("e2", 50, false))).unwrap();
+    wait(&mut rx, Replicated { seq: 50, connected: 2 }).await;
+    // e2's copy at 90 is a replacement not in place yet: a recovery would read its old copy.
+    rep.cast(ReplicatorMsg::Ack(ack("e2", 90, true))).unwrap();
+    // A third peer joining after it (one mailbox, in order) shows it was handled: still 50.
+    let fake = FakeState { set: None, replicator: rep.clone(), received: received.clone() };
+    let (agent, _) = Actor::spawn(None, FakeAgent, fake).await.unwrap();
+    rep.cast(ReplicatorMsg::Joined {
+        name: "e3".into(),
+        instance: 7,
+        agent: agent.clone(),
+        replicas: vec![],
+    })
+    .unwrap();
+    agents.push(agent);
+    wait(&mut rx, Replicated { seq: 50, connected: 3 }).await;
+    assert_eq!(*rx.borrow(), Replicated { seq: 50, connected: 3 }, "a staged ack counted");
+    rep.cast(ReplicatorMsg::Ack(ack("e2", 90, false))).unwrap();
+    wait(&mut rx, Replicated { seq: 90, connected: 3 }).await;
+    // Their session closes (both fakes are on this node): what two replicas held stays held.
+    let node = agents[1].get_id().node();
+    rep.cast(ReplicatorMsg::Left { node_id: node }).unwrap();
+    wait(&mut rx, Replicated { seq: 90, connected: 0 }).await;
+    rep.stop(None);
+    for a in agents {
+        a.stop(None);
+    }
 }
