@@ -128,6 +128,9 @@ pub struct Runtime {
     cell: Arc<DayCell>,
     /// The cutover driver (with `roll_over`).
     driver: Option<tokio::task::JoinHandle<()>>,
+    /// The data directory's manager lock, held shared while the runtime runs (so
+    /// `taskflow store prune` by hand refuses meanwhile); released after the shutdown.
+    _lock: Arc<crate::store::ManagerLock>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -180,6 +183,12 @@ impl Runtime {
             None => previous_open_day(&flow, wall::now().with_timezone(&tz).date_naive())?,
         };
         let registry = Arc::new(registry);
+        let data_dir = opts.data_dir.clone();
+        let lock = tokio::task::spawn_blocking(move || crate::store::ManagerLock::shared(&data_dir))
+            .await
+            .map_err(|e| Error::Startup(e.to_string()))?
+            .map_err(|e| Error::Journal(journal::Error::Store(e)))?;
+        let lock = Arc::new(lock);
         let (manager, join) = start_day(flow.clone(), registry.clone(), opts.clone(), date).await?;
         let cell = Arc::new(DayCell {
             current: std::sync::RwLock::new(manager),
@@ -190,9 +199,10 @@ impl Runtime {
         warn_if_calendar_ends(&flow, date);
         // With executor processes, a cutover closes and binds the cluster listener again (the
         // next day's manager has its own epoch): the executors re-join by themselves.
-        let driver =
-            opts.roll_over.then(|| tokio::spawn(drive(cell.clone(), flow, registry, opts, date)));
-        Ok((Runtime { cell, driver }, handle))
+        let driver = opts.roll_over.then(|| {
+            tokio::spawn(drive(cell.clone(), flow, registry, opts, date, lock.clone()))
+        });
+        Ok((Runtime { cell, driver, _lock: lock }, handle))
     }
 
     /// A handle on the manager (cheap to clone).
@@ -251,13 +261,15 @@ fn warn_if_calendar_ends(flow: &Flow, date: BusinessDate) {
 }
 
 /// The cutover driver of a rolling runtime: waits for the open day to close (an event), then
-/// for the instant the next day may open (one timer), then replaces the day's manager.
+/// for the instant the next day may open (one timer), then replaces the day's manager; once
+/// the next day is open, retention removes the closed days `retain_days` lets go.
 async fn drive(
     cell: Arc<DayCell>,
     flow: Arc<Flow>,
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     mut date: BusinessDate,
+    lock: Arc<crate::store::ManagerLock>,
 ) {
     use crate::model::{NextDay, next_day};
     loop {
@@ -301,6 +313,7 @@ async fn drive(
                 warn_if_calendar_ends(&flow, next);
                 date = next;
                 cell.day.send_replace(next);
+                crate::days::prune_at_cutover(lock.clone(), opts.data_dir.clone(), flow.clone()).await;
             }
             Err(e) => {
                 tracing::error!(date = %next, %e, "cutover: cannot open the next business day");

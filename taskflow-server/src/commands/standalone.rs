@@ -26,7 +26,7 @@ use taskflow_core::model::{
 };
 use taskflow_core::state::{ShardStatus, TaskStatus};
 use taskflow_core::{
-    Board, DayOutcome, ManagerHandle, Notice, PastDay, Runtime, RuntimeOptions, Topic,
+    Board, DayDir, DayLook, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Topic,
     previous_open_day, today_in, wall,
 };
 use taskflow_examples::fund_clearing::{self, FundOptions};
@@ -201,37 +201,12 @@ pub(crate) fn parse_date(text: Option<&str>) -> anyhow::Result<Option<BusinessDa
     .transpose()
 }
 
-/// The days `data_dir` holds (`days/<date>/`), looked at read-only: closed or not. A
-/// directory that is not a date is ignored; a store that cannot be read read-only counts as
-/// unclosed (its journal decides when it is opened).
+/// The days `data_dir` holds (`days/<date>/`), looked at read-only: closed or not
+/// ([`taskflow_core::days_found`]: a directory that is not a date is ignored; a store that
+/// cannot be read read-only counts as unclosed, its journal decides when it is opened).
 pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<DayFound>> {
-    let days = data_dir.join("days");
-    let entries = match std::fs::read_dir(&days) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", days.display())),
-    };
-    let graph = Arc::new(flow.graph().clone());
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", days.display()))?;
-        let Some(date) = entry.file_name().to_str().and_then(|n| n.parse::<BusinessDate>().ok())
-        else {
-            continue;
-        };
-        if !entry.path().is_dir() {
-            continue;
-        }
-        let closed = match PastDay::open(entry.path(), date, graph.clone()) {
-            Ok(day) => day.state().is_closed(),
-            Err(e) => {
-                tracing::debug!(%date, %e, "the day's store cannot be read read-only");
-                false
-            }
-        };
-        found.push(DayFound { date, closed });
-    }
-    Ok(found)
+    taskflow_core::days_found(data_dir, &Arc::new(flow.graph().clone()))
+        .with_context(|| format!("listing the business days of {}", data_dir.display()))
 }
 
 /// The day a long-running start opens (`taskflow_core::model::plan_start`): the data
@@ -346,21 +321,21 @@ pub(crate) fn plan_headless(
     let mut closed = BTreeMap::new();
     let mut days = Vec::with_capacity(dates.len());
     for date in dates {
-        let dir = data_dir.join("days").join(date.to_string());
-        let disk = if !dir.exists() {
+        let day = DayDir { date, path: taskflow_core::day_dir(data_dir, date) };
+        let disk = if !day.path.exists() {
             DayOnDisk::Absent
         } else {
-            match PastDay::open(&dir, date, graph.clone()) {
-                Ok(day) if day.state().is_closed() => {
-                    closed.insert(date, past_board(flow, day.state()));
+            match day.look(graph.clone()) {
+                DayLook::Closed(past) => {
+                    closed.insert(date, past_board(flow, past.state()));
                     DayOnDisk::Closed
                 }
-                Ok(_) => DayOnDisk::Unfinished,
                 // The run opens it; its journal recovers it or says what is wrong.
-                Err(e) => {
+                DayLook::Unreadable(e) => {
                     tracing::debug!(%date, %e, "the day's store cannot be read read-only");
                     DayOnDisk::Unfinished
                 }
+                DayLook::Unclosed(_) | DayLook::Empty => DayOnDisk::Unfinished,
             }
         };
         days.push((date, disk));

@@ -58,7 +58,7 @@ impl PastDays {
         if let Some(day) = cache.get(&date) {
             return Ok(day.clone());
         }
-        let dir = data_dir.join("days").join(date.to_string());
+        let dir = taskflow_core::day_dir(data_dir, date);
         if !dir.is_dir() {
             return Err(ApiError::not_found(format!(
                 "no business day {date} in the data directory {} (no journal in {}; this server \
@@ -67,7 +67,7 @@ impl PastDays {
                 dir.display()
             )));
         }
-        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+        if store::is_empty_dir(&dir) {
             // Never created here: a read creates nothing (an empty directory may be waiting
             // for `--recover-from-replicas`, which a store in it would block).
             return Err(ApiError::not_found(format!(
