@@ -158,7 +158,9 @@ pub(crate) async fn prune_at_cutover(
                 tracing::warn!(date = %day.date, %e, "retention: cannot remove a closed business day; it is kept");
             }
         }
-        Ok(Err(e)) => tracing::warn!(%e, "retention: cannot list the business days; nothing removed"),
+        Ok(Err(e)) => {
+            tracing::warn!(%e, "retention: cannot list the business days; nothing removed")
+        }
         Err(e) => tracing::warn!(%e, "retention: the pruning task failed; nothing more removed"),
     }
 }

@@ -184,10 +184,11 @@ impl Runtime {
         };
         let registry = Arc::new(registry);
         let data_dir = opts.data_dir.clone();
-        let lock = tokio::task::spawn_blocking(move || crate::store::ManagerLock::shared(&data_dir))
-            .await
-            .map_err(|e| Error::Startup(e.to_string()))?
-            .map_err(|e| Error::Journal(journal::Error::Store(e)))?;
+        let lock =
+            tokio::task::spawn_blocking(move || crate::store::ManagerLock::shared(&data_dir))
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?
+                .map_err(|e| Error::Journal(journal::Error::Store(e)))?;
         let lock = Arc::new(lock);
         let (manager, join) = start_day(flow.clone(), registry.clone(), opts.clone(), date).await?;
         let cell = Arc::new(DayCell {
@@ -199,9 +200,9 @@ impl Runtime {
         warn_if_calendar_ends(&flow, date);
         // With executor processes, a cutover closes and binds the cluster listener again (the
         // next day's manager has its own epoch): the executors re-join by themselves.
-        let driver = opts.roll_over.then(|| {
-            tokio::spawn(drive(cell.clone(), flow, registry, opts, date, lock.clone()))
-        });
+        let driver = opts
+            .roll_over
+            .then(|| tokio::spawn(drive(cell.clone(), flow, registry, opts, date, lock.clone())));
         Ok((Runtime { cell, driver, _lock: lock }, handle))
     }
 
@@ -308,12 +309,14 @@ async fn drive(
             Ok((manager, j)) => {
                 *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
                 *join = Some(j);
-                drop(join);
                 tracing::info!(closed = %date, opened = %next, "cutover: the next business day is open");
                 warn_if_calendar_ends(&flow, next);
                 date = next;
                 cell.day.send_replace(next);
-                crate::days::prune_at_cutover(lock.clone(), opts.data_dir.clone(), flow.clone()).await;
+                // Part of the cutover (the join is held): a shutdown waits for it to finish.
+                crate::days::prune_at_cutover(lock.clone(), opts.data_dir.clone(), flow.clone())
+                    .await;
+                drop(join);
             }
             Err(e) => {
                 tracing::error!(date = %next, %e, "cutover: cannot open the next business day");
