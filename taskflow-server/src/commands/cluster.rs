@@ -85,6 +85,12 @@ pub(crate) struct ManagerArgs {
     /// In-process executors besides the remote ones.
     #[arg(long, default_value_t = 0)]
     local_executors: usize,
+    /// How long a graceful stop (SIGTERM, Ctrl-C) waits for running shards before the
+    /// journal is closed and the process exits, e.g. `60s`; shards still running then are
+    /// found running at the next start (re-run or rolled back by the unconfirmed policy).
+    /// Keep systemd's TimeoutStopSec above it.
+    #[arg(long, env = "TASKFLOW_STOP_TIMEOUT", default_value = "30s", value_parser = super::standalone::stop_timeout)]
+    stop_timeout: Duration,
     #[command(flatten)]
     replicas: RecoverArgs,
     #[command(flatten)]
@@ -202,6 +208,11 @@ pub(crate) struct ExecutorArgs {
     /// recovers from it with --recover-from-replicas). Without it the executor keeps none.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// With --data: keep replicas of at most this many business dates, the newest (a replica
+    /// of a new date removes the older ones). Like the flow's `retain_days` (default 30), but
+    /// counted in the dates this executor holds replicas of: it has no calendar.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    retain_days: u32,
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
@@ -253,6 +264,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         // Without --until-done the manager goes on from day to day.
         roll_over: !args.until_done,
         cluster: Some(listen),
+        shutdown_grace: args.stop_timeout,
         ..RuntimeOptions::default()
     };
     if !args.until_done {
@@ -342,6 +354,7 @@ pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         cfg.stop_grace = Duration::from_millis(ms);
     }
     cfg.data = args.data.clone();
+    cfg.retain_days = args.retain_days;
     cfg.status = print_status();
     cfg.tls = args.tls.load()?;
     #[cfg(target_os = "linux")]

@@ -77,6 +77,12 @@ pub(crate) struct StandaloneArgs {
     /// Write the JSON report of the day here (with --until-done; see proto-docs/report.md).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// How long a graceful stop (SIGTERM, Ctrl-C) waits for running shards before the
+    /// journal is closed and the process exits, e.g. `60s`; shards still running then are
+    /// found running at the next start (re-run or rolled back by the unconfirmed policy).
+    /// Keep systemd's TimeoutStopSec above it.
+    #[arg(long, env = "TASKFLOW_STOP_TIMEOUT", default_value = "30s", value_parser = stop_timeout)]
+    stop_timeout: Duration,
     /// The HTTP console.
     #[command(flatten)]
     console: ConsoleArgs,
@@ -184,12 +190,19 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         auto_execute_manual: args.until_done,
         // Without --until-done the process goes on from day to day.
         roll_over: !args.until_done,
+        shutdown_grace: args.stop_timeout,
         ..RuntimeOptions::default()
     };
     match plan {
         Some(plan) => run_headless(flow, opts, plan, args.report.as_deref(), "standalone"),
         None => run_day(flow, opts, "standalone", &args.console),
     }
+}
+
+/// `--stop-timeout`: a duration such as `30s` or `2m`.
+pub(crate) fn stop_timeout(text: &str) -> Result<Duration, String> {
+    taskflow_core::model::parse_duration(text)
+        .map_err(|e| format!("{e}; the bound a graceful stop waits for running shards"))
 }
 
 /// `--date`, if given.
