@@ -77,9 +77,9 @@ pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> Api
             let b = app.manager().board().await?;
             (if b.closed { "closed" } else { "open" }, Some(b.seq))
         } else {
-            match app.past().get(app.flow_arc(), app.data_dir(), d, running).await {
-                Ok(p) if p.board.closed => ("closed", Some(p.board.seq)),
-                Ok(p) => ("unfinished", Some(p.board.seq)),
+            match app.past().outcome(app.flow_arc(), app.data_dir(), d, running).await {
+                Ok((true, seq)) => ("closed", Some(seq)),
+                Ok((false, seq)) => ("unfinished", Some(seq)),
                 Err(e) if e.status == StatusCode::NOT_FOUND => continue,
                 Err(_) => ("damaged", None),
             }
