@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::flow::Flow;
 use crate::graph::TaskGraph;
 use crate::journal::Error as JournalError;
-use crate::model::{BusinessDate, DayFound, days_to_prune};
+use crate::model::{BusinessDate, DayFound, days_to_prune, window_start};
 use crate::past::PastDay;
 use crate::store;
 
@@ -124,11 +124,19 @@ pub fn prune_days(
     store::finish_removals(data_dir)?;
     let graph = Arc::new(flow.graph().clone());
     let days = list_days(data_dir)?;
+    let policy = flow.day_policy();
+    // Only a day before the window can go: only those are read (a day's store read-only costs
+    // a copy of its sled and a fold; reading all 30 kept days at every cutover would be
+    // O(retain_days) work per cutover). Inside the window closed or not changes nothing.
+    let start = days.last().and_then(|newest| window_start(&policy, newest.date, keep));
     let found: Vec<DayFound> = days
         .iter()
-        .map(|d| DayFound { date: d.date, closed: d.look(graph.clone()).is_closed() })
+        .map(|d| {
+            let outside = start.is_some_and(|s| d.date < s);
+            DayFound { date: d.date, closed: outside && d.look(graph.clone()).is_closed() }
+        })
         .collect();
-    let doomed = days_to_prune(&flow.day_policy(), &found, keep);
+    let doomed = days_to_prune(&policy, &found, keep);
     let mut pruned = Pruned::default();
     for day in days.into_iter().filter(|d| doomed.contains(&d.date)) {
         match store::remove_day_dir(&day.path) {
