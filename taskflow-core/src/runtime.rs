@@ -146,16 +146,33 @@ async fn start_day(
     opts: RuntimeOptions,
     date: BusinessDate,
 ) -> Result<(ActorRef<ManagerMsg>, tokio::task::JoinHandle<()>), Error> {
+    let journal = open_journal(&flow, &opts, date)?.await;
+    spawn_manager(flow, registry, opts, date, journal).await
+}
+
+/// The journal of `date` being opened (or recovered) on a blocking thread.
+type Opening = tokio::task::JoinHandle<Result<(Journal, journal::Recovery), journal::Error>>;
+
+/// Starts opening the journal of `date` (refused for a date that is not an open day).
+fn open_journal(flow: &Flow, opts: &RuntimeOptions, date: BusinessDate) -> Result<Opening, Error> {
     if !flow.is_open_day(date.date()).unwrap_or(false) {
         return Err(Error::NotAnOpenDay(date));
     }
     let dir = opts.day_dir(date);
     let graph = Arc::new(flow.graph().clone());
     let jopts = opts.journal.clone();
-    let (journal, recovery) =
-        tokio::task::spawn_blocking(move || Journal::open(dir, date, graph, jopts))
-            .await
-            .map_err(|e| Error::Startup(e.to_string()))??;
+    Ok(tokio::task::spawn_blocking(move || Journal::open(dir, date, graph, jopts)))
+}
+
+/// Starts the manager of `date` on its opened journal.
+async fn spawn_manager(
+    flow: Arc<Flow>,
+    registry: Arc<BehaviorRegistry>,
+    opts: RuntimeOptions,
+    date: BusinessDate,
+    opened: Result<Result<(Journal, journal::Recovery), journal::Error>, tokio::task::JoinError>,
+) -> Result<(ActorRef<ManagerMsg>, tokio::task::JoinHandle<()>), Error> {
+    let (journal, recovery) = opened.map_err(|e| Error::Startup(e.to_string()))??;
     for w in &recovery.warnings {
         tracing::warn!(%date, warning = %w, "journal recovery");
     }
@@ -300,12 +317,22 @@ async fn drive(
             }
         };
         let mut join = cell.join.lock().await;
+        // The next day's store is created while the closed day's manager shuts down (two
+        // directories, two independent stores): most of a cutover is their fsyncs.
+        let opening = open_journal(&flow, &opts, next);
         let old = cell.manager();
         let _ = old.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
         if let Some(j) = join.take() {
             let _ = j.await;
         }
-        match start_day(flow.clone(), registry.clone(), opts.clone(), next).await {
+        let started = match opening {
+            Ok(opening) => {
+                let opened = opening.await;
+                spawn_manager(flow.clone(), registry.clone(), opts.clone(), next, opened).await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
             Ok((manager, j)) => {
                 *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
                 *join = Some(j);
