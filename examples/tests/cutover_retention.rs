@@ -2,7 +2,8 @@
 //! consecutive business days (across the Sep 30 month end, National Day Oct 1–7 and the
 //! make-up workday Sat Oct 10) in ONE `Runtime` on a fast test wall clock. At each cutover the
 //! runtime removes the closed days outside the three newest open days: at the end only Oct 9,
-//! Oct 10 and Oct 12 are left, and nothing outside `days/` (the duration history
+//! Oct 10 and Oct 12 are left (Oct 10, 12 and 13 if the fast clock opened Oct 13 before the
+//! shutdown), and nothing outside `days/` (the duration history
 //! `DATA/history/`, a file beside `days/`, a directory in `days/` that is not a date) was touched.
 //!
 //! One test per file: the test clock is set once per process.
