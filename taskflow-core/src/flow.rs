@@ -43,18 +43,32 @@ pub struct FlowSettings {
     pub calendar: String,
     /// For which dates the engine opens a business day (default business days only).
     pub open_days: RunOn,
-    /// When the next business day opens (`new_day_at`, `catch_up`, `max_open_days`).
+    /// When the next business day opens (`new_day_at`, `catch_up`, `max_open_days`) and how
+    /// many closed days are kept (`retain_days`).
     pub day: DaySettings,
 }
 
 /// The day-lifecycle settings of `[flow]` (`proto-docs/flow-format.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DaySettings {
     /// The earliest wall-clock time (flow zone) on its own date at which a business day may
     /// open; `None`: as soon as its calendar day has begun.
     pub new_day_at: Option<chrono::NaiveTime>,
     /// Which missed days open after a manager was down over several (default `all`).
     pub catch_up: CatchUp,
+    /// Closed days are kept this many open business days, counted back from the newest day
+    /// of the data directory (`retain_days`, ≥ 1, default 30; `crate::model::days_to_prune`).
+    pub retain_days: u32,
+}
+
+impl Default for DaySettings {
+    fn default() -> Self {
+        DaySettings {
+            new_day_at: None,
+            catch_up: CatchUp::All,
+            retain_days: crate::model::DEFAULT_RETAIN_DAYS,
+        }
+    }
 }
 
 /// Every problem found while loading a flow, sorted by file and position.

@@ -22,6 +22,7 @@ pub mod store;
 pub mod testing;
 
 mod actors;
+mod days;
 mod executor;
 mod graph;
 mod job;
@@ -32,6 +33,7 @@ mod runtime;
 mod schedule;
 mod view;
 
+pub use days::{DayDir, DayLook, Pruned, day_dir, days_found, list_days, prune_days};
 pub use graph::{Error as GraphError, TaskGraph, TaskIx};
 pub use journal::{Error as JournalError, Journal, JournalOptions, Recovery as JournalRecovery};
 pub use options::{RuntimeOptions, wall};

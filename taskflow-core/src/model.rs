@@ -7,6 +7,7 @@ mod day_range;
 mod distributor;
 mod ids;
 mod product;
+mod retention;
 mod task;
 
 pub use calendar::{Calendar, CalendarError};
@@ -18,6 +19,7 @@ pub use day_range::{DayOnDisk, DayStep, RangeError, open_dates, plan_range};
 pub use distributor::{Distributor, DistributorType};
 pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 pub use product::{Lifecycle, Product, ProductMode};
+pub use retention::{DEFAULT_RETAIN_DAYS, days_to_prune, window_start};
 pub use task::{
     ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError,
     parse_duration,

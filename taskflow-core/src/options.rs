@@ -112,7 +112,7 @@ impl RuntimeOptions {
 
     /// The journal directory of `date`.
     pub fn day_dir(&self, date: BusinessDate) -> PathBuf {
-        self.data_dir.join("days").join(date.to_string())
+        crate::days::day_dir(&self.data_dir, date)
     }
 }
 

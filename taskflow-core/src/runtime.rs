@@ -164,6 +164,9 @@ pub struct Runtime {
     cell: Arc<DayCell>,
     /// The cutover driver (with `roll_over`).
     driver: Option<tokio::task::JoinHandle<()>>,
+    /// The data directory's manager lock, held shared while the runtime runs (so
+    /// `taskflow store prune` by hand refuses meanwhile); released after the shutdown.
+    _lock: Arc<crate::store::ManagerLock>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -173,9 +176,7 @@ impl std::fmt::Debug for Runtime {
 }
 
 /// Opens (or recovers) the journal of `date` and starts its manager, with the flow the day
-/// opened with when the data directory keeps one (`DATA/flows/<date>/`), else `flow`. A new
-/// day keeps `files` (the texts `flow` was built from) as its flow first. Returns the flow the
-/// day runs and its texts, if known.
+/// opened with ([`day_flow`]). Returns the flow the day runs and its texts, if known.
 async fn start_day(
     flow: Arc<Flow>,
     files: Option<crate::flow::FlowFiles>,
@@ -183,9 +184,24 @@ async fn start_day(
     opts: RuntimeOptions,
     date: BusinessDate,
 ) -> Result<DayStarted, Error> {
+    let (flow, files) = day_flow(flow, files, &opts, date).await?;
+    let journal = open_journal(&flow, &opts, date)?.await;
+    let (manager, join) = spawn_manager(flow.clone(), registry, opts, date, journal).await?;
+    Ok(DayStarted { manager, join, flow, files })
+}
+
+/// The flow day `date` runs: the one it opened with when the data directory keeps one
+/// (`DATA/flows/<date>/`), else `flow`; a new day keeps `files` (the texts `flow` was built
+/// from) as its flow first.
+async fn day_flow(
+    flow: Arc<Flow>,
+    files: Option<crate::flow::FlowFiles>,
+    opts: &RuntimeOptions,
+    date: BusinessDate,
+) -> Result<(Arc<Flow>, Option<crate::flow::FlowFiles>), Error> {
     let dir = opts.day_dir(date);
     let data_dir = opts.data_dir.clone();
-    let (flow, files) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         use crate::flow::FlowFiles;
         let warn = |why: String| {
             tracing::warn!(%date, "the day runs the flow given, not the one it opened with: {why}");
@@ -217,24 +233,37 @@ async fn start_day(
         (flow, files)
     })
     .await
-    .map_err(|e| Error::Startup(e.to_string()))?;
+    .map_err(|e| Error::Startup(e.to_string()))
+}
+
+/// The journal of `date` being opened (or recovered) on a blocking thread.
+type Opening = tokio::task::JoinHandle<Result<(Journal, journal::Recovery), journal::Error>>;
+
+/// Starts opening the journal of `date` (refused for a date that is not an open day).
+fn open_journal(flow: &Flow, opts: &RuntimeOptions, date: BusinessDate) -> Result<Opening, Error> {
     if !flow.is_open_day(date.date()).unwrap_or(false) {
         return Err(Error::NotAnOpenDay(date));
     }
     let dir = opts.day_dir(date);
     let graph = Arc::new(flow.graph().clone());
     let jopts = opts.journal.clone();
-    let (journal, recovery) =
-        tokio::task::spawn_blocking(move || Journal::open(dir, date, graph, jopts))
-            .await
-            .map_err(|e| Error::Startup(e.to_string()))??;
+    Ok(tokio::task::spawn_blocking(move || Journal::open(dir, date, graph, jopts)))
+}
+
+/// Starts the manager of `date` on its opened journal.
+async fn spawn_manager(
+    flow: Arc<Flow>,
+    registry: Arc<BehaviorRegistry>,
+    opts: RuntimeOptions,
+    date: BusinessDate,
+    opened: Result<Result<(Journal, journal::Recovery), journal::Error>, tokio::task::JoinError>,
+) -> Result<(ActorRef<ManagerMsg>, tokio::task::JoinHandle<()>), Error> {
+    let (journal, recovery) = opened.map_err(|e| Error::Startup(e.to_string()))??;
     for w in &recovery.warnings {
         tracing::warn!(%date, warning = %w, "journal recovery");
     }
-    let args = ManagerArgs { flow: flow.clone(), registry, opts, date, journal };
-    let (manager, join) =
-        Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))?;
-    Ok(DayStarted { manager, join, flow, files })
+    let args = ManagerArgs { flow, registry, opts, date, journal };
+    Actor::spawn(None, Manager, args).await.map_err(|e| Error::Spawn(e.to_string()))
 }
 
 /// A day's manager, started.
@@ -290,6 +319,13 @@ impl Runtime {
             None => previous_open_day(&flow, wall::now().with_timezone(&tz).date_naive())?,
         };
         let registry = Arc::new(registry);
+        let data_dir = opts.data_dir.clone();
+        let lock =
+            tokio::task::spawn_blocking(move || crate::store::ManagerLock::shared(&data_dir))
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?
+                .map_err(|e| Error::Journal(journal::Error::Store(e)))?;
+        let lock = Arc::new(lock);
         let files = files_of(&flow, &opts).await;
         let DayStarted { manager, join, flow, files } =
             start_day(flow, files, registry.clone(), opts.clone(), date).await?;
@@ -304,10 +340,10 @@ impl Runtime {
         warn_if_calendar_ends(&flow, date);
         // With executor processes, a cutover closes and binds the cluster listener again (the
         // next day's manager has its own epoch): the executors re-join by themselves.
-        let driver = opts
-            .roll_over
-            .then(|| tokio::spawn(drive(cell.clone(), flow, files, registry, opts, date)));
-        Ok((Runtime { cell, driver }, handle))
+        let driver = opts.roll_over.then(|| {
+            tokio::spawn(drive(cell.clone(), flow, files, registry, opts, date, lock.clone()))
+        });
+        Ok((Runtime { cell, driver, _lock: lock }, handle))
     }
 
     /// A handle on the manager (cheap to clone).
@@ -366,7 +402,8 @@ fn warn_if_calendar_ends(flow: &Flow, date: BusinessDate) {
 }
 
 /// The cutover driver of a rolling runtime: waits for the open day to close (an event), then
-/// for the instant the next day may open (one timer), then replaces the day's manager.
+/// for the instant the next day may open (one timer), then replaces the day's manager; once
+/// the next day is open, retention removes the closed days `retain_days` lets go.
 async fn drive(
     cell: Arc<DayCell>,
     mut flow: Arc<Flow>,
@@ -374,6 +411,7 @@ async fn drive(
     registry: Arc<BehaviorRegistry>,
     opts: RuntimeOptions,
     mut date: BusinessDate,
+    lock: Arc<crate::store::ManagerLock>,
 ) {
     use crate::model::{NextDay, next_day};
     let hosted: Option<Vec<String>> =
@@ -445,25 +483,45 @@ async fn drive(
             }
         };
         let mut join = cell.join.lock().await;
+        // The next day's store is created while the closed day's manager shuts down (two
+        // directories, two independent stores): most of a cutover is their fsyncs.
+        let started = match day_flow(flow.clone(), files, &opts, next).await {
+            Ok((day_flow, day_files)) => {
+                open_journal(&day_flow, &opts, next).map(|o| (day_flow, day_files, o))
+            }
+            Err(e) => Err(e),
+        };
         let old = cell.manager();
         cell.cutting_over.store(true, std::sync::atomic::Ordering::Release);
         let _ = old.call(ManagerMsg::Shutdown, Some(Duration::from_secs(600))).await;
         if let Some(j) = join.take() {
             let _ = j.await;
         }
-        match start_day(flow.clone(), files, registry.clone(), opts.clone(), next).await {
-            Ok(DayStarted { manager, join: j, flow: day_flow, files: day_files }) => {
+        let started = match started {
+            Ok((day_flow, day_files, opening)) => {
+                let opened = opening.await;
+                spawn_manager(day_flow.clone(), registry.clone(), opts.clone(), next, opened)
+                    .await
+                    .map(|(m, j)| (m, j, day_flow, day_files))
+            }
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok((manager, j, day_flow, day_files)) => {
                 flow = day_flow;
                 flow_files = day_files;
                 *cell.current.write().unwrap_or_else(|e| e.into_inner()) = manager;
                 *cell.flow.write().unwrap_or_else(|e| e.into_inner()) = flow.clone();
                 *join = Some(j);
-                drop(join);
                 tracing::info!(closed = %date, opened = %next, "cutover: the next business day is open");
                 warn_if_calendar_ends(&flow, next);
                 date = next;
                 cell.cutting_over.store(false, std::sync::atomic::Ordering::Release);
                 cell.day.send_replace(next);
+                // Part of the cutover (the join is held): a shutdown waits for it to finish.
+                crate::days::prune_at_cutover(lock.clone(), opts.data_dir.clone(), flow.clone())
+                    .await;
+                drop(join);
             }
             Err(e) => {
                 tracing::error!(date = %next, %e, "cutover: cannot open the next business day");

@@ -54,6 +54,7 @@
 //! the store records the durable seq, so such a truncation is reported as corruption.
 
 mod backup;
+mod data_dir;
 mod epoch;
 mod error;
 mod format;
@@ -74,6 +75,9 @@ use tokio::sync::watch;
 use tracing::warn;
 
 pub use backup::{Report, SegmentReport, Verdict, backup, inspect, restore};
+pub use data_dir::{
+    DAYS_DIR, MANAGER_LOCK, ManagerLock, day_dirs, finish_removals, is_empty_dir, remove_day_dir,
+};
 pub use epoch::{EPOCH_FILE, bump_dir_epoch, dir_epoch};
 pub use error::{Error, Result};
 pub use format::{FORMAT_VERSION, Manifest};

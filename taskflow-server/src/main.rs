@@ -36,7 +36,7 @@ enum Command {
         #[arg(long)]
         date: String,
     },
-    /// Inspect, back up or restore a data directory.
+    /// Inspect, back up, restore or prune a data directory.
     #[command(subcommand)]
     Store(StoreCommand),
     /// Run a business day in one process: the manager and in-process executors.
@@ -100,6 +100,24 @@ enum StoreCommand {
         #[arg(long)]
         date: Option<String>,
     },
+    /// Remove the closed business days outside a retention window, by hand.
+    ///
+    /// Keeps the closed days of the newest N open business days of the flow's calendar,
+    /// counted back from the newest day in the data directory (never from today); a day that
+    /// did not close is never removed, nor anything outside DATA/days/. Refused (nothing
+    /// removed) while a manager runs on the data directory. Prints each day it removed.
+    Prune {
+        /// The data directory.
+        data: PathBuf,
+        /// How many open business days to keep (at least 1; the flow's `retain_days` is what
+        /// a running manager keeps).
+        #[arg(long, value_name = "N")]
+        keep: u32,
+        /// The flow directory whose calendar counts the business days and whose task graph
+        /// reads the days. Default: the bundled fund-clearing example.
+        #[arg(long, env = "TASKFLOW_FLOW", value_name = "DIR")]
+        flow: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,6 +149,9 @@ fn main() -> ExitCode {
         }
         Command::Store(StoreCommand::Events { data, date }) => {
             commands::store::events(&data, date.as_deref())
+        }
+        Command::Store(StoreCommand::Prune { data, keep, flow }) => {
+            commands::store::prune(&data, keep, flow.as_deref())
         }
     };
     match outcome {

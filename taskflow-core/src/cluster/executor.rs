@@ -49,6 +49,9 @@ pub struct ExecutorConfig {
     /// The data directory for replicas of the manager's day logs (`--data`); none: this
     /// executor keeps no replica.
     pub data: Option<std::path::PathBuf>,
+    /// Replicas of at most this many business dates are kept (the newest; `--retain-days`,
+    /// default 30 like `[flow] retain_days`): a replica of a new date removes the older ones.
+    pub retain_days: u32,
     /// Where the process's milestones go (joined, draining, left …); default: nowhere.
     pub status: super::StatusSink,
     /// TLS to the manager (`--tls-ca`, optionally `--tls-cert`/`--tls-key`); none: plain TCP.
@@ -67,6 +70,7 @@ impl ExecutorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             protocol_version: codec::PROTOCOL_VERSION,
             data: None,
+            retain_days: crate::model::DEFAULT_RETAIN_DAYS,
             status: super::StatusSink::default(),
             tls: None,
         }

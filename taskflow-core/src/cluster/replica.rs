@@ -93,6 +93,9 @@ pub(crate) struct ReplicaSet {
     pending: Option<PendingSnapshot>,
     pull: Option<PullCache>,
     generation: u64,
+    /// Retention: replicas of at most this many dates are kept (the newest; see
+    /// [`ReplicaSet::prune_dates`]).
+    retain_days: u32,
 }
 
 /// A cluster id usable as a directory name (peer-controlled: checked before any use).
@@ -120,9 +123,48 @@ impl ReplicaSet {
             pending: None,
             pull: None,
             generation: 0,
+            retain_days: crate::model::DEFAULT_RETAIN_DAYS,
         };
         set.scan();
         Ok(set)
+    }
+
+    /// Keeps replicas of at most `n` dates (≥ 1) from now on (`--retain-days`).
+    pub(crate) fn set_retain_days(&mut self, n: u32) {
+        self.retain_days = n.max(1);
+    }
+
+    /// Retention of the executor's per-day replicas: when a replica of a new date appears,
+    /// the dates beyond the newest `retain_days` dates held are removed (`replica/<date>/`
+    /// whole; never the date being written or staged). The executor has no calendar: it
+    /// counts the dates it holds, each a business day a manager opened, so it keeps at least
+    /// what a manager with the same `retain_days` keeps. A failure is logged, never fatal.
+    fn prune_dates(&mut self) {
+        let mut dates: Vec<String> = self.known.keys().map(|(d, _)| d.clone()).collect();
+        dates.extend(self.open.as_ref().map(|o| o.date.clone()));
+        dates.sort_unstable_by(|a, b| b.cmp(a));
+        dates.dedup();
+        let busy = |d: &str| {
+            self.open.as_ref().is_some_and(|o| o.date == d)
+                || self.pending.as_ref().is_some_and(|p| p.date == d)
+        };
+        let doomed: Vec<String> = dates
+            .into_iter()
+            .skip(self.retain_days as usize)
+            .filter(|d| valid_date(d) && !busy(d))
+            .collect();
+        for date in doomed {
+            let dir = self.root.join(&date);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    info!(%date, dir = %dir.display(), retain_days = self.retain_days, "retention: replica of an old business day removed");
+                    self.known.retain(|(d, _), _| *d != date);
+                }
+                Err(e) => {
+                    warn!(%date, dir = %dir.display(), error = %e, "retention: cannot remove an old replica; it is kept")
+                }
+            }
+        }
     }
 
     fn dir_of(&self, date: &str, cluster_id: &str) -> PathBuf {
@@ -367,6 +409,7 @@ impl ReplicaSet {
             },
         );
         self.ensure_open(&cluster_id, &date)?;
+        self.prune_dates();
         Ok(true)
     }
 
@@ -664,7 +707,8 @@ pub(crate) async fn start(
         cfg.status.emit(Status::NoReplica { executor: cfg.name.clone() });
         return Ok(None);
     };
-    let set = ReplicaSet::open(data, StoreOptions::default())?;
+    let mut set = ReplicaSet::open(data, StoreOptions::default())?;
+    set.set_retain_days(cfg.retain_days);
     let args = ReplicaArgs { set, executor: cfg.name.clone(), instance, send, positions };
     let (actor, _) = Actor::spawn(None, ReplicaActor, args)
         .await

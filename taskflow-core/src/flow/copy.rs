@@ -64,6 +64,14 @@ impl FlowFiles {
         std::fs::File::open(&parent)?.sync_all()
     }
 
+    /// Removes the kept flow of `date` (retention, once its day is removed); none is fine.
+    pub fn remove_copy(data_dir: &Path, date: BusinessDate) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(Self::copy_dir(data_dir, date)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
     /// The kept flow of `date`, read only: `None` when the day has no copy (a day of an
     /// earlier version, or of a flow built in code).
     pub fn read_copy(data_dir: &Path, date: BusinessDate) -> Option<std::io::Result<FlowFiles>> {

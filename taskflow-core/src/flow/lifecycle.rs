@@ -1,10 +1,11 @@
-//! The day-lifecycle keys of `[flow]`: `new_day_at`, `catch_up`, `max_open_days`.
+//! The day-lifecycle keys of `[flow]`: `new_day_at`, `catch_up`, `max_open_days`,
+//! `retain_days`.
 
 use toml::Spanned;
 
 use super::DaySettings;
 use super::source::{Diagnostic, SourceFile};
-use crate::model::{CatchUp, parse_new_day_at};
+use crate::model::{CatchUp, DEFAULT_RETAIN_DAYS, parse_new_day_at};
 
 /// Checks the keys (each problem located and naming the value); `None` if any is bad.
 pub(super) fn settings(
@@ -12,6 +13,7 @@ pub(super) fn settings(
     new_day_at: Option<&Spanned<String>>,
     catch_up: Option<&Spanned<String>>,
     max_open_days: Option<&Spanned<i64>>,
+    retain_days: Option<&Spanned<i64>>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<DaySettings> {
     let before = out.len();
@@ -43,10 +45,28 @@ pub(super) fn settings(
             out.push(file.diag(&m.span(), message));
         }
     }
+    let retain_days = retain_days.map_or(Some(DEFAULT_RETAIN_DAYS), |r| {
+        let n = *r.get_ref();
+        match u32::try_from(n) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                out.push(file.diag(
+                    &r.span(),
+                    format!(
+                        "`retain_days = {n}`: closed days are kept this many business days (the \
+                         newest day included), so it must be a whole number from 1 to {}; write \
+                         e.g. {DEFAULT_RETAIN_DAYS} (the default)",
+                        u32::MAX
+                    ),
+                ));
+                None
+            }
+        }
+    });
     if out.len() > before {
         return None;
     }
-    Some(DaySettings { new_day_at, catch_up: catch_up? })
+    Some(DaySettings { new_day_at, catch_up: catch_up?, retain_days: retain_days? })
 }
 
 #[cfg(test)]
@@ -82,6 +102,17 @@ mod tests {
             .expect("valid");
         assert_eq!(flow.settings().day.new_day_at, NaiveTime::from_hms_opt(15, 30, 0));
         assert_eq!(flow.settings().day.catch_up, CatchUp::Latest);
+    }
+
+    #[test]
+    fn retain_days_defaults_to_30_and_below_one_is_located_and_named() {
+        assert_eq!(load("").expect("valid").settings().day.retain_days, 30);
+        assert_eq!(load("retain_days = 3").expect("valid").settings().day.retain_days, 3);
+        for bad in ["0", "-2", "5000000000"] {
+            let e = one_error(&format!("retain_days = {bad}"));
+            assert!(e.starts_with("flow.toml:3:15:"), "{e}");
+            assert!(e.contains(&format!("`retain_days = {bad}`")) && e.contains("from 1"), "{e}");
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(crate) struct RawSettings {
     catch_up: Option<Spanned<String>>,
     #[serde(default)]
     max_open_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    retain_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +192,7 @@ fn settings(
         raw.new_day_at.as_ref(),
         raw.catch_up.as_ref(),
         raw.max_open_days.as_ref(),
+        raw.retain_days.as_ref(),
         out,
     )?;
     Some(FlowSettings {

@@ -93,6 +93,12 @@ pub(crate) struct ManagerArgs {
     /// own fdatasync (a recovery can lose its loss window).
     #[arg(long, default_value_t = 0, value_name = "K")]
     replica_acks: usize,
+    /// How long a graceful stop (SIGTERM, Ctrl-C) waits for running shards before the
+    /// journal is closed and the process exits, e.g. `60s`; shards still running then are
+    /// found running at the next start (re-run or rolled back by the unconfirmed policy).
+    /// Keep systemd's TimeoutStopSec above it.
+    #[arg(long, env = "TASKFLOW_STOP_TIMEOUT", default_value = "30s", value_parser = super::standalone::stop_timeout)]
+    stop_timeout: Duration,
     #[command(flatten)]
     replicas: RecoverArgs,
     #[command(flatten)]
@@ -213,6 +219,11 @@ pub(crate) struct ExecutorArgs {
     /// recovers from it with --recover-from-replicas). Without it the executor keeps none.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// With --data: keep replicas of at most this many business dates, the newest (a replica
+    /// of a new date removes the older ones). Like the flow's `retain_days` (default 30), but
+    /// counted in the dates this executor holds replicas of: it has no calendar.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    retain_days: u32,
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
@@ -275,6 +286,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         replica_quorum: args.replicas.replica_quorum.max(1),
         // A rolling day reads the flow directory again at each cutover.
         flow_dir: args.flow.clone(),
+        shutdown_grace: args.stop_timeout,
         ..RuntimeOptions::default()
     };
     if !args.until_done {
@@ -364,6 +376,7 @@ pub(crate) fn executor(args: ExecutorArgs) -> anyhow::Result<ExitCode> {
         cfg.stop_grace = Duration::from_millis(ms);
     }
     cfg.data = args.data.clone();
+    cfg.retain_days = args.retain_days;
     cfg.status = print_status();
     cfg.tls = args.tls.load()?;
     #[cfg(target_os = "linux")]

@@ -26,7 +26,7 @@ use taskflow_core::model::{
 };
 use taskflow_core::state::{ShardStatus, TaskStatus};
 use taskflow_core::{
-    Board, DayOutcome, ManagerHandle, Notice, PastDay, Runtime, RuntimeOptions, Topic,
+    Board, DayDir, DayLook, DayOutcome, ManagerHandle, Notice, Runtime, RuntimeOptions, Topic,
     previous_open_day, today_in, wall,
 };
 use taskflow_examples::fund_clearing::{self, FundOptions};
@@ -78,6 +78,12 @@ pub(crate) struct StandaloneArgs {
     /// Write the JSON report of the day here (with --until-done; see proto-docs/report.md).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// How long a graceful stop (SIGTERM, Ctrl-C) waits for running shards before the
+    /// journal is closed and the process exits, e.g. `60s`; shards still running then are
+    /// found running at the next start (re-run or rolled back by the unconfirmed policy).
+    /// Keep systemd's TimeoutStopSec above it.
+    #[arg(long, env = "TASKFLOW_STOP_TIMEOUT", default_value = "30s", value_parser = stop_timeout)]
+    stop_timeout: Duration,
     /// The HTTP console.
     #[command(flatten)]
     console: ConsoleArgs,
@@ -230,12 +236,19 @@ pub(crate) fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         roll_over: !args.until_done,
         // A rolling day reads the flow directory again at each cutover.
         flow_dir: args.flow.clone(),
+        shutdown_grace: args.stop_timeout,
         ..RuntimeOptions::default()
     };
     match plan {
         Some(plan) => run_headless(flow, opts, plan, args.report.as_deref(), "standalone", alerts),
         None => run_day(flow, opts, "standalone", &args.console, alerts),
     }
+}
+
+/// `--stop-timeout`: a duration such as `30s` or `2m`.
+pub(crate) fn stop_timeout(text: &str) -> Result<Duration, String> {
+    taskflow_core::model::parse_duration(text)
+        .map_err(|e| format!("{e}; the bound a graceful stop waits for running shards"))
 }
 
 /// `--date`, if given.
@@ -247,56 +260,12 @@ pub(crate) fn parse_date(text: Option<&str>) -> anyhow::Result<Option<BusinessDa
     .transpose()
 }
 
-/// The days `data_dir` holds (`days/<date>/`), looked at read-only: closed or not. A
-/// directory that is not a date is ignored; a store that cannot be read read-only counts as
-/// unclosed (its journal decides when it is opened).
+/// The days `data_dir` holds (`days/<date>/`), looked at read-only: closed or not
+/// ([`taskflow_core::days_found`]: a directory that is not a date is ignored; a store that
+/// cannot be read read-only counts as unclosed, its journal decides when it is opened).
 pub(crate) fn days_found(flow: &Flow, data_dir: &Path) -> anyhow::Result<Vec<DayFound>> {
-    let days = data_dir.join("days");
-    let entries = match std::fs::read_dir(&days) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", days.display())),
-    };
-    let fallback = Arc::new(flow.clone());
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", days.display()))?;
-        let Some(date) = entry.file_name().to_str().and_then(|n| n.parse::<BusinessDate>().ok())
-        else {
-            continue;
-        };
-        if !entry.path().is_dir() {
-            continue;
-        }
-        let closed = match read_day(&fallback, data_dir, date) {
-            Ok((_, day)) => day.state().is_closed(),
-            Err(e) => {
-                tracing::debug!(%date, %e, "the day's store cannot be read read-only");
-                false
-            }
-        };
-        found.push(DayFound { date, closed });
-    }
-    Ok(found)
-}
-
-/// Opens day `date` of `data_dir` read-only, with the flow it opened with when the directory
-/// keeps one (`DATA/flows/<date>/`), else `fallback`.
-fn read_day(
-    fallback: &Arc<Flow>,
-    data_dir: &Path,
-    date: BusinessDate,
-) -> Result<(Arc<Flow>, PastDay), taskflow_core::JournalError> {
-    let (flow, why) = taskflow_core::flow::flow_of_day(data_dir, date, fallback);
-    if let Some(why) = why {
-        tracing::warn!(%date, "{why}; the day is read with the flow in use");
-    }
-    let day = PastDay::open(
-        data_dir.join("days").join(date.to_string()),
-        date,
-        Arc::new(flow.graph().clone()),
-    )?;
-    Ok((flow, day))
+    taskflow_core::days_found(data_dir, &Arc::new(flow.clone()))
+        .with_context(|| format!("listing the business days of {}", data_dir.display()))
 }
 
 /// The day a long-running start opens (`taskflow_core::model::plan_start`): the data
@@ -411,21 +380,21 @@ pub(crate) fn plan_headless(
     let mut closed = BTreeMap::new();
     let mut days = Vec::with_capacity(dates.len());
     for date in dates {
-        let dir = data_dir.join("days").join(date.to_string());
-        let disk = if !dir.exists() {
+        let day = DayDir { date, path: taskflow_core::day_dir(data_dir, date) };
+        let disk = if !day.path.exists() {
             DayOnDisk::Absent
         } else {
-            match read_day(&fallback, data_dir, date) {
-                Ok((day_flow, day)) if day.state().is_closed() => {
-                    closed.insert(date, past_board(&day_flow, day.state()));
+            match day.look(&fallback) {
+                (day_flow, DayLook::Closed(past)) => {
+                    closed.insert(date, past_board(&day_flow, past.state()));
                     DayOnDisk::Closed
                 }
-                Ok(_) => DayOnDisk::Unfinished,
                 // The run opens it; its journal recovers it or says what is wrong.
-                Err(e) => {
+                (_, DayLook::Unreadable(e)) => {
                     tracing::debug!(%date, %e, "the day's store cannot be read read-only");
                     DayOnDisk::Unfinished
                 }
+                (_, DayLook::Unclosed(_) | DayLook::Empty) => DayOnDisk::Unfinished,
             }
         };
         days.push((date, disk));

@@ -1,8 +1,11 @@
-//! `taskflow store inspect|backup|restore|events`: the next step when a store is in doubt.
+//! `taskflow store inspect|backup|restore|events|prune`: the next step when a store is in
+//! doubt, and retention by hand.
 //!
 //! A data directory holds one store per business day under `days/<YYYY-MM-DD>/`. `inspect`
 //! accepts either a data directory (every day is inspected) or one day's store; `backup` and
-//! `restore` work on one day's store; `events` prints one day's logged events as JSON lines.
+//! `restore` work on one day's store; `events` prints one day's logged events as JSON lines;
+//! `prune` removes the closed days outside a retention window
+//! ([`taskflow_core::prune_days`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,27 +19,24 @@ fn stores_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if dir.join("STORE").exists() {
         return Ok(vec![dir.to_path_buf()]);
     }
-    let days = dir.join("days");
-    if !days.is_dir() {
+    if !dir.join(store::DAYS_DIR).is_dir() {
         anyhow::bail!(
             "{} is neither a taskflow store (no STORE file) nor a data directory (no days/ inside)",
             dir.display()
         );
     }
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&days)
-        .with_context(|| format!("reading {}", days.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    out.sort();
-    Ok(out)
+    Ok(taskflow_core::list_days(dir)
+        .with_context(|| format!("listing the business days of {}", dir.display()))?
+        .into_iter()
+        .map(|d| d.path)
+        .collect())
 }
 
 /// `taskflow store inspect DIR`: prints each store's report; exits 1 unless every verdict is ok.
 ///
 /// Changes nothing under `dir` ([`store::inspect`] reads sled from a temporary copy).
 pub(crate) fn inspect(dir: &Path) -> anyhow::Result<ExitCode> {
-    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) {
+    if store::is_empty_dir(dir) {
         // An empty directory (e.g. a day whose data was lost): say so, and what to do.
         println!("{}", store::inspect(dir));
         return Ok(ExitCode::FAILURE);
@@ -56,6 +56,57 @@ pub(crate) fn inspect(dir: &Path) -> anyhow::Result<ExitCode> {
         healthy &= matches!(report.verdict, Verdict::Ok | Verdict::OkWithWarnings(_));
     }
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `taskflow store prune DATA --keep N [--flow DIR]`: removes the closed days outside the
+/// window of N open business days, printing each; refused while a manager holds the data
+/// directory (its `MANAGER.lock`), with nothing removed. Exits 1 if a day it should remove
+/// could not be.
+pub(crate) fn prune(data: &Path, keep: u32, flow: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if keep == 0 {
+        anyhow::bail!(
+            "--keep 0: the newest business day is always kept, so --keep must be at least 1 \
+             (e.g. --keep 30, the flow default of retain_days)"
+        );
+    }
+    if !data.join(store::DAYS_DIR).is_dir() {
+        anyhow::bail!(
+            "{} is not a data directory (no days/ inside): pass the directory a manager runs on \
+             (its --data)",
+            data.display()
+        );
+    }
+    let flow = match flow {
+        Some(dir) => taskflow_core::flow::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => taskflow_examples::fund_clearing::flow()
+            .map_err(|e| anyhow::anyhow!("the bundled example does not load: {e}"))?,
+    };
+    let held = match store::ManagerLock::exclusive(data) {
+        Ok(held) => held,
+        Err(store::Error::Locked { path }) => anyhow::bail!(
+            "a taskflow manager is running on {} (it holds {}): nothing was removed; stop it \
+             first, or let it prune by itself at its next cutover ([flow] retain_days)",
+            data.display(),
+            path.display()
+        ),
+        Err(e) => return Err(e).context("taking the data directory's manager lock"),
+    };
+    let pruned = taskflow_core::prune_days(&held, data, &flow, keep)
+        .with_context(|| format!("pruning {}", data.display()))?;
+    for day in &pruned.removed {
+        println!("removed {} ({})", day.date, day.path.display());
+    }
+    if pruned.removed.is_empty() {
+        println!(
+            "nothing to remove: no closed business day of {} is older than the newest {keep} \
+             open business days",
+            data.display()
+        );
+    }
+    for (day, e) in &pruned.failed {
+        eprintln!("error: cannot remove {} ({}): {e}", day.date, day.path.display());
+    }
+    Ok(if pruned.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `taskflow store backup DIR FILE`.
@@ -103,7 +154,7 @@ fn single_store(dir: &Path) -> anyhow::Result<PathBuf> {
 pub(crate) fn events(dir: &Path, date: Option<&str>) -> anyhow::Result<ExitCode> {
     let store_dir = match date {
         Some(d) => {
-            let day = dir.join("days").join(d);
+            let day = dir.join(store::DAYS_DIR).join(d);
             if !day.join("STORE").exists() {
                 anyhow::bail!(
                     "{} has no store for business date {d} (no {}): --date needs a data \

@@ -62,14 +62,11 @@ pub(crate) async fn day(
 pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     app.auth().viewer(&headers, None)?;
     let running = app.date();
-    let mut dates: Vec<BusinessDate> = match std::fs::read_dir(app.data_dir().join("days")) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let mut dates: Vec<BusinessDate> = taskflow_core::list_days(app.data_dir())
+        .map_err(|e| ApiError::internal(format!("listing the business days: {e}")))?
+        .into_iter()
+        .map(|d| d.date)
+        .collect();
     if !dates.contains(&running) {
         dates.push(running);
     }
@@ -80,9 +77,9 @@ pub(crate) async fn days(State(app): State<AppState>, headers: HeaderMap) -> Api
             let b = app.manager().board().await?;
             (if b.closed { "closed" } else { "open" }, Some(b.seq))
         } else {
-            match app.past().get(&app.flow(), app.data_dir(), d, running).await {
-                Ok(p) if p.board.closed => ("closed", Some(p.board.seq)),
-                Ok(p) => ("unfinished", Some(p.board.seq)),
+            match app.past().outcome(&app.flow(), app.data_dir(), d, running).await {
+                Ok((true, seq)) => ("closed", Some(seq)),
+                Ok((false, seq)) => ("unfinished", Some(seq)),
                 Err(e) if e.status == StatusCode::NOT_FOUND => continue,
                 Err(_) => ("damaged", None),
             }
@@ -430,7 +427,7 @@ fn check_action_day(app: &AppState, date: &str) -> Result<(), ApiError> {
     if d == app.date() {
         return Ok(());
     }
-    if app.data_dir().join("days").join(d.to_string()).is_dir() {
+    if taskflow_core::day_dir(app.data_dir(), d).is_dir() {
         return Err(ApiError {
             status: StatusCode::CONFLICT,
             code: "not_running_day",

@@ -9,8 +9,11 @@
 //! The day's store is read without write access ([`taskflow_core::PastDay::open`]: a shared
 //! lock for the duration of the read — the running day is another directory, so this never
 //! contends with the manager — and nothing in the directory changes), and its recovered
-//! [`DayState`] is kept. A closed day never changes again, so its state is cached; a day that was never closed (a run abandoned before the day ended) is read again on
-//! each request, as another process might still be running it. The board is built from the
+//! [`DayState`] is kept. A closed day never changes again, so its state is cached (the newest
+//! few closed days read, not every one: a server runs for years) and its seq remembered for
+//! the day list; a day that was never closed (a run abandoned before the day ended) is read
+//! again on each request, as another process might still be running it. A day retention
+//! removed is gone from the cache at its next request. The board is built from the
 //! state the way the manager builds its own (`actors/manager/views.rs`) and converted with the
 //! same DTO code; nothing on a past day can be acted on.
 
@@ -40,14 +43,42 @@ pub(crate) struct PastDay {
     pub(crate) warnings: Vec<String>,
 }
 
-/// The past days read so far (closed days only).
+/// How many closed days [`PastDays`] keeps read (the newest dates).
+const MAX_CACHED: usize = 8;
+
+/// The past days read so far (closed days only, at most [`MAX_CACHED`]).
 #[derive(Default)]
 pub(crate) struct PastDays {
     /// Held while a day is loaded, so two requests never open one journal at once.
     cache: Mutex<HashMap<BusinessDate, Arc<PastDay>>>,
+    /// The seq of every closed day read (for `GET /api/days`, which lists every day: a few
+    /// bytes per day instead of its whole state).
+    closed: std::sync::Mutex<HashMap<BusinessDate, u64>>,
 }
 
 impl PastDays {
+    /// Whether the past day `date` closed, and the seq its board is at (errors as
+    /// [`PastDays::get`]). A closed day is read once, then only remembered by its seq.
+    pub(crate) async fn outcome(
+        &self,
+        flow: &Arc<Flow>,
+        data_dir: &std::path::Path,
+        date: BusinessDate,
+        running: BusinessDate,
+    ) -> Result<(bool, u64), ApiError> {
+        let known = self.closed.lock().unwrap_or_else(|e| e.into_inner()).get(&date).copied();
+        if let Some(seq) = known
+            && taskflow_core::day_dir(data_dir, date).is_dir()
+        {
+            return Ok((true, seq));
+        }
+        let day = self.get(flow, data_dir, date, running).await?;
+        if day.board.closed {
+            self.closed.lock().unwrap_or_else(|e| e.into_inner()).insert(date, day.board.seq);
+        }
+        Ok((day.board.closed, day.board.seq))
+    }
+
     /// The day `date` from `data_dir`: 404 without a journal, 500 when it cannot be read.
     pub(crate) async fn get(
         &self,
@@ -57,11 +88,10 @@ impl PastDays {
         running: BusinessDate,
     ) -> Result<Arc<PastDay>, ApiError> {
         let mut cache = self.cache.lock().await;
-        if let Some(day) = cache.get(&date) {
-            return Ok(day.clone());
-        }
-        let dir = data_dir.join("days").join(date.to_string());
+        let dir = taskflow_core::day_dir(data_dir, date);
         if !dir.is_dir() {
+            // Retention may have removed it since it was read.
+            cache.remove(&date);
             return Err(ApiError::not_found(format!(
                 "no business day {date} in the data directory {} (no journal in {}; this server \
                  runs {running})",
@@ -69,7 +99,7 @@ impl PastDays {
                 dir.display()
             )));
         }
-        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+        if store::is_empty_dir(&dir) {
             // Never created here: a read creates nothing (an empty directory may be waiting
             // for `--recover-from-replicas`, which a store in it would block).
             return Err(ApiError::not_found(format!(
@@ -78,6 +108,9 @@ impl PastDays {
                 data_dir.display(),
                 dir.display()
             )));
+        }
+        if let Some(day) = cache.get(&date) {
+            return Ok(day.clone());
         }
         let open_dir = dir.clone();
         let (data_dir, fallback) = (data_dir.to_owned(), flow.clone());
@@ -98,6 +131,13 @@ impl PastDays {
         let board = board_of(&flow, &state);
         let day = Arc::new(PastDay { flow, state, board, warnings });
         if day.state.is_closed() {
+            // Bounded: a server that runs for years keeps the newest few closed days read,
+            // not every day anyone ever looked at (an older one is read again when asked).
+            while cache.len() >= MAX_CACHED
+                && let Some(oldest) = cache.keys().min().copied()
+            {
+                cache.remove(&oldest);
+            }
             cache.insert(date, day.clone());
         }
         Ok(day)

@@ -406,3 +406,35 @@ fn messages_of_replica_format_1_still_decode_with_unknown_epochs() {
     let body: ReplicaBody = rmp_serde::from_slice(&begin).unwrap();
     assert_eq!(body, begin_empty());
 }
+
+#[test]
+fn a_replica_of_a_new_date_removes_the_dates_beyond_the_newest_retain_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut set = ReplicaSet::open(dir.path(), StoreOptions::for_test()).unwrap();
+    set.set_retain_days(2);
+    let on = |date: &str, body: ReplicaBody| ReplicateMsg {
+        epoch: 3,
+        cluster_id: CID.into(),
+        date: date.into(),
+        body,
+    };
+    for date in ["2026-09-28", "2026-09-29"] {
+        assert_eq!(need(&mut set, on(date, begin_empty())), ReplicaNeed::Nothing);
+        assert_eq!(need(&mut set, on(date, events(1, &[b"a"]))), ReplicaNeed::Nothing);
+    }
+    let held = |set: &ReplicaSet| -> Vec<String> {
+        let mut d: Vec<String> = set.positions().into_iter().map(|p| p.date).collect();
+        d.sort();
+        d
+    };
+    assert_eq!(held(&set), ["2026-09-28", "2026-09-29"], "two dates are within retention");
+    // A third date: the oldest goes, on disk too; the one being written stays.
+    assert_eq!(need(&mut set, on("2026-09-30", begin_empty())), ReplicaNeed::Nothing);
+    assert_eq!(held(&set), ["2026-09-29", "2026-09-30"]);
+    let root = dir.path().join("replica");
+    assert!(!root.join("2026-09-28").exists(), "the old replica's directory is removed");
+    assert!(root.join("2026-09-29").join(CID).join("STORE").exists());
+    drop(set);
+    let set = ReplicaSet::open(dir.path(), StoreOptions::for_test()).unwrap();
+    assert_eq!(held(&set), ["2026-09-29", "2026-09-30"], "and stays removed");
+}
