@@ -19,7 +19,7 @@ pub use distributor::{Distributor, DistributorType};
 pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 pub use product::{Lifecycle, Product, ProductMode};
 pub use task::{
-    ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError,
+    Deadline, DeadlineError, ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError,
     parse_duration,
 };
 

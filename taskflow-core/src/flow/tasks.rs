@@ -10,7 +10,7 @@ use super::FlowSettings;
 use super::source::{Diagnostic, SourceFile};
 use crate::graph::{self, TaskGraph};
 use crate::model::{
-    DistributorType, Lifecycle, ProductMode, ProductSelection, RunOn, ShardBy, StaticReferenceData,
+    Deadline, DistributorType, Lifecycle, ProductMode, ProductSelection, RunOn, ShardBy, StaticReferenceData,
     TaskDef, TaskId, TaskLevel, Trigger, parse_duration,
 };
 use crate::registration;
@@ -35,6 +35,8 @@ pub(crate) struct RawSettings {
     catch_up: Option<Spanned<String>>,
     #[serde(default)]
     max_open_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    deadline: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +74,8 @@ struct RawTask {
     retry_backoff: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    deadline: Option<Spanned<String>>,
     #[serde(default)]
     needs: Option<super::resources::RawNeeds>,
     #[serde(default)]
@@ -192,6 +196,10 @@ fn settings(
         raw.max_open_days.as_ref(),
         out,
     )?;
+    let deadline = match &raw.deadline {
+        None => None,
+        Some(d) => Some(parse_deadline(file, d, "the day's", out)?),
+    };
     Some(FlowSettings {
         name: raw.name.into_inner(),
         time_zone,
@@ -200,7 +208,24 @@ fn settings(
         calendar: raw.calendar.unwrap_or_else(|| "calendar.toml".into()),
         open_days: raw.open_days.unwrap_or(RunOn::BusinessDays),
         day,
+        deadline,
     })
+}
+
+/// A `deadline` value, or a located error naming it.
+fn parse_deadline(
+    file: &SourceFile<'_>,
+    d: &Spanned<String>,
+    whose: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Deadline> {
+    match Deadline::parse(d.get_ref()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.push(file.diag(&d.span(), format!("{whose} `deadline`: {e}")));
+            None
+        }
+    }
 }
 
 /// Checks one task on its own; `None` if it has errors.
@@ -256,6 +281,8 @@ fn task(
         };
     let retry_backoff = duration(&raw.retry_backoff, "retry_backoff");
     let timeout = duration(&raw.timeout, "timeout");
+    let deadline =
+        raw.deadline.as_ref().and_then(|d| parse_deadline(file, d, &format!("task `{id}`"), out));
     let priority = match &raw.priority {
         None => 0,
         Some(p) => match i32::try_from(*p.get_ref()) {
@@ -380,6 +407,7 @@ fn task(
         retry_backoff: retry_backoff.unwrap_or(TaskDef::DEFAULT_RETRY_BACKOFF),
         priority,
         timeout,
+        deadline,
         needs,
         params: raw.params,
     };
