@@ -19,8 +19,8 @@ pub use distributor::{Distributor, DistributorType};
 pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 pub use product::{Lifecycle, Product, ProductMode};
 pub use task::{
-    Deadline, DeadlineError, ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError,
-    parse_duration,
+    Deadline, DeadlineError, ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel,
+    Trigger, TriggerError, parse_duration,
 };
 
 /// Where registration reads products, distributors and the calendar from.

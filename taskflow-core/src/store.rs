@@ -55,6 +55,7 @@ mod backup;
 mod epoch;
 mod error;
 mod format;
+pub mod history;
 mod log;
 mod read;
 mod seed; // replication: stores seeded from a snapshot

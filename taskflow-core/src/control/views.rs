@@ -63,6 +63,7 @@ impl Control {
                 }
             }
         }
+        let tz = self.flow.settings().time_zone;
         Board {
             date: self.date,
             seq,
@@ -71,6 +72,13 @@ impl Control {
             tasks,
             executors,
             resources,
+            deadline_ms: self
+                .flow
+                .settings()
+                .deadline
+                .and_then(|d| d.at(self.date, tz))
+                .map(|t| t.timestamp_millis()),
+            forecast: self.forecast.as_ref().map(|f| f.day.clone()),
         }
     }
 
@@ -127,6 +135,11 @@ impl Control {
                 as u32,
             forced: self.day.is_forced(ix),
             waiting_for: self.task_waiting_for(ix),
+            deadline_ms: def
+                .deadline
+                .and_then(|d| d.at(self.date, self.flow.settings().time_zone))
+                .map(|t| t.timestamp_millis()),
+            forecast: self.forecast.as_ref().and_then(|f| f.tasks.get(ix.get()).cloned()),
         }
     }
 

@@ -10,8 +10,8 @@ use super::FlowSettings;
 use super::source::{Diagnostic, SourceFile};
 use crate::graph::{self, TaskGraph};
 use crate::model::{
-    Deadline, DistributorType, Lifecycle, ProductMode, ProductSelection, RunOn, ShardBy, StaticReferenceData,
-    TaskDef, TaskId, TaskLevel, Trigger, parse_duration,
+    Deadline, DistributorType, Lifecycle, ProductMode, ProductSelection, RunOn, ShardBy,
+    StaticReferenceData, TaskDef, TaskId, TaskLevel, Trigger, parse_duration,
 };
 use crate::registration;
 
