@@ -415,6 +415,7 @@ impl Books {
         self.running.get(&(ix, shard)).copied()
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn running_list(&self) -> Vec<((TaskIx, u32), (usize, u32))> {
         self.running.iter().map(|(k, v)| (*k, *v)).collect()
     }

@@ -21,8 +21,6 @@ pub(crate) const DEFAULT_MS: u64 = 1_000;
 pub(crate) struct TaskEstimate {
     /// The mean of its past shard durations (ms), if it has any.
     pub(crate) mean_ms: Option<u64>,
-    /// Their 90th percentile (ms).
-    pub(crate) p90_ms: Option<u64>,
     /// The mean per shard key (ms).
     pub(crate) keys: BTreeMap<String, u64>,
     /// Its shards on the newest past day, if known.
@@ -45,15 +43,6 @@ fn mean(v: &[u64]) -> Option<u64> {
     (!v.is_empty()).then(|| v.iter().sum::<u64>() / v.len() as u64)
 }
 
-fn p90(v: &[u64]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    Some(s[(s.len() * 9).div_ceil(10).saturating_sub(1)])
-}
-
 impl Estimates {
     /// The estimates of `flow`'s tasks from `history` (tasks it does not name get defaults).
     pub(crate) fn new(flow: &Flow, history: &History) -> Estimates {
@@ -73,7 +62,6 @@ impl Estimates {
                     });
                 TaskEstimate {
                     mean_ms: mean(&h.samples),
-                    p90_ms: p90(&h.samples),
                     keys: h.keys.iter().filter_map(|(k, v)| Some((k.clone(), mean(v)?))).collect(),
                     shards: h.sizes.last().map(|s| s.shards),
                     last_keys: h.last_keys.clone(),
@@ -164,6 +152,5 @@ mod tests {
         assert_eq!(est.shard_ms(a, "NEW", 4), (400, true));
         assert_eq!(est.shard_ms(a, "NEW", 0), (200, true));
         assert_eq!(est.shard_ms(b, "x", 3), (DEFAULT_MS, false));
-        assert_eq!(est.tasks[a.get()].p90_ms, Some(300));
     }
 }

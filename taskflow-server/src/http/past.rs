@@ -162,7 +162,11 @@ pub fn board_of(flow: &Flow, s: &DayState) -> Board {
 }
 
 /// A deadline's instant on the day's business date, in ms.
-fn deadline_ms(d: Option<taskflow_core::model::Deadline>, flow: &Flow, s: &DayState) -> Option<i64> {
+fn deadline_ms(
+    d: Option<taskflow_core::model::Deadline>,
+    flow: &Flow,
+    s: &DayState,
+) -> Option<i64> {
     d.and_then(|d| d.at(s.date(), flow.settings().time_zone)).map(|t| t.timestamp_millis())
 }
 

@@ -85,11 +85,18 @@ pub async fn start_in(
 
 impl Server {
     /// Graceful shutdown: the server (closing WebSockets), then the runtime.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_dir().await;
+    }
+
+    /// As [`Server::stop`], handing back the data directory (removed when it is dropped).
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
         let served = self.served.take().unwrap();
         tokio::time::timeout(WAIT, served).await.expect("server stops").unwrap().unwrap();
         self.runtime.take().unwrap().shutdown().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dir, dir)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
