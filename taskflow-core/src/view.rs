@@ -115,6 +115,11 @@ pub enum Notice {
         /// The line.
         line: LogLine,
     },
+    /// A new forecast was computed (not an event; topic `day`): the board has it.
+    Forecast {
+        /// When it was computed (ms since the epoch).
+        computed_at_ms: i64,
+    },
     /// This subscriber's buffer overflowed and `missed` notices were dropped: fetch a board
     /// and continue with events after its seq.
     Lagged {
@@ -128,7 +133,10 @@ impl Notice {
     pub fn is_on(&self, topic: &Topic) -> bool {
         match (self, topic) {
             (Notice::Lagged { .. }, _) => true,
-            (Notice::Event { .. } | Notice::TaskStatus { .. }, Topic::Day) => true,
+            (
+                Notice::Event { .. } | Notice::TaskStatus { .. } | Notice::Forecast { .. },
+                Topic::Day,
+            ) => true,
             (Notice::Event { kind, .. }, Topic::Task(t)) => event_task(kind) == Some(t),
             (Notice::TaskStatus { task, .. } | Notice::Progress { task, .. }, Topic::Task(t)) => {
                 task == t

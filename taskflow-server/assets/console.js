@@ -1,6 +1,6 @@
 // taskflow web console: one ES module, no framework, no build step.
-// Protocol: proto-docs/http-api.md. State comes from the WebSocket (/ws); the one thing fetched
-// on a timer is the forecast (GET …/forecast every 2 s: a new forecast sends no frame).
+// Protocol: proto-docs/http-api.md. State comes from the WebSocket (/ws); nothing polls (the
+// forecast comes in `forecast` frames; a past day's is fetched once).
 // Test hooks: #board[data-seq][data-date][data-live], g[data-testid=task-node][data-task-id][data-status]
 // [data-shard-<status>][data-at-risk], button[data-action], #connection[data-connection], #detail[data-task-id],
 // #day-forecast[data-at-risk], g[data-testid=gantt-row][data-task-id][data-kind][data-at-risk].
@@ -221,6 +221,10 @@ function handleFrame(f) {
       if (isLive() && f.task_id === S.selected) applyShard(f.shard, f.seq);
       break;
     }
+    case 'forecast':
+      if (!live.board || !f.forecast || f.forecast.date !== live.board.date) return;
+      if (isLive()) S.forecast = f.forecast;
+      break;
     case 'resources':
       if (!live.board || stale) return;
       live.board.resources = f.resources ?? [];
@@ -935,9 +939,17 @@ function renderLog() {
 
 /** A task's forecast line: the last GET …/forecast of the shown day if it has the task, else the
  *  board row's own fields. */
+/** The last forecast of the shown day, unless the board's own fields are newer (a snapshot). */
+function shownForecast(b) {
+  const f = S.forecast;
+  if (!f || !b || f.date !== b.date) return null;
+  if (b.forecast_at && (!f.computed_at || b.forecast_at > f.computed_at)) return null;
+  return f;
+}
+
 function forecastOf(t) {
   const b = board();
-  const f = S.forecast && b && S.forecast.date === b.date ? S.forecast.tasks.find((x) => x.id === t.id) : null;
+  const f = shownForecast(b)?.tasks.find((x) => x.id === t.id);
   if (f) return f;
   return { deadline: t.deadline, predicted_start: t.predicted_start, predicted_end: t.predicted_end, at_risk: !!t.at_risk, actual: DONE.has(t.status), low_confidence: false, note: null };
 }
@@ -950,7 +962,8 @@ function forecastText(fc) {
 
 /** The day's forecast line: the last GET …/forecast, else the board's fields. */
 function dayForecast(b) {
-  if (S.forecast && b && S.forecast.date === b.date) return S.forecast;
+  const sf = shownForecast(b);
+  if (sf) return sf;
   return b ? { predicted_end: b.predicted_end, deadline: b.deadline, at_risk: !!b.at_risk, computed_at: b.forecast_at, tasks: null } : null;
 }
 
@@ -963,25 +976,17 @@ function renderForecastHeader(b) {
   el.title = f?.computed_at ? `forecast computed at ${fmtTime(f.computed_at)}` : 'no forecast computed yet';
 }
 
-let forecastTimer = null;
-let forecastFor = '';
+/** Fetches the shown day's forecast once (the live day's then comes in `forecast` frames). */
 async function loadForecast() {
-  const b = board();
   const date = S.view ? S.view.date : 'current';
-  if (!b || (S.view && forecastFor === S.view.date && S.forecast)) return;
   try {
     const f = await api('GET', `${dayPath(date)}/forecast`);
-    forecastFor = S.view ? S.view.date : '';
-    S.forecast = f;
+    if ((S.view ? S.view.date : 'current') !== date) return;  // the view changed meanwhile
+    if (!S.forecast || S.forecast.date !== f.date || !S.forecast.computed_at || (f.computed_at && f.computed_at >= S.forecast.computed_at)) S.forecast = f;
     schedule();
   } catch (e) {
-    // A missing forecast is shown as none; the board still has its own fields.
+    // No forecast: the board's own fields are shown.
   }
-}
-function startForecast() {
-  clearInterval(forecastTimer);
-  forecastTimer = setInterval(loadForecast, FORECAST_EVERY_MS);
-  loadForecast();
 }
 
 /** The timeline of the day: actual bars for what ran, predicted bars for the rest, deadlines. */
@@ -1139,7 +1144,7 @@ async function start() {
   await loadAudit();  // also tells us whether viewing needs the token (401) before opening /ws
   if (S.viewingProtected && !token()) await askToken('Viewing this server needs the operator token:');
   connect();
-  startForecast();
+  loadForecast();
 }
 
 // Exposed for debugging and for the browser test; not an API.

@@ -501,7 +501,10 @@ impl Actor for Manager {
             }
             ManagerMsg::Forecast(f) => {
                 state.forecasting.busy = false;
+                let computed_at_ms = f.day.computed_at_ms;
                 state.feed(Input::Forecast(f)).await?;
+                let notice = Notice::Forecast { computed_at_ms };
+                let _ = state.notifier.cast(NotifierMsg::Publish(vec![notice]));
                 state.maybe_forecast();
                 return Ok(());
             }

@@ -220,6 +220,25 @@ pub async fn ws_send(ws: &mut Ws, text: &str) {
     tokio::time::timeout(WAIT, ws.send(Message::text(text))).await.expect("send in time").unwrap();
 }
 
+/// A board without the forecast's fields: they change with each forecast, which moves no
+/// seq, so the seq watermark does not cover them (`proto-docs/http-api.md`).
+pub fn without_forecast(board: &Value) -> Value {
+    let mut b = board.clone();
+    if let Some(o) = b.as_object_mut() {
+        for k in ["predicted_end", "at_risk", "forecast_at"] {
+            o.remove(k);
+        }
+    }
+    if let Some(tasks) = b["tasks"].as_array_mut() {
+        for t in tasks.iter_mut().filter_map(Value::as_object_mut) {
+            for k in ["predicted_start", "predicted_end", "at_risk"] {
+                t.remove(k);
+            }
+        }
+    }
+    b
+}
+
 /// A client-side board kept from frames, as the console keeps it.
 #[derive(Debug, Default)]
 pub struct View {

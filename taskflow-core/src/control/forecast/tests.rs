@@ -168,3 +168,41 @@ fn a_task_over_ten_thousand_shards_is_predicted_in_aggregate() {
         fc.day.assumptions
     );
 }
+
+#[test]
+fn the_board_shows_what_happened_since_the_forecast_a_done_task_its_actual_times() {
+    let f = flow(&[task("a", &[], "deadline = \"15:00\""), task("b", &["a"], "")].concat());
+    let est = estimates(&f, &[("a", 60_000), ("b", 1_000)]);
+    let mut core = live(&f, 2);
+    let fc = forecast(core.clone(), &est, NOW);
+    assert_eq!(end(&fc, &f, "a"), Some(60_000));
+    core.handle(Input::Forecast(std::sync::Arc::new(fc)), NOW);
+    // a runs (its start released once durable) and ends after 10 ms, not the predicted minute.
+    let last = core.day().last_seq();
+    let out = core.handle(Input::Durable(last), NOW);
+    let (executor, assignment) = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Assign { executor, assignment } => Some((*executor, assignment.clone())),
+            _ => None,
+        })
+        .expect("a is assigned");
+    let later = Now { mono_ms: NOW.mono_ms + 10, wall_ms: NOW.wall_ms + 10 };
+    let report = Report::Finished {
+        key: assignment.key,
+        executor,
+        slot: assignment.slot,
+        outcome: ShardOutcome::Succeeded,
+        last_step: None,
+    };
+    core.handle(Input::Report(report), later);
+    let board = core.board();
+    let a = board.task("a").and_then(|t| t.forecast.clone()).expect("a's line");
+    assert_eq!(
+        (a.predicted_start_ms, a.predicted_end_ms),
+        (Some(NOW.wall_ms), Some(NOW.wall_ms + 10))
+    );
+    assert!(a.actual && a.at_risk, "done 10 ms after its 15:00 deadline: {a:?}");
+    let b = board.task("b").and_then(|t| t.forecast.clone()).expect("b's line");
+    assert!(!b.actual && b.predicted_end_ms == Some(NOW.wall_ms + 61_000), "{b:?}");
+}
