@@ -320,7 +320,8 @@ impl<'a> Sim<'a> {
         {
             p
         } else {
-            let e = &self.est.tasks[ix.get()];
+            let none = super::estimate::TaskEstimate::default();
+            let e = self.est.tasks.get(ix.get()).unwrap_or(&none);
             if !e.last_keys.is_empty() {
                 empty(e.last_keys.iter().cloned().map(plan).collect())
             } else {
