@@ -27,6 +27,8 @@
 
 mod books;
 mod dispatch;
+mod estimate;
+mod forecast;
 mod members;
 mod operator;
 mod record;
@@ -47,6 +49,8 @@ use crate::state::{AuditEntry, Command, DayEvent, DayState, ShardStatus, Unconfi
 use crate::view::{ActionError, Board, DayOutcome, Notice, ShardInfo, TaskView};
 
 pub(crate) use books::Books;
+pub(crate) use estimate::{Estimates, day_samples};
+pub(crate) use forecast::{Forecast, forecast};
 use record::Reaction;
 
 /// The time, passed in with every input: the core has no clock of its own.
@@ -373,6 +377,9 @@ pub(crate) enum Input {
         /// Executor indices.
         executors: Vec<usize>,
     },
+    /// A forecast computed off the manager from a clone of this core ([`forecast()`]): kept
+    /// for the board, changes nothing else.
+    Forecast(Arc<Forecast>),
 }
 
 /// The answer to a request.
@@ -509,7 +516,9 @@ pub(crate) enum Effect {
     },
 }
 
-/// The manager's core. See the module docs.
+/// The manager's core. See the module docs. A clone is a core of its own (the forecast runs
+/// one forward in simulated time).
+#[derive(Clone)]
 pub(crate) struct Control {
     flow: Arc<Flow>,
     date: BusinessDate,
@@ -546,6 +555,8 @@ pub(crate) struct Control {
     draining: Option<ReqId>,
     closed_emitted: bool,
     snapshot_after: bool,
+    /// The latest forecast, for the board.
+    forecast: Option<Arc<Forecast>>,
     /// Planted bugs for the simulator's self-test.
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) faults: PlantedFaults,
@@ -607,6 +618,7 @@ impl Control {
             draining: None,
             closed_emitted: false,
             snapshot_after: false,
+            forecast: None,
             #[cfg(any(test, feature = "test-util"))]
             faults: PlantedFaults::default(),
         }
@@ -679,6 +691,7 @@ impl Control {
                     self.lose_executor(ix, "its session closed", false);
                 }
             }
+            Input::Forecast(f) => self.forecast = Some(f),
         }
         let effects = self.finish();
         // Debug builds recount after every input (cheap: it walks tasks and slots, not

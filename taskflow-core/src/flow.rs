@@ -46,6 +46,8 @@ pub struct FlowSettings {
     /// When the next business day opens (`new_day_at`, `catch_up`, `max_open_days`) and how
     /// many closed days are kept (`retain_days`).
     pub day: DaySettings,
+    /// When the whole day should be done (`deadline = "HH:MM [+Nd]"`), if it has a deadline.
+    pub deadline: Option<crate::model::Deadline>,
 }
 
 /// The day-lifecycle settings of `[flow]` (`proto-docs/flow-format.md`).

@@ -40,6 +40,6 @@ pub use options::{RuntimeOptions, wall};
 pub use past::{PastDay, PastLog};
 pub use runtime::{Error as RuntimeError, ManagerHandle, Runtime, previous_open_day, today_in};
 pub use view::{
-    ActionError, Board, DayOutcome, ExecutorView, Notice, ResourceView, RuntimeStats, ShardInfo,
-    SlotView, Subscription, TaskView, Topic, WaitingFor, event_task,
+    ActionError, Board, DayForecast, DayOutcome, ExecutorView, Notice, ResourceView, RuntimeStats,
+    ShardInfo, SlotView, Subscription, TaskForecast, TaskView, Topic, WaitingFor, event_task,
 };

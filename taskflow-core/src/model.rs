@@ -21,8 +21,8 @@ pub use ids::{BusinessDate, IdempotencyKey, ScopeItem, ShardKey, TaskId};
 pub use product::{Lifecycle, Product, ProductMode};
 pub use retention::{DEFAULT_RETAIN_DAYS, days_to_prune, window_start};
 pub use task::{
-    ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel, Trigger, TriggerError,
-    parse_duration,
+    Deadline, DeadlineError, ProductSelection, ResourceDef, RunOn, ShardBy, TaskDef, TaskLevel,
+    Trigger, TriggerError, parse_duration,
 };
 
 /// Where registration reads products, distributors and the calendar from.

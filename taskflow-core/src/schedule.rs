@@ -100,7 +100,7 @@ pub(crate) fn group_scope(task: &TaskDef, items: &[ScopeItem]) -> Vec<ShardPlan>
 ///
 /// Each effect is tagged with the seq of the last event it depends on; seqs only grow, so the
 /// queue is ordered and releasing is a pop from the front.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct DurabilityGate<E> {
     durable: u64,
     held: VecDeque<(u64, E)>,

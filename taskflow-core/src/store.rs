@@ -58,6 +58,7 @@ mod data_dir;
 mod epoch;
 mod error;
 mod format;
+pub mod history;
 mod log;
 mod read;
 mod seed; // replication: stores seeded from a snapshot

@@ -123,6 +123,11 @@ pub enum Notice {
         /// Why, in the manager's words.
         reason: String,
     },
+    /// A new forecast was computed (not an event; topic `day`): the board has it.
+    Forecast {
+        /// When it was computed (ms since the epoch).
+        computed_at_ms: i64,
+    },
     /// This subscriber's buffer overflowed and `missed` notices were dropped: fetch a board
     /// and continue with events after its seq.
     Lagged {
@@ -137,7 +142,10 @@ impl Notice {
         match (self, topic) {
             (Notice::Lagged { .. }, _) => true,
             (
-                Notice::Event { .. } | Notice::TaskStatus { .. } | Notice::ExecutorLost { .. },
+                Notice::Event { .. }
+                | Notice::TaskStatus { .. }
+                | Notice::ExecutorLost { .. }
+                | Notice::Forecast { .. },
                 Topic::Day,
             ) => true,
             (Notice::Event { kind, .. }, Topic::Task(t)) => event_task(kind) == Some(t),
@@ -183,6 +191,43 @@ pub struct Board {
     pub executors: Vec<ExecutorView>,
     /// The flow's resources, in flow order (empty on a past day: nothing runs there).
     pub resources: Vec<ResourceView>,
+    /// The day's `deadline` (ms since the epoch), if the flow sets one.
+    pub deadline_ms: Option<i64>,
+    /// The day's latest forecast, once one was computed (never on a past day).
+    pub forecast: Option<DayForecast>,
+}
+
+/// The day's line of a forecast: the pure core run forward from the live state with the
+/// duration history (`proto-docs/http-api.md`, forecast).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DayForecast {
+    /// When it was computed (ms since the epoch): the instant the simulation starts from.
+    pub computed_at_ms: i64,
+    /// When the day's last task is predicted to end; `None` if some task is predicted never
+    /// to end (held, waiting for an operator the forecast cannot stand in for, failed).
+    pub predicted_end_ms: Option<i64>,
+    /// The predicted end is after the day's deadline (or the day never ends and has one).
+    pub at_risk: bool,
+    /// What the forecast assumed (manual tasks executed when runnable, large tasks
+    /// aggregated, history missing), each once.
+    pub assumptions: Vec<String>,
+}
+
+/// One task's line of a forecast.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskForecast {
+    /// When it starts (its first shard's dispatch; the actual one once it started).
+    pub predicted_start_ms: Option<i64>,
+    /// When it ends (done; the actual end once done); `None`: predicted never to end.
+    pub predicted_end_ms: Option<i64>,
+    /// The end is after the task's deadline (or it never ends and has one).
+    pub at_risk: bool,
+    /// Start and end are what happened (the task is done), not a prediction.
+    pub actual: bool,
+    /// Some of its durations are defaults: no history of the task.
+    pub low_confidence: bool,
+    /// Why it is predicted never to start or end, or what was assumed of it.
+    pub note: Option<String>,
 }
 
 /// One resource on the board.
@@ -249,6 +294,10 @@ pub struct TaskView {
     pub forced: bool,
     /// What it waits for, when it neither runs nor has ended (see [`WaitingFor`]).
     pub waiting_for: Option<WaitingFor>,
+    /// Its `deadline` (ms since the epoch), if it has one.
+    pub deadline_ms: Option<i64>,
+    /// Its line of the day's latest forecast, once one was computed.
+    pub forecast: Option<TaskForecast>,
 }
 
 /// Why a task or a shard that is neither running nor done does not move: the board's and the

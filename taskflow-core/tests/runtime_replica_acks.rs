@@ -120,7 +120,18 @@ async fn with_one_replica_ack_nothing_leaves_until_a_replica_holds_it_and_then_t
         .map(|e| e.path())
         .find(|p| p.join("STORE").exists())
         .expect("one replica directory");
-    let (replica, _) = Store::open(&cid, StoreOptions::for_test()).expect("the replica opens");
+    // The executor closes its replica store just after it left: wait for its lock (bounded).
+    let deadline = std::time::Instant::now() + WAIT;
+    let (replica, _) = loop {
+        match Store::open(&cid, StoreOptions::for_test()) {
+            Err(taskflow_core::store::Error::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => break r.expect("the replica opens"),
+        }
+    };
     assert!(
         replica.durable_seq() >= board.seq,
         "the replica holds {} but the board showed {}",

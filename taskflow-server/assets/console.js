@@ -1,7 +1,9 @@
 // taskflow web console: one ES module, no framework, no build step.
-// Protocol: proto-docs/http-api.md. State comes from the WebSocket (/ws); nothing polls.
+// Protocol: proto-docs/http-api.md. State comes from the WebSocket (/ws); nothing polls (the
+// forecast comes in `forecast` frames; a past day's is fetched once).
 // Test hooks: #board[data-seq][data-date][data-live], g[data-testid=task-node][data-task-id][data-status]
-// [data-shard-<status>], button[data-action], #connection[data-connection], #detail[data-task-id].
+// [data-shard-<status>][data-at-risk], button[data-action], #connection[data-connection], #detail[data-task-id],
+// #day-forecast[data-at-risk], g[data-testid=gantt-row][data-task-id][data-kind][data-at-risk].
 
 const ACTIONS = ['execute', 'stop', 'skip', 'retry', 'rollback', 'confirm', 'mark_failed', 'hold', 'free', 'force_start'];
 const ACTION_LABEL = { execute: 'Execute', stop: 'Stop', skip: 'Skip', retry: 'Retry', rollback: 'Roll back', confirm: 'Confirm', mark_failed: 'Mark failed', hold: 'Hold', free: 'Free', force_start: 'Force start' };
@@ -54,7 +56,9 @@ const S = {
   layoutKey: '',
   nodes: new Map(),         // task id → node DOM refs
   edges: [],                // {from, to, el}
+  forecast: null,           // the last GET …/forecast answer of the shown day
 };
+const FORECAST_EVERY_MS = 2000;
 const board = () => (S.view ? S.view.board : S.live.board);
 const isLive = () => !S.view;
 const shownSeq = () => (S.view ? S.view.board?.seq ?? 0 : S.live.seq);
@@ -217,6 +221,10 @@ function handleFrame(f) {
       if (isLive() && f.task_id === S.selected) applyShard(f.shard, f.seq);
       break;
     }
+    case 'forecast':
+      if (!live.board || !f.forecast || f.forecast.date !== live.board.date) return;
+      if (isLive()) S.forecast = f.forecast;
+      break;
     case 'resources':
       if (!live.board || stale) return;
       live.board.resources = f.resources ?? [];
@@ -360,6 +368,7 @@ async function showDate(date) {
     closeDetail();
     S.view = { date, board: b };
     schedule();
+    loadForecast();
   } catch (e) {
     toast(e.status === 404 ? `No business day ${date} on this server` : `Cannot load ${date}: ${e.message}`, 'error');
     $('date-picker').value = board()?.date ?? '';
@@ -372,6 +381,7 @@ function backToLive() {
   if (wasView) closeDetail();
   if (S.live.board) $('date-picker').value = S.live.board.date;
   schedule();
+  loadForecast();
 }
 
 async function reloadView() {
@@ -524,7 +534,9 @@ function flush() {
 function render() {
   const b = board();
   renderHeader(b);
+  renderForecastHeader(b);
   renderGraph(b);
+  renderGantt(b);
   renderDetail();
   renderExecutors();
   renderResources(b);
@@ -705,15 +717,16 @@ function buildGraph(b) {
     const bar = s('g', { class: 'node-bar', transform: 'translate(14 46)' });
     const counts = s('text', { class: 'node-counts', x: 14, y: 72 });
     const countsRight = s('text', { class: 'node-counts problems', x: NODE_W - 10, y: 72, 'text-anchor': 'end' });
-    grp.append(title, bg, stripe, name, idText, status, bar, counts, countsRight);
+    const risk = s('text', { class: 'node-risk risk', x: NODE_W - 10, y: 20, 'text-anchor': 'end', 'data-testid': 'at-risk' });
+    grp.append(title, bg, stripe, name, idText, status, bar, counts, countsRight, risk);
     grp.addEventListener('click', () => select(t.id));
     grp.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); select(t.id); } });
     nodeLayer.append(grp);
-    S.nodes.set(t.id, { grp, title, name, idText, status, bar, counts, countsRight, last: '' });
+    S.nodes.set(t.id, { grp, title, name, idText, status, bar, counts, countsRight, risk, last: '' });
   }
   $('board').querySelector('svg')?.remove();
   $('board').append(svg);
-  for (const t of b.tasks) fitText(S.nodes.get(t.id).name, t.name ?? t.id, NODE_W - 24);
+  for (const t of b.tasks) fitText(S.nodes.get(t.id).name, t.name ?? t.id, NODE_W - 24 - 62);
 }
 
 /** Sets an SVG text's content, trimmed with an ellipsis to fit `max` pixels. */
@@ -734,12 +747,15 @@ function updateNode(t) {
   if (!n) return;
   const sh = t.shards ?? {};
   const total = sh.total ?? 0;
-  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by, t.waiting_for]);
+  const fc = forecastOf(t);
+  const sig = JSON.stringify([t.status, sh, t.name, S.selected === t.id, t.not_applicable, t.held_by, t.waiting_for, fc]);
   if (sig === n.last) return;
   n.last = sig;
   const g = n.grp;
-  g.setAttribute('class', `node st-${t.status}${S.selected === t.id ? ' selected' : ''}${t.held_by ? ' held' : ''}`);
+  g.setAttribute('class', `node st-${t.status}${S.selected === t.id ? ' selected' : ''}${t.held_by ? ' held' : ''}${fc.at_risk ? ' at-risk' : ''}`);
   g.dataset.status = t.status;
+  g.dataset.atRisk = String(!!fc.at_risk);
+  if (fc.predicted_end) g.dataset.predictedEnd = fc.predicted_end; else delete g.dataset.predictedEnd;
   if (t.held_by) g.dataset.heldBy = t.held_by; else delete g.dataset.heldBy;
   if (t.waiting_for) g.dataset.waiting = t.waiting_for.kind; else delete g.dataset.waiting;
   g.dataset.shardTotal = String(total);
@@ -747,10 +763,11 @@ function updateNode(t) {
   g.setAttribute('aria-label', `${t.name ?? t.id}: ${label(t.status)}, ${sh.succeeded ?? 0} of ${total} shards succeeded`);
   g.setAttribute('aria-pressed', String(S.selected === t.id));
   n.status.textContent = `${t.held_by ? 'HELD · ' : ''}${label(t.status).toUpperCase()}`;
+  n.risk.textContent = fc.at_risk ? '⚠ at risk' : '';
   fitText(n.idText, t.id, NODE_W - 24 - n.status.getComputedTextLength() - 8);
   n.title.textContent = `${t.name ?? t.id}\n${t.id} · ${label(t.status)}${t.held_by ? ` · held by ${t.held_by}` : ''}\n` +
     (total ? SHARD_STATUSES.filter((st) => sh[st]).map((st) => `${sh[st]} ${label(st)}`).join(', ') + ` of ${total} shards` : 'no shards registered') +
-    (t.waiting_for ? `\n${waitingText(t.waiting_for)}` : '');
+    (t.waiting_for ? `\n${waitingText(t.waiting_for)}` : '') + `\n${forecastText(fc)}`;
 
   n.bar.replaceChildren(s('rect', { class: 'bar-bg', width: BAR_W, height: 7, rx: 3.5 }));
   if (total > 0) {
@@ -768,7 +785,9 @@ function updateNode(t) {
   const done = (sh.succeeded ?? 0) + (sh.skipped ?? 0);
   n.counts.textContent = total ? `${done}/${total} done` : (t.status === 'not_applicable' ? 'not applicable today' : 'no shards yet');
   const problems = COUNT_LABELS.filter(([k]) => sh[k]).map(([k, l]) => `${sh[k]} ${l}`).join(' · ');
-  fitText(n.countsRight, problems, NODE_W - 24 - n.counts.getComputedTextLength() - 8);
+  const ends = !DONE.has(t.status) && fc.predicted_end ? `${fc.at_risk ? '⚠ ' : ''}ends ~${fmtTime(fc.predicted_end)}` : '';
+  fitText(n.countsRight, problems || ends, NODE_W - 24 - n.counts.getComputedTextLength() - 8);
+  n.countsRight.classList.toggle('risk', !problems && !!fc.at_risk);
 }
 
 // ---- detail
@@ -795,6 +814,11 @@ function renderDetail() {
     ['registered', fmtTime(t.registered_at), t.registered_at], ['started', fmtTime(t.started_at), t.started_at],
     ['finished', `${fmtTime(t.finished_at)}${t.finished_at ? ` (${fmtDuration(t.started_at, t.finished_at)})` : ''}`, t.finished_at],
   ];
+  const fc = forecastOf(t);
+  f.push(['deadline', fc.deadline ? fmtTime(fc.deadline) : '—', fc.deadline],
+    ['predicted start', fmtTime(fc.predicted_start), fc.predicted_start],
+    ['predicted end', `${fmtTime(fc.predicted_end)}${fc.low_confidence ? ' (low confidence: no history)' : ''}${fc.note ? ` — ${fc.note}` : ''}`, fc.predicted_end],
+    ['at risk', fc.at_risk ? 'yes: ends after its deadline' : '—']);
   patch($('d-fields'), JSON.stringify(f), () => f.flatMap(([k, v, iso]) => [h('dt', { text: k }), h('dd', { text: v ?? '—', title: iso ?? null, 'data-field': k })]));
 
   const blocked = actionsBlocked();
@@ -911,6 +935,140 @@ function renderLog() {
 
 // ---- executors, audit, events
 
+// ---- forecast
+
+/** A task's forecast line: the last GET …/forecast of the shown day if it has the task, else the
+ *  board row's own fields. */
+/** The last forecast of the shown day, unless the board's own fields are newer (a snapshot). */
+function shownForecast(b) {
+  const f = S.forecast;
+  if (!f || !b || f.date !== b.date) return null;
+  if (b.forecast_at && (!f.computed_at || b.forecast_at > f.computed_at)) return null;
+  return f;
+}
+
+function forecastOf(t) {
+  const b = board();
+  const f = shownForecast(b)?.tasks.find((x) => x.id === t.id);
+  if (f) return f;
+  return { deadline: t.deadline, predicted_start: t.predicted_start, predicted_end: t.predicted_end, at_risk: !!t.at_risk, actual: DONE.has(t.status), low_confidence: false, note: null };
+}
+
+function forecastText(fc) {
+  if (!fc.predicted_end) return fc.note ?? 'no prediction yet';
+  const what = fc.actual ? 'ended' : 'predicted end';
+  return `${what} ${fmtTime(fc.predicted_end)}${fc.deadline ? ` · deadline ${fmtTime(fc.deadline)}` : ''}${fc.at_risk ? ' · AT RISK' : ''}`;
+}
+
+/** The day's forecast line: the last GET …/forecast, else the board's fields. */
+function dayForecast(b) {
+  const sf = shownForecast(b);
+  if (sf) return sf;
+  return b ? { predicted_end: b.predicted_end, deadline: b.deadline, at_risk: !!b.at_risk, computed_at: b.forecast_at, tasks: null } : null;
+}
+
+function renderForecastHeader(b) {
+  const el = $('day-forecast');
+  const f = dayForecast(b);
+  el.dataset.atRisk = String(!!f?.at_risk);
+  el.textContent = !f ? '' : `${b.closed ? 'ended' : 'predicted end'} ${fmtTime(f.predicted_end)}` +
+    `${f.deadline ? ` · deadline ${fmtTime(f.deadline)}` : ''}${f.at_risk ? ' · ⚠ at risk' : ''}`;
+  el.title = f?.computed_at ? `forecast computed at ${fmtTime(f.computed_at)}` : 'no forecast computed yet';
+}
+
+/** Fetches the shown day's forecast once (the live day's then comes in `forecast` frames). */
+async function loadForecast() {
+  const date = S.view ? S.view.date : 'current';
+  try {
+    const f = await api('GET', `${dayPath(date)}/forecast`);
+    if ((S.view ? S.view.date : 'current') !== date) return;  // the view changed meanwhile
+    if (!S.forecast || S.forecast.date !== f.date || !S.forecast.computed_at || (f.computed_at && f.computed_at >= S.forecast.computed_at)) S.forecast = f;
+    schedule();
+  } catch (e) {
+    // No forecast: the board's own fields are shown.
+  }
+}
+
+/** The timeline of the day: actual bars for what ran, predicted bars for the rest, deadlines. */
+function renderGantt(b) {
+  const panel = $('gantt');
+  if (!b) { panel.hidden = true; return; }
+  const rows = b.tasks.map((t) => ({ t, fc: forecastOf(t) }));
+  const ms = (iso) => (iso ? new Date(iso).getTime() : null);
+  const f = dayForecast(b);
+  // "Now" is the server's (the instant its forecast starts from), not this browser's clock.
+  const now = f?.computed_at ? ms(f.computed_at) : Date.now();
+  const times = [];
+  for (const { fc } of rows) for (const v of [fc.predicted_start, fc.predicted_end]) if (v) times.push(ms(v));
+  panel.hidden = !times.length;
+  if (!times.length) return;
+  const live = isLive() && !b.closed;
+  if (live) times.push(now);
+  let t0 = Math.min(...times), t1 = Math.max(...times);
+  // Deadlines widen the range only when they are near the bars (else they are named below).
+  const near = (d) => d >= t0 - (t1 - t0) / 2 && d <= t1 + (t1 - t0) / 2 + 60_000;
+  const far = [];
+  for (const d of [...rows.map(({ fc }) => fc.deadline), f?.deadline]) {
+    if (!d) continue;
+    if (near(ms(d))) { t0 = Math.min(t0, ms(d)); t1 = Math.max(t1, ms(d)); } else far.push(d);
+  }
+  if (t1 - t0 < 1000) t1 = t0 + 1000;
+  const host = $('gantt-host');
+  const W = Math.max(480, Math.min(1400, host.clientWidth || 900)), LABEL = 190, ROW = 17, TOP = 18;
+  const x = (v) => LABEL + ((v - t0) / (t1 - t0)) * (W - LABEL - 10);
+  const sig = JSON.stringify([W, rows.map(({ t, fc }) => [t.id, t.status, fc]), f?.deadline, live && now]);
+  if (host._sig === sig) return;
+  host._sig = sig;
+  const H = TOP + rows.length * ROW + 4;
+  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': 'Timeline: actual and predicted task bars with deadlines', 'data-testid': 'gantt-chart' });
+  for (let i = 0; i <= 6; i++) {
+    const v = t0 + ((t1 - t0) * i) / 6;
+    svg.append(s('line', { class: 'g-grid', x1: x(v), x2: x(v), y1: TOP - 4, y2: H }));
+    const tx = s('text', { class: 'g-axis', x: x(v), y: 11, 'text-anchor': i === 0 ? 'start' : i === 6 ? 'end' : 'middle' });
+    tx.textContent = fmtTime(new Date(v).toISOString());
+    svg.append(tx);
+  }
+  rows.forEach(({ t, fc }, i) => {
+    const y = TOP + i * ROW;
+    const start = ms(fc.predicted_start), end = ms(fc.predicted_end);
+    const running = !fc.actual && start !== null && start <= now && (t.started_at || ['running', 'stopping'].includes(t.status));
+    const kind = fc.actual ? 'actual' : (start === null && end === null ? 'none' : (running ? 'running' : 'predicted'));
+    const g = s('g', { class: `g-row${fc.at_risk ? ' at-risk' : ''}`, 'data-testid': 'gantt-row', 'data-task-id': t.id, 'data-kind': kind, 'data-at-risk': String(!!fc.at_risk) });
+    g.append(s('rect', { class: 'g-band', x: 0, y, width: W, height: ROW }));
+    const title = s('title');
+    title.textContent = `${t.id}: ${forecastText(fc)}`;
+    g.append(title);
+    const lbl = s('text', { class: 'g-label', x: 4, y: y + ROW - 5 });
+    lbl.textContent = `${fc.at_risk ? '⚠ ' : ''}${t.id}`;
+    g.append(lbl);
+    const bar = (a, z, cls) => {
+      if (a === null || z === null) return;
+      g.append(s('rect', { class: cls, x: x(a).toFixed(1), y: y + 3, width: Math.max(2, x(z) - x(a)).toFixed(1), height: ROW - 6, rx: 2 }));
+    };
+    if (kind === 'actual') bar(start, end ?? start, `bar-actual st-${t.status}`);
+    else if (kind === 'running') { bar(start, Math.min(now, end ?? now), 'bar-actual st-running'); if (end !== null && end > now) bar(now, end, 'bar-predicted'); }
+    else if (kind === 'predicted') bar(start ?? end, end ?? start, `bar-predicted${fc.low_confidence ? ' low' : ''}`);
+    else {
+      const n = s('text', { class: 'g-axis', x: LABEL + 4, y: y + ROW - 5 });
+      n.textContent = fc.note ?? 'no prediction';
+      g.append(n);
+    }
+    if (fc.deadline && !far.includes(fc.deadline)) {
+      const d = x(ms(fc.deadline));
+      g.append(s('line', { class: 'g-deadline', x1: d, x2: d, y1: y + 1, y2: y + ROW - 1 }));
+    }
+    svg.append(g);
+  });
+  if (f?.deadline && !far.includes(f.deadline)) {
+    const d = x(ms(f.deadline));
+    svg.append(s('line', { class: 'g-day-deadline', x1: d, x2: d, y1: TOP - 4, y2: H, 'data-testid': 'gantt-day-deadline' }));
+  }
+  if (live) svg.append(s('line', { class: 'g-now', x1: x(now), x2: x(now), y1: TOP - 4, y2: H }));
+  host.replaceChildren(svg);
+  const beyond = far.length ? ` · deadlines beyond the range: ${[...new Set(far)].map(fmtTime).join(', ')}` : '';
+  $('gantt-note').textContent = `${f?.computed_at ? `· forecast of ${fmtTime(f.computed_at)}` : (f ? '· what happened' : '')}${beyond}`;
+}
+
 function renderExecutors() {
   const ex = S.live.executors ?? [];
   $('ex-count').textContent = ex.length ? String(ex.length) : '';
@@ -986,6 +1144,7 @@ async function start() {
   await loadAudit();  // also tells us whether viewing needs the token (401) before opening /ws
   if (S.viewingProtected && !token()) await askToken('Viewing this server needs the operator token:');
   connect();
+  loadForecast();
 }
 
 // Exposed for debugging and for the browser test; not an API.

@@ -151,6 +151,7 @@ fn router(state: AppState) -> Router {
         .route("/api/health", get(api::health))
         .route("/api/days", get(api::days))
         .route(day, get(api::day))
+        .route(&format!("{day}/forecast"), get(api::forecast))
         .route(&format!("{day}/tasks/{{task}}"), get(api::task))
         .route(&format!("{day}/tasks/{{task}}/{{action}}"), post(api::task_action))
         .route(&format!("{day}/tasks/{{task}}/shards/{{index}}/logs"), get(api::logs))

@@ -266,3 +266,95 @@ async fn waiting_for_over_http() {
     }
     s.stop().await;
 }
+
+/// Polls the forecast until one was computed (the manager predicts off its thread after a
+/// change; there is no notice for it), bounded by `WAIT`.
+async fn computed_forecast(s: &common::Server) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (code, f) = s.get("/api/days/current/forecast").await;
+        assert_eq!(code, 200, "{f}");
+        if !f["computed_at"].is_null() {
+            return f;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no forecast within {:?}: {f}",
+            common::WAIT
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forecast_of_a_running_day_with_a_deadline_at_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let s = common::start_in(dir, DATE, false, "").await;
+    wait_task(&s.manager, "day_init", TaskStatus::Registered).await;
+    let f = computed_forecast(&s).await;
+    assert_eq!(f["date"], DATE);
+    let tasks = f["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 17, "{f}");
+    let by_id =
+        |id: &str| tasks.iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("{id}: {f}"));
+    // The example's deadlines: export by 23:00 on T, the day by 07:00 on T+1 (Shanghai). The
+    // test runs long after 2026-09-30, so every predicted end is past them: at risk.
+    let export = by_id("export_confirmations");
+    assert_eq!(export["deadline"], "2026-09-30T15:00:00.000Z", "{export}");
+    assert_eq!(export["at_risk"], true, "{export}");
+    assert_eq!(f["deadline"], "2026-09-30T23:00:00.000Z", "{f}");
+    assert_eq!(f["at_risk"], true, "{f}");
+    // Nothing ran yet, no history: predicted, low confidence; the manual day_init is assumed
+    // executed at once.
+    let init = by_id("day_init");
+    assert_eq!(init["note"], "manual: assumed executed when runnable", "{init}");
+    assert_eq!(
+        (init["actual"].as_bool(), init["low_confidence"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert!(by_id("nav_calculation")["deadline"].is_null());
+    // Every task is predicted to start no earlier than its dependencies end, and the day to end
+    // with its last task.
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("a time: {v}")))
+            .unwrap()
+    };
+    let computed = time(&f["computed_at"]);
+    let mut last = computed;
+    for t in tasks {
+        let (start, end) = (time(&t["predicted_start"]), time(&t["predicted_end"]));
+        assert!(computed <= start && start <= end, "{t}");
+        for d in t["depends_on"].as_array().unwrap() {
+            assert!(time(&by_id(d.as_str().unwrap())["predicted_end"]) <= start, "{t}");
+        }
+        last = last.max(end);
+    }
+    assert_eq!(time(&f["predicted_end"]), last, "{f}");
+    // The board carries the same lines.
+    let (_, board) = s.get("/api/days/current").await;
+    assert_eq!(board["deadline"], f["deadline"]);
+    assert_eq!(board["at_risk"], true, "{board}");
+    assert!(board["forecast_at"].is_string() && board["predicted_end"].is_string(), "{board}");
+    let row = board["tasks"].as_array().unwrap().iter().find(|t| t["id"] == "export_confirmations");
+    let row = row.unwrap();
+    assert_eq!((&row["deadline"], &row["at_risk"]), (&export["deadline"], &export["at_risk"]));
+    assert!(row["predicted_end"].is_string(), "{row}");
+    // A date without a day: 404, as for the board.
+    let (code, err) = s.get("/api/days/2026-09-29/forecast").await;
+    assert_eq!(code, 404, "{err}");
+
+    // Run the day to its end: the closed day is folded into the duration history beside the
+    // days (written before the shutdown returns).
+    let (code, ok) = s
+        .post("/api/days/current/tasks/day_init/execute", Some(TOKEN), r#"{"reason": "go"}"#)
+        .await;
+    assert_eq!(code, 200, "{ok}");
+    wait_task(&s.manager, "day_close", TaskStatus::Succeeded).await;
+    let _dir = s.stop_keeping_dir().await;
+    let h = taskflow_core::store::history::read(&data).unwrap();
+    assert_eq!(h.days, vec![DATE.to_string()]);
+    let confirm = &h.tasks["confirm_trades"];
+    assert!(!confirm.samples.is_empty() && !confirm.keys.is_empty(), "{confirm:?}");
+    assert!(data.join("history").join("durations").is_file());
+}

@@ -37,8 +37,8 @@ use crate::cluster::messages::{
     BusySlot, ReplicaPosition, Reply, ReportBody, ReportMsg, WireAttempt,
 };
 use crate::control::{
-    Answer, Busy, ClusterTiming, Control, ControlOptions, Effect, Held, Input, JoinAnswer, JoinIn,
-    KeyDay, Now, RemoteBody, RemoteReport, ReqId, Timer,
+    Answer, Busy, ClusterTiming, Control, ControlOptions, Effect, Estimates, Forecast, Held, Input,
+    JoinAnswer, JoinIn, KeyDay, Now, RemoteBody, RemoteReport, ReqId, Timer,
 };
 use crate::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::flow::Flow;
@@ -145,9 +145,33 @@ pub(crate) enum ManagerMsg {
     WaitDone(RpcReplyPort<DayOutcome>),
     /// Graceful shutdown.
     Shutdown(RpcReplyPort<Result<(), String>>),
+    /// A forecast computed off the manager's thread.
+    Forecast(Arc<Forecast>),
+    /// The forecast's 500 ms spacing is over: predict again if something changed.
+    ForecastDue,
 }
 
 impl ractor::Message for ManagerMsg {}
+
+/// At most one forecast per this long.
+const FORECAST_EVERY: Duration = Duration::from_millis(500);
+
+/// The forecast's bookkeeping: predicted again on relevant changes (recorded events), at most
+/// every [`FORECAST_EVERY`], off the manager's thread, skipped while one runs.
+struct Forecasting {
+    /// The duration history's estimates (read at start).
+    estimates: Arc<Estimates>,
+    /// A forecast is running.
+    busy: bool,
+    /// Something changed since the last forecast started.
+    dirty: bool,
+    /// When the last one started.
+    last: Option<Instant>,
+    /// A [`ManagerMsg::ForecastDue`] is on its way.
+    due: bool,
+    /// The closed day being folded into the duration history.
+    history: Option<tokio::task::JoinHandle<()>>,
+}
 
 /// The answer to a checkpoint, local or remote.
 pub(crate) type CheckpointReply = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -235,6 +259,9 @@ pub(crate) struct ManagerState {
     core_durable: u64,
     /// `--replica-acks` > 0: released effects waiting for the replicas.
     replica_gate: Option<ReplicaGate>,
+    /// The data directory (its duration history).
+    data_dir: std::path::PathBuf,
+    forecasting: Forecasting,
 }
 
 /// How long a closing manager waits for the replicas to acknowledge its last events before it
@@ -430,6 +457,17 @@ impl Actor for Manager {
             cluster: timing,
         };
         let durable_seq = log.durable_seq();
+        // The duration history of past days, read once (reading never writes); without it
+        // every forecast is low-confidence.
+        let history = match crate::store::history::read(&opts.data_dir) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%e, "the duration history cannot be read; forecasting without it");
+                crate::store::history::History::default()
+            }
+        };
+        let estimates = Arc::new(Estimates::new(&args.flow, &history));
+        let data_dir = opts.data_dir.clone();
         let now = now(started);
         let core = Control::new(args.flow.clone(), args.date, day, durable_seq, control_opts, now);
         Ok(ManagerState {
@@ -455,6 +493,15 @@ impl Actor for Manager {
             day_id,
             core_durable: durable_seq,
             replica_gate,
+            data_dir,
+            forecasting: Forecasting {
+                estimates,
+                busy: false,
+                dirty: true,
+                last: None,
+                due: false,
+                history: None,
+            },
         })
     }
 
@@ -542,6 +589,20 @@ impl Actor for Manager {
             ManagerMsg::Shutdown(reply) => {
                 Input::Shutdown { req: state.keep(Pending::Shutdown(reply)) }
             }
+            ManagerMsg::Forecast(f) => {
+                state.forecasting.busy = false;
+                let computed_at_ms = f.day.computed_at_ms;
+                state.feed(Input::Forecast(f)).await?;
+                let notice = Notice::Forecast { computed_at_ms };
+                let _ = state.notifier.cast(NotifierMsg::Publish(vec![notice]));
+                state.maybe_forecast();
+                return Ok(());
+            }
+            ManagerMsg::ForecastDue => {
+                state.forecasting.due = false;
+                state.maybe_forecast();
+                return Ok(());
+            }
         };
         state.feed(input).await
     }
@@ -602,8 +663,71 @@ impl ManagerState {
     /// Feeds one input to the core and carries out its effects (through the replica gate).
     async fn feed(&mut self, input: Input) -> Result<(), ActorProcessingErr> {
         let effects = self.core.handle(input, now(self.started));
+        let mut changed = false;
+        let mut closed = false;
+        for e in &effects {
+            if let Effect::Append(events) = e {
+                changed |= !events.is_empty();
+                closed |=
+                    events.iter().any(|e| matches!(e.kind, crate::state::EventKind::DayClosed));
+            }
+        }
+        if closed {
+            self.fold_into_history();
+        }
         let effects = self.through_replica_gate(effects);
-        self.carry_out(effects).await
+        self.carry_out(effects).await?;
+        if changed {
+            self.forecasting.dirty = true;
+            self.maybe_forecast();
+        }
+        Ok(())
+    }
+
+    /// Starts a forecast off the manager's thread if something changed, none is running and
+    /// the last one started at least [`FORECAST_EVERY`] ago (else asks to be reminded then).
+    fn maybe_forecast(&mut self) {
+        let f = &mut self.forecasting;
+        if !f.dirty || f.busy || self.stopping {
+            return;
+        }
+        if let Some(last) = f.last {
+            let since = last.elapsed();
+            if since < FORECAST_EVERY {
+                if !f.due {
+                    f.due = true;
+                    self.myself.send_after(FORECAST_EVERY - since, || ManagerMsg::ForecastDue);
+                }
+                return;
+            }
+        }
+        f.busy = true;
+        f.dirty = false;
+        f.last = Some(Instant::now());
+        let core = self.core.clone();
+        let estimates = f.estimates.clone();
+        let at = now(self.started);
+        let me = self.myself.clone();
+        tokio::task::spawn_blocking(move || {
+            let forecast = crate::control::forecast(core, &estimates, at);
+            let _ = me.cast(ManagerMsg::Forecast(Arc::new(forecast)));
+        });
+    }
+
+    /// The day closed: fold its durations into the data directory's history, off the
+    /// manager's thread (a shutdown waits for it).
+    fn fold_into_history(&mut self) {
+        let day = self.core.day().clone();
+        let flow = self.flow.clone();
+        let dir = self.data_dir.clone();
+        self.forecasting.history = Some(tokio::task::spawn_blocking(move || {
+            let samples = crate::control::day_samples(&flow, &day);
+            match crate::store::history::record_day(&dir, &samples) {
+                Ok(true) => info!(date = %samples.date, "day folded into the duration history"),
+                Ok(false) => {}
+                Err(e) => error!(%e, "the duration history was not updated"),
+            }
+        }));
     }
 
     /// With `--replica-acks` > 0: the effects that may leave now, in order; the rest wait in
@@ -901,6 +1025,9 @@ impl ManagerState {
     /// the shutdown and stops.
     async fn close(&mut self, req: ReqId) {
         self.stopping = true;
+        if let Some(h) = self.forecasting.history.take() {
+            let _ = h.await;
+        }
         let last = self.core.day().last_seq();
         if let Some(log) = self.log.take() {
             let closed =

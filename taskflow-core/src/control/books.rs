@@ -91,7 +91,7 @@ pub(crate) struct SlotRt {
 }
 
 /// The runtime bookkeeping of one task.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct TaskRt {
     pub(crate) prepared: Option<Arc<Prepared>>,
     preparing: bool,
@@ -115,6 +115,11 @@ impl TaskRt {
     pub(crate) fn fires_at_ms(&self) -> Option<i64> {
         self.fires_at_ms
     }
+
+    /// Its registration is being computed (a `Prepare` effect is out).
+    pub(crate) fn is_preparing(&self) -> bool {
+        self.preparing
+    }
 }
 
 /// Whether a shard in `status` holds its task's resource units: its run is in progress (or
@@ -136,7 +141,7 @@ pub(crate) struct ResRt {
 }
 
 /// See the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Books {
     /// The flow's resources, in flow order.
     resources: Vec<ResRt>,
@@ -703,6 +708,11 @@ impl Books {
             return true;
         }
         false
+    }
+
+    /// The armed retry timers: shard, failed attempt, due (wall-clock ms).
+    pub(crate) fn retry_list(&self) -> Vec<((TaskIx, u32), (u32, i64))> {
+        self.retries.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     pub(crate) fn retries_pending(&self) -> usize {

@@ -24,6 +24,7 @@ use crate::view::Notice;
 type Moved = (u32, ShardStatus, ShardStatus, i64);
 
 /// What a recorded event changed, to react to.
+#[derive(Clone)]
 pub(crate) struct Reaction {
     task: TaskIx,
     applied: Applied,

@@ -63,6 +63,7 @@ impl Control {
                 }
             }
         }
+        let tz = self.flow.settings().time_zone;
         Board {
             date: self.date,
             seq,
@@ -71,6 +72,13 @@ impl Control {
             tasks,
             executors,
             resources,
+            deadline_ms: self
+                .flow
+                .settings()
+                .deadline
+                .and_then(|d| d.at(self.date, tz))
+                .map(|t| t.timestamp_millis()),
+            forecast: self.forecast.as_ref().map(|f| f.day.clone()),
         }
     }
 
@@ -107,6 +115,27 @@ impl Control {
                 (status, *s.counts(ix), s.registered_at_ms(ix), note)
             }
         };
+        let deadline_ms = def
+            .deadline
+            .and_then(|d| d.at(self.date, self.flow.settings().time_zone))
+            .map(|t| t.timestamp_millis());
+        let finished_ms = if status.is_done() { rt.finished_ms.or(registered_ms) } else { None };
+        // The latest forecast's line, with what happened since it was computed: a task that
+        // started has its actual start, one that is done its actual times.
+        let forecast = self.forecast.as_ref().and_then(|f| f.tasks.get(ix.get())).map(|f| {
+            let mut f = f.clone();
+            if let Some(started) = rt.started_ms {
+                f.predicted_start_ms = Some(started);
+            }
+            if let Some(end) = finished_ms {
+                f.predicted_end_ms = Some(end);
+                f.actual = true;
+                f.low_confidence = false;
+                f.note = None;
+                f.at_risk = deadline_ms.is_some_and(|d| end > d);
+            }
+            f
+        });
         TaskView {
             id: def.id.clone(),
             name: def.name.clone(),
@@ -118,7 +147,7 @@ impl Control {
             attempts: rt.attempts,
             registered_ms,
             started_ms: rt.started_ms,
-            finished_ms: if status.is_done() { rt.finished_ms.or(registered_ms) } else { None },
+            finished_ms,
             not_applicable: status == TaskStatus::NotApplicable,
             fires_at: rt.fires_at_ms().and_then(chrono::DateTime::from_timestamp_millis),
             note,
@@ -127,6 +156,8 @@ impl Control {
                 as u32,
             forced: self.day.is_forced(ix),
             waiting_for: self.task_waiting_for(ix),
+            deadline_ms,
+            forecast,
         }
     }
 

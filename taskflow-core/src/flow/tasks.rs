@@ -10,8 +10,8 @@ use super::FlowSettings;
 use super::source::{Diagnostic, SourceFile};
 use crate::graph::{self, TaskGraph};
 use crate::model::{
-    DistributorType, Lifecycle, ProductMode, ProductSelection, RunOn, ShardBy, StaticReferenceData,
-    TaskDef, TaskId, TaskLevel, Trigger, parse_duration,
+    Deadline, DistributorType, Lifecycle, ProductMode, ProductSelection, RunOn, ShardBy,
+    StaticReferenceData, TaskDef, TaskId, TaskLevel, Trigger, parse_duration,
 };
 use crate::registration;
 
@@ -37,6 +37,8 @@ pub(crate) struct RawSettings {
     max_open_days: Option<Spanned<i64>>,
     #[serde(default)]
     retain_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    deadline: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +76,8 @@ struct RawTask {
     retry_backoff: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    deadline: Option<Spanned<String>>,
     #[serde(default)]
     needs: Option<super::resources::RawNeeds>,
     #[serde(default)]
@@ -195,6 +199,10 @@ fn settings(
         raw.retain_days.as_ref(),
         out,
     )?;
+    let deadline = match &raw.deadline {
+        None => None,
+        Some(d) => Some(parse_deadline(file, d, "the day's", out)?),
+    };
     Some(FlowSettings {
         name: raw.name.into_inner(),
         time_zone,
@@ -203,7 +211,24 @@ fn settings(
         calendar: raw.calendar.unwrap_or_else(|| "calendar.toml".into()),
         open_days: raw.open_days.unwrap_or(RunOn::BusinessDays),
         day,
+        deadline,
     })
+}
+
+/// A `deadline` value, or a located error naming it.
+fn parse_deadline(
+    file: &SourceFile<'_>,
+    d: &Spanned<String>,
+    whose: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Deadline> {
+    match Deadline::parse(d.get_ref()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.push(file.diag(&d.span(), format!("{whose} `deadline`: {e}")));
+            None
+        }
+    }
 }
 
 /// Checks one task on its own; `None` if it has errors.
@@ -259,6 +284,8 @@ fn task(
         };
     let retry_backoff = duration(&raw.retry_backoff, "retry_backoff");
     let timeout = duration(&raw.timeout, "timeout");
+    let deadline =
+        raw.deadline.as_ref().and_then(|d| parse_deadline(file, d, &format!("task `{id}`"), out));
     let priority = match &raw.priority {
         None => 0,
         Some(p) => match i32::try_from(*p.get_ref()) {
@@ -383,6 +410,7 @@ fn task(
         retry_backoff: retry_backoff.unwrap_or(TaskDef::DEFAULT_RETRY_BACKOFF),
         priority,
         timeout,
+        deadline,
         needs,
         params: raw.params,
     };

@@ -452,3 +452,42 @@ fn resources_and_needs_load_and_bad_ones_are_located() {
     let errors = flow_errors(&format!("{FLOW}\n[[resource]]\nname = \"a\"\n"));
     assert_one(&errors, "units");
 }
+
+#[test]
+fn deadlines_load_relative_to_the_business_date_and_bad_ones_are_located() {
+    let base = "id = \"x\"\nname = \"x\"\nlevel = \"system\"\nbehavior = \"noop\"\n";
+    let with_day = FLOW.replacen("name = \"t\"\n", "name = \"t\"\ndeadline = \"06:00 +1d\"\n", 1);
+    let ok = load(
+        &format!("{with_day}\n[[task]]\n{base}deadline = \"18:30\""),
+        PRODUCTS,
+        DISTRIBUTORS,
+        CALENDAR,
+    )
+    .expect("valid");
+    let x = ok.task_by_id("x").expect("x").deadline.expect("deadline");
+    assert_eq!(x.to_string(), "18:30");
+    let date = crate::model::BusinessDate::from_ymd(2026, 11, 24).expect("date");
+    let tz = ok.settings().time_zone;
+    // Shanghai is UTC+8: 18:30 local on the business date is 10:30 UTC the same day.
+    assert_eq!(x.at(date, tz).expect("instant").to_rfc3339(), "2026-11-24T10:30:00+00:00");
+    let day = ok.settings().deadline.expect("day deadline");
+    assert_eq!(day.to_string(), "06:00 +1d");
+    assert_eq!(day.at(date, tz).expect("instant").to_rfc3339(), "2026-11-24T22:00:00+00:00");
+    assert_eq!(ok.task_by_id("init").expect("init").deadline, None);
+
+    for bad in ["25:00", "6pm", "at 18:00", "18:00 +9d", "18:00 tomorrow", ""] {
+        let errors = with_task(&format!("{base}deadline = \"{bad}\""));
+        assert_one(
+            &errors,
+            &format!("task `x` `deadline`: invalid deadline `{bad}`: expected \"HH:MM\""),
+        );
+        // Located at the value (column 12 of the `deadline` line).
+        let text = format!("{FLOW}\n[[task]]\n{base}deadline = \"{bad}\"");
+        let line = 1 + text.lines().position(|l| l.starts_with("deadline")).expect("line");
+        assert!(errors[0].starts_with(&format!("flow.toml:{line}:12:")), "{}", errors[0]);
+    }
+    let errors =
+        flow_errors(&FLOW.replacen("name = \"t\"\n", "name = \"t\"\ndeadline = \"noon\"\n", 1));
+    assert_one(&errors, "the day's `deadline`: invalid deadline `noon`");
+    assert!(errors[0].starts_with("flow.toml:4:12:"), "{}", errors[0]);
+}

@@ -155,6 +155,52 @@ impl fmt::Display for Trigger {
     }
 }
 
+/// A deadline, `deadline = "HH:MM [+Nd]"`: a local time in the flow's time zone on the
+/// business date plus `day_offset` calendar days (`"02:00 +1d"` for business date 2026-11-24
+/// is 2026-11-25 02:00 local), like an `at` trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// The local time.
+    pub time: NaiveTime,
+    /// Calendar days after the business date (0 to 7).
+    pub day_offset: u32,
+}
+
+/// Why a deadline string does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid deadline `{0}`: expected \"HH:MM\" or \"HH:MM +Nd\" (a local time in the flow's time zone, N from 0 to 7 calendar days after the business date, e.g. \"18:30\" or \"02:00 +1d\")"
+)]
+pub struct DeadlineError(pub String);
+
+impl Deadline {
+    /// Parses the file spelling.
+    pub fn parse(s: &str) -> Result<Self, DeadlineError> {
+        match Trigger::parse(&format!("at {}", s.trim())) {
+            Ok(Trigger::At { time, day_offset }) if !s.trim().starts_with("at") => {
+                Ok(Deadline { time, day_offset })
+            }
+            _ => Err(DeadlineError(s.to_owned())),
+        }
+    }
+
+    /// The instant of the deadline for `date` in `tz` (a local time skipped by a
+    /// daylight-saving jump is the first instant after the gap).
+    pub fn at(&self, date: BusinessDate, tz: Tz) -> Option<DateTime<Utc>> {
+        Trigger::At { time: self.time, day_offset: self.day_offset }.fire_at(date, tz)
+    }
+}
+
+impl fmt::Display for Deadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.time.format("%H:%M"))?;
+        if self.day_offset > 0 {
+            write!(f, " +{}d", self.day_offset)?;
+        }
+        Ok(())
+    }
+}
+
 /// Parses a duration such as `"30s"`, `"5m"`, `"2h"`, `"1h30m"` or `"500ms"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || {
@@ -237,6 +283,8 @@ pub struct TaskDef {
     pub priority: i32,
     /// A shard attempt running longer than this fails; `None`: no limit.
     pub timeout: Option<Duration>,
+    /// When the task should be done (`deadline = "HH:MM [+Nd]"`), if it has one.
+    pub deadline: Option<Deadline>,
     /// Units of the flow's resources ([`ResourceDef`]) each of its shards holds while it runs
     /// (`needs = { ta_db = 1 }`); empty: it needs none.
     pub needs: BTreeMap<String, u32>,
@@ -293,6 +341,7 @@ impl TaskDef {
             retry_backoff: Self::DEFAULT_RETRY_BACKOFF,
             priority: 0,
             timeout: None,
+            deadline: None,
             needs: BTreeMap::new(),
             params: BTreeMap::new(),
         }

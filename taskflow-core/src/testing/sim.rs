@@ -930,6 +930,14 @@ impl World {
 
     fn operator(&mut self) -> Result<(), Broke> {
         let Some(m) = self.manager.as_ref() else { return Ok(()) };
+        // The forecast runs from whatever state the day is in (remote executors, orphans,
+        // reconciles, holds): on a clone, bounded, leaving the live core as it was.
+        let before = m.core.day().last_seq();
+        let est = crate::control::Estimates::new(&self.flow, &Default::default());
+        let f = crate::control::forecast(m.core.clone(), &est, self.now());
+        if f.tasks.len() != self.flow.tasks().len() || m.core.day().last_seq() != before {
+            return Err((Invariant::CountersRecount, "the forecast changed the live core".into()));
+        }
         let day = m.core.day();
         let n = self.flow.tasks().len() as u64;
         let ix = TaskIx(self.rng.range(0, n - 1) as u32);

@@ -54,6 +54,20 @@ pub(crate) async fn day(
     Ok(Json(day.board_dto(&app, &b)).into_response())
 }
 
+/// `GET /api/days/{date}/forecast`: each task's predicted start and end, its deadline and
+/// whether it is at risk, and the day's predicted end, as of the latest forecast (with the
+/// time it was computed); a past day's rows are what happened (`computed_at` null).
+pub(crate) async fn forecast(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(date): Path<String>,
+) -> ApiResult {
+    app.auth().viewer(&headers, None)?;
+    let day = resolve_day(&app, &date).await?;
+    let b = day.board(&app).await?;
+    Ok(Json(crate::http::dto::forecast_dto(&b)).into_response())
+}
+
 /// `GET /api/days`: every business day in the data directory, newest first, with its
 /// outcome: `open` (the day this server runs, not closed yet), `closed` (every task done),
 /// `unfinished`

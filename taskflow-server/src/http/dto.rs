@@ -131,6 +131,15 @@ pub(crate) struct BoardDto {
     /// snapshot fallback); absent when there is nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) journal_warnings: Vec<String>,
+    /// The day's `deadline`, if the flow sets one.
+    pub(crate) deadline: Option<String>,
+    /// When the day's last task is predicted to end (`null` before the first forecast, or
+    /// when some task is predicted never to end).
+    pub(crate) predicted_end: Option<String>,
+    /// The predicted end is after the deadline.
+    pub(crate) at_risk: bool,
+    /// When the forecast was computed (`null`: none yet, or a past day).
+    pub(crate) forecast_at: Option<String>,
 }
 
 /// One resource of the board.
@@ -171,6 +180,113 @@ pub(crate) struct TaskDto {
     /// What it waits for (`null` while it runs or once it is done).
     pub(crate) waiting_for: Option<WaitingForDto>,
     pub(crate) allowed_actions: Vec<&'static str>,
+    /// Its `deadline`, if it has one.
+    pub(crate) deadline: Option<String>,
+    /// Predicted (or, once it started, actual) start, from the latest forecast.
+    pub(crate) predicted_start: Option<String>,
+    /// Predicted (or, once done, actual) end, from the latest forecast.
+    pub(crate) predicted_end: Option<String>,
+    /// Its (predicted) end is after its deadline.
+    pub(crate) at_risk: bool,
+}
+
+/// `GET /api/days/{date}/forecast`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ForecastDto {
+    pub(crate) date: String,
+    /// When it was computed; `null` for a past day (its rows are what happened) or before the
+    /// first forecast of the running day.
+    pub(crate) computed_at: Option<String>,
+    pub(crate) deadline: Option<String>,
+    pub(crate) predicted_end: Option<String>,
+    pub(crate) at_risk: bool,
+    /// What the forecast assumed.
+    pub(crate) assumptions: Vec<String>,
+    pub(crate) tasks: Vec<TaskForecastDto>,
+}
+
+/// One task of the forecast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct TaskForecastDto {
+    pub(crate) id: String,
+    pub(crate) status: &'static str,
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) deadline: Option<String>,
+    pub(crate) predicted_start: Option<String>,
+    pub(crate) predicted_end: Option<String>,
+    pub(crate) at_risk: bool,
+    /// Start and end are what happened (the task is done).
+    pub(crate) actual: bool,
+    /// Some durations are defaults (no history of the task).
+    pub(crate) low_confidence: bool,
+    /// Why it is predicted never to start or end, or what was assumed of it.
+    pub(crate) note: Option<String>,
+}
+
+/// The forecast part of a board row: start, end, at risk, actual, low confidence, note. The
+/// latest forecast's line; without one (a past day, or none computed yet) what happened.
+fn forecast_line(t: &TaskView) -> (Option<i64>, Option<i64>, bool, bool, bool, Option<String>) {
+    match &t.forecast {
+        Some(f) => (
+            f.predicted_start_ms,
+            f.predicted_end_ms,
+            f.at_risk,
+            f.actual,
+            f.low_confidence,
+            f.note.clone(),
+        ),
+        None => {
+            let late = matches!((t.finished_ms, t.deadline_ms), (Some(e), Some(d)) if e > d);
+            (t.started_ms, t.finished_ms, late, t.status.is_done(), false, None)
+        }
+    }
+}
+
+/// The forecast of a board (`GET /api/days/{date}/forecast`).
+pub(crate) fn forecast_dto(b: &Board) -> ForecastDto {
+    let tasks = b
+        .tasks
+        .iter()
+        .map(|t| {
+            let (start, end, at_risk, actual, low_confidence, note) = forecast_line(t);
+            TaskForecastDto {
+                id: t.id.to_string(),
+                status: task_status_name(t.status),
+                depends_on: t.depends_on.iter().map(|d| d.to_string()).collect(),
+                deadline: time_ms(t.deadline_ms),
+                predicted_start: time_ms(start),
+                predicted_end: time_ms(end),
+                at_risk,
+                actual,
+                low_confidence,
+                note,
+            }
+        })
+        .collect();
+    let (computed_at, predicted_end, at_risk, assumptions) = day_line(b);
+    ForecastDto {
+        date: b.date.to_string(),
+        computed_at: time_ms(computed_at),
+        deadline: time_ms(b.deadline_ms),
+        predicted_end: time_ms(predicted_end),
+        at_risk,
+        assumptions,
+        tasks,
+    }
+}
+
+/// The day's line: computed at, end, at risk, assumptions (without a forecast: the last end
+/// once every task is done).
+fn day_line(b: &Board) -> (Option<i64>, Option<i64>, bool, Vec<String>) {
+    match &b.forecast {
+        Some(f) => (Some(f.computed_at_ms), f.predicted_end_ms, f.at_risk, f.assumptions.clone()),
+        None => {
+            let end =
+                b.all_done().then(|| b.tasks.iter().filter_map(|t| t.finished_ms).max()).flatten();
+            let late = matches!((end, b.deadline_ms), (Some(e), Some(d)) if e > d);
+            (None, end, late, Vec::new())
+        }
+    }
 }
 
 /// `waiting_for` of a task or shard row: `{"kind": …}` and the kind's fields.
@@ -332,6 +448,10 @@ pub(crate) fn board_dto(flow: &Flow, b: &Board) -> BoardDto {
             })
             .collect(),
         journal_warnings: Vec::new(),
+        deadline: time_ms(b.deadline_ms),
+        predicted_end: time_ms(day_line(b).1),
+        at_risk: day_line(b).2,
+        forecast_at: time_ms(day_line(b).0),
     }
 }
 
@@ -398,6 +518,10 @@ pub(crate) fn task_dto(flow: &Flow, b: &Board, t: &TaskView) -> TaskDto {
         forced: t.forced,
         waiting_for: t.waiting_for.as_ref().map(WaitingForDto::of),
         allowed_actions: allowed,
+        deadline: time_ms(t.deadline_ms),
+        predicted_start: time_ms(forecast_line(t).0),
+        predicted_end: time_ms(forecast_line(t).1),
+        at_risk: forecast_line(t).2,
     }
 }
 

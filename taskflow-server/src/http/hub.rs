@@ -238,6 +238,7 @@ impl Hub {
         let mut resting: Vec<(u64, TaskId, TaskStatus)> = Vec::new();
         let mut shard_rows: BTreeMap<TaskId, ShardWant> = BTreeMap::new();
         let mut logs = Vec::new();
+        let mut forecast = false;
         for n in batch {
             match n {
                 Notice::Event { seq, at_ms, kind } => {
@@ -284,6 +285,10 @@ impl Hub {
                             },
                         ));
                     }
+                }
+                Notice::Forecast { .. } => {
+                    changed = true;
+                    forecast = true;
                 }
                 Notice::Lagged { missed } => {
                     // `missed: 0` is the hub's own resync after a cutover.
@@ -354,6 +359,10 @@ impl Hub {
                     && executors.iter().zip(&old_executors).all(|(a, b)| a.same_as(b));
                 if !same {
                     batch.push(serde_json::json!({"type": "executors", "executors": executors}));
+                }
+                if forecast || old.forecast_at != dto.forecast_at {
+                    let f = crate::http::dto::forecast_dto(&board);
+                    batch.push(serde_json::json!({"type": "forecast", "forecast": f}));
                 }
                 if old.resources != dto.resources {
                     batch

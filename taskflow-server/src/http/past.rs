@@ -207,7 +207,18 @@ pub fn board_of(flow: &Flow, s: &DayState) -> Board {
         tasks,
         executors: Vec::new(),
         resources: Vec::new(),
+        deadline_ms: deadline_ms(flow.settings().deadline, flow, s),
+        forecast: None,
     }
+}
+
+/// A deadline's instant on the day's business date, in ms.
+fn deadline_ms(
+    d: Option<taskflow_core::model::Deadline>,
+    flow: &Flow,
+    s: &DayState,
+) -> Option<i64> {
+    d.and_then(|d| d.at(s.date(), flow.settings().time_zone)).map(|t| t.timestamp_millis())
 }
 
 fn task_view(flow: &Flow, s: &DayState, ix: TaskIx) -> TaskView {
@@ -251,6 +262,8 @@ fn task_view(flow: &Flow, s: &DayState, ix: TaskIx) -> TaskView {
         held_shards: s.holds().filter(|&(t, sh, _)| t == ix && sh.is_some()).count() as u32,
         forced: s.is_forced(ix),
         waiting_for: past_waiting_for(flow, s, ix, status),
+        deadline_ms: deadline_ms(def.deadline, flow, s),
+        forecast: None,
     }
 }
 

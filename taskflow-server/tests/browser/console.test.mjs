@@ -12,8 +12,10 @@
 // The scenario (issue 5): open the console and see the 17-task graph; press *execute* on the
 // manual task `day_init` and watch its status change without a reload; find the failed task,
 // press *retry* and watch it succeed (before that, hold and free `day_close`, and see that a
-// force start without a reason is not sent); then check that what the page shows equals
-// GET /api/days/current at the same seq.
+// force start without a reason is not sent); see the forecast in the header, on the nodes and
+// in the timeline (actual bars once the day is done, deadline marks, at-risk markers equal to
+// GET …/forecast); then check that what the page shows equals GET /api/days/current at the
+// same seq.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -174,6 +176,18 @@ test('the console shows the live board and drives the day', { timeout: 6 * WAIT 
     assert.equal(await page.evaluate(() => window.__taskflowNoReload), true, 'the page reloaded');
   });
 
+  await t.test('the header and the timeline show the forecast while the day runs', async () => {
+    await page.locator('[data-testid=day-forecast]', { hasText: /(predicted end|ended) \d\d:\d\d/ }).waitFor({ timeout: WAIT });
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid=gantt-row]').length === n,
+      EXPECTED_TASKS, { timeout: WAIT, polling: 100 });
+    // day_init ran: an actual bar; the export's deadline is marked on its row.
+    await page.locator('[data-testid=gantt-row][data-task-id="day_init"][data-kind=actual]').waitFor({ timeout: WAIT });
+    assert.equal(await page.locator('[data-testid=gantt-row][data-task-id="export_confirmations"] line.g-deadline').count(), 1);
+    // The failed task waits for an operator's retry: the forecast says it never ends, so the
+    // day's end is unknown and its rows after it have no bar — shown as such, not guessed.
+    if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-running.png'), fullPage: true });
+  });
+
   let failed = FAILED_TASK;
   await t.test('a failed task is retried from the console and succeeds', async () => {
     if (failed) {
@@ -193,6 +207,22 @@ test('the console shows the live board and drives the day', { timeout: 6 * WAIT 
     assert.equal(await page.evaluate(() => window.__taskflowNoReload), true, 'the page reloaded');
     // The action is in the audit panel, live.
     await page.locator('[data-testid=audit-entry]', { hasText: failed }).first().waitFor();
+  });
+
+  await t.test('once the day is done the timeline shows what happened and the at-risk markers equal the API', async () => {
+    // Every bar is what happened, and the page's at-risk markers are the API's: the export
+    // ends after its 23:00 deadline (the test clock starts at 23:00).
+    await waitStatus('day_close', ['succeeded']);
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=gantt-row]')].every((r) => r.dataset.kind === 'actual'),
+      null, { timeout: WAIT, polling: 100 });
+    const f = await getJson('/api/days/current/forecast');
+    assert.equal(f.tasks.find((x) => x.id === 'export_confirmations').at_risk, true, JSON.stringify(f));
+    for (const row of f.tasks) {
+      assert.equal(await node(row.id).getAttribute('data-at-risk'), String(row.at_risk), `${row.id}: node at-risk`);
+      const g = page.locator(`[data-testid=gantt-row][data-task-id="${row.id}"]`);
+      assert.equal(await g.getAttribute('data-at-risk'), String(row.at_risk), `${row.id}: timeline at-risk`);
+    }
+    assert.match(await node('export_confirmations').locator('[data-testid=at-risk]').textContent(), /at risk/);
   });
 
   await t.test('what the page shows equals GET /api/days/current at the same seq', async () => {
