@@ -1,6 +1,6 @@
 //! Alerts to webhooks (`--alert-webhook URL`, repeatable; `proto-docs/alerts.md`): a JSON
-//! POST when a shard or a task fails, the day stalls (an operator is needed) or an executor
-//! is lost.
+//! POST when a shard or a task fails, the day stalls (an operator is needed), an executor is
+//! lost, a task or the day is predicted to end after its deadline, or a deadline passes.
 //!
 //! The watchers follow the open day through a [`ManagerHandle`] (across cutovers, as the
 //! console's hub does) and decide with the pure `derive::Rules`; each webhook has its own
@@ -205,14 +205,36 @@ async fn watch_notices(
             for alert in rules.on_board(&board, wall::now()) {
                 sink.send(&alert);
             }
-            while let Some(n) = sub.next().await {
-                if let Notice::Event { seq, .. } | Notice::TaskStatus { seq, .. } = &n
-                    && *seq <= board.seq
-                {
-                    continue;
+            let mut wake = rules.next_deadline(&board);
+            loop {
+                // The next deadline not yet missed is one timer (no polling).
+                let delay = wake
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(wall::real_delay_until);
+                let n = tokio::select! {
+                    n = sub.next() => match n { Some(n) => Some(n), None => break },
+                    () = sleep_or_never(delay) => None,
+                };
+                let board_now = match &n {
+                    Some(Notice::Event { seq, .. } | Notice::TaskStatus { seq, .. })
+                        if *seq <= board.seq =>
+                    {
+                        continue;
+                    }
+                    // A new forecast, or a deadline's instant: read the board again.
+                    Some(Notice::Forecast { .. }) | None => manager.board().await.ok(),
+                    Some(_) => None,
+                };
+                if let Some(n) = &n {
+                    for alert in rules.on_notice(n, wall::now()) {
+                        sink.send(&alert);
+                    }
                 }
-                for alert in rules.on_notice(&n, wall::now()) {
-                    sink.send(&alert);
+                if let Some(b) = board_now {
+                    for alert in rules.on_schedule(&b, wall::now()) {
+                        sink.send(&alert);
+                    }
+                    wake = rules.next_deadline(&b);
                 }
             }
             tracing::debug!(date = %rules.date(), "alerts: the day's notices ended");
@@ -221,6 +243,14 @@ async fn watch_notices(
         if days.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Sleeps `delay`, or for ever without one.
+async fn sleep_or_never(delay: Option<Duration>) {
+    match delay {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -229,3 +229,36 @@ fn a_lost_executor_process_is_alerted_by_the_manager() {
     assert!(lost["message"].as_str().unwrap().contains("ex-doomed"), "{lost}");
     assert!(lost.get("task").is_none(), "an executor alert names no task");
 }
+
+#[test]
+fn a_deadline_already_passed_and_a_late_forecast_are_alerted_once_each() {
+    // The example's `export_confirmations` must be done by 23:00 on the business date; the
+    // run starts at 23:30 that evening (test clock), so it is late before it starts.
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, rx) = receiver();
+    let (out, _) = standalone(
+        &tmp.path().join("data"),
+        &[&url],
+        &[
+            ("TASKFLOW_TEST_CLOCK", "2026-09-30T23:30:00+08:00"),
+            ("TASKFLOW_FUND_STEP_DELAY", "20ms"),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let alerts = collect(&rx, Duration::from_millis(500));
+    let of = |kind: &str| -> Vec<&Value> {
+        alerts.iter().filter(|a| a["kind"] == kind && a["task"] == "export_confirmations").collect()
+    };
+    let missed = of("deadline_missed");
+    assert_eq!(missed.len(), 1, "{alerts:?}");
+    assert!(
+        missed[0]["message"].as_str().unwrap().contains("2026-09-30T15:00:00Z"),
+        "{}",
+        missed[0]
+    );
+    assert_eq!(of("predicted_late").len(), 1, "once, however many forecasts: {alerts:?}");
+    assert!(
+        alerts.iter().all(|a| a["task"] != "day_close" || a["kind"] != "deadline_missed"),
+        "a task without a deadline never misses one"
+    );
+}

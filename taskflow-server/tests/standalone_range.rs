@@ -266,14 +266,16 @@ fn a_range_killed_mid_day_resumes_at_that_day_without_rerunning_succeeded_shards
     }
 
     // The ledger: the days closed before the kill were not touched again; on the killed day
-    // every key committed once (a shard running at the kill is rolled back, its generation
-    // bumped, and re-posted under the new key); the later days ran once.
+    // every key committed at most once (a shard running at the kill is rolled back, its
+    // generation bumped, and re-posted under the new key); the later days ran once.
     let by_date = attempts_by_date(&d.ledger);
     assert_eq!(by_date.keys().cloned().collect::<Vec<_>>(), OPEN);
     for (date, keys) in &by_date {
         for (key, a) in keys {
             if *date == third {
-                assert_eq!(a.new, 1, "{key} {a:?}");
+                // Committed once, or only reversed: the rollback of the attempt the kill
+                // interrupted reverses every key of its shard, also those it never reached.
+                assert!(a.new == 1 || (a.new == 0 && a.rev > 0), "{key} {a:?}");
             } else {
                 assert_eq!((a.new, a.dup, a.rev), (1, 0, 0), "{date}: {key} {a:?}");
             }

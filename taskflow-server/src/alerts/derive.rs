@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use taskflow_core::Notice;
 use taskflow_core::model::{BusinessDate, TaskId};
 use taskflow_core::state::{EventKind, ShardEvent, TaskStatus};
+use taskflow_core::{Board, Notice};
 
 /// What an alert is about (`kind` in the payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -21,6 +21,10 @@ pub(crate) enum AlertKind {
     DayStalled,
     /// An executor process was lost; its shards are reassigned.
     ExecutorLost,
+    /// A task (or the day) is predicted to end after its deadline (once until it is not).
+    PredictedLate,
+    /// A task's (or the day's) deadline passed and it is not done (once).
+    DeadlineMissed,
 }
 
 /// One alert, as posted (`proto-docs/alerts.md`).
@@ -49,6 +53,10 @@ pub(crate) struct Alert {
 pub(crate) struct Rules {
     date: BusinessDate,
     failed: BTreeSet<TaskId>,
+    /// Tasks alerted as predicted late (until their forecast is on time again); `None`: the day.
+    late: BTreeSet<Option<TaskId>>,
+    /// Tasks (and the day, `None`) whose missed deadline was alerted.
+    missed: BTreeSet<Option<TaskId>>,
 }
 
 /// A failure reason in an alert is cut to this many bytes (the log keeps the rest).
@@ -57,7 +65,7 @@ const REASON_BYTES: usize = 500;
 impl Rules {
     /// Rules for the day `date`.
     pub(crate) fn new(date: BusinessDate) -> Rules {
-        Rules { date, failed: BTreeSet::new() }
+        Rules { date, failed: BTreeSet::new(), late: BTreeSet::new(), missed: BTreeSet::new() }
     }
 
     /// The day the rules follow.
@@ -142,13 +150,10 @@ impl Rules {
         }
     }
 
-    /// The alerts of a board the rules start from: each task failed already, once.
-    pub(crate) fn on_board(
-        &mut self,
-        board: &taskflow_core::Board,
-        now: DateTime<Utc>,
-    ) -> Vec<Alert> {
-        board
+    /// The alerts of a board the rules start from: each task failed already, once; and what
+    /// its forecast and deadlines say ([`Rules::on_forecast`], [`Rules::on_deadlines`]).
+    pub(crate) fn on_board(&mut self, board: &Board, now: DateTime<Utc>) -> Vec<Alert> {
+        let mut out: Vec<Alert> = board
             .tasks
             .iter()
             .filter(|t| t.status == TaskStatus::Failed)
@@ -156,7 +161,81 @@ impl Rules {
                 let n = Notice::TaskStatus { seq: board.seq, task: t.id.clone(), status: t.status };
                 self.on_notice(&n, now)
             })
-            .collect()
+            .collect();
+        out.extend(self.on_schedule(board, now));
+        out
+    }
+
+    /// What `board`'s forecast and deadlines raise ([`Rules::on_lines`] on [`lines`]).
+    pub(crate) fn on_schedule(&mut self, board: &Board, now: DateTime<Utc>) -> Vec<Alert> {
+        let computed = board.forecast.as_ref().map(|f| f.computed_at_ms);
+        self.on_lines(&lines(board), computed, now)
+    }
+
+    /// Predicted late: each line not done that its forecast (computed at `computed`, if
+    /// any) ends after its deadline, once until it is on time again; deadline missed: each
+    /// line not done whose deadline is at or before `now`, once.
+    pub(crate) fn on_lines(
+        &mut self,
+        lines: &[Line],
+        computed: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for l in lines {
+            let what =
+                l.task.as_ref().map_or_else(|| "the day".to_owned(), |t| format!("task {t}"));
+            let name = l.task.as_ref().map_or("day", TaskId::as_str);
+            if let Some(computed) = computed {
+                if !l.late || l.done {
+                    self.late.remove(&l.task);
+                } else if self.late.insert(l.task.clone()) {
+                    let end = l.end_ms.map_or_else(
+                        || "never without an operator".to_owned(),
+                        |e| format!("at {}", at(e)),
+                    );
+                    let deadline = l.deadline_ms.map(at).unwrap_or_default();
+                    let message =
+                        format!("{what} is predicted to end {end}, after its deadline {deadline}");
+                    let id = format!("predicted_late/{name}/{computed}");
+                    out.push(self.alert(
+                        AlertKind::PredictedLate,
+                        id,
+                        l.task.as_ref(),
+                        None,
+                        message,
+                        now,
+                    ));
+                }
+            }
+            if let Some(deadline) = l.deadline_ms
+                && !l.done
+                && deadline <= now.timestamp_millis()
+                && self.missed.insert(l.task.clone())
+            {
+                let message =
+                    format!("{what} missed its deadline {}: it is not done", at(deadline));
+                let id = format!("deadline_missed/{name}");
+                out.push(self.alert(
+                    AlertKind::DeadlineMissed,
+                    id,
+                    l.task.as_ref(),
+                    None,
+                    message,
+                    now,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The next deadline of `board` not yet missed (ms since the epoch), to wake up for.
+    pub(crate) fn next_deadline(&self, board: &Board) -> Option<i64> {
+        lines(board)
+            .into_iter()
+            .filter(|l| !l.done && !self.missed.contains(&l.task))
+            .filter_map(|l| l.deadline_ms)
+            .min()
     }
 
     /// The day stalled at board seq `seq`, with `waiting` tasks not done.
@@ -176,6 +255,49 @@ impl Rules {
             now,
         )
     }
+}
+
+/// A task's (or the day's, `task: None`) schedule as the rules read it from a board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Line {
+    pub(crate) task: Option<TaskId>,
+    /// Done (the day: closed).
+    pub(crate) done: bool,
+    pub(crate) deadline_ms: Option<i64>,
+    /// The latest forecast ends it after its deadline.
+    pub(crate) late: bool,
+    /// Its predicted end, if it ends.
+    pub(crate) end_ms: Option<i64>,
+}
+
+/// Every task's line of `board`, then the day's.
+pub(crate) fn lines(board: &Board) -> Vec<Line> {
+    let mut out: Vec<Line> = board
+        .tasks
+        .iter()
+        .map(|t| Line {
+            task: Some(t.id.clone()),
+            done: t.status.is_done(),
+            deadline_ms: t.deadline_ms,
+            late: t.forecast.as_ref().is_some_and(|f| f.at_risk),
+            end_ms: t.forecast.as_ref().and_then(|f| f.predicted_end_ms),
+        })
+        .collect();
+    out.push(Line {
+        task: None,
+        done: board.closed,
+        deadline_ms: board.deadline_ms,
+        late: board.forecast.as_ref().is_some_and(|f| f.at_risk),
+        end_ms: board.forecast.as_ref().and_then(|f| f.predicted_end_ms),
+    });
+    out
+}
+
+/// An instant for a message: RFC 3339, UTC, to the second.
+fn at(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// `text` cut to [`REASON_BYTES`] at a character boundary.
@@ -261,6 +383,49 @@ mod tests {
         let long = "é".repeat(600);
         let a = r.on_notice(&fail(2, "a", 0, &long), now());
         assert!(a[0].message.len() <= "a[0] failed: ".len() + REASON_BYTES);
+    }
+
+    fn line(task: Option<&str>, deadline_ms: Option<i64>, late: bool) -> Line {
+        Line { task: task.map(TaskId::new), done: false, deadline_ms, late, end_ms: Some(2_000) }
+    }
+
+    #[test]
+    fn predicted_late_alerts_once_until_the_forecast_is_on_time_again() {
+        let mut r = rules();
+        let now = DateTime::from_timestamp_millis(500).unwrap();
+        let late = [line(Some("nav"), Some(1_000), true), line(None, Some(1_500), true)];
+        let a = r.on_lines(&late, Some(100), now);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(a.iter().all(|a| a.kind == AlertKind::PredictedLate));
+        assert_eq!(a[0].id, "2026-09-30/predicted_late/nav/100");
+        assert!(a[1].task.is_none() && a[1].message.starts_with("the day is predicted to end"));
+        assert!(r.on_lines(&late, Some(200), now).is_empty(), "still late: the same alert");
+        let on_time = [line(Some("nav"), Some(1_000), false)];
+        assert!(r.on_lines(&on_time, Some(300), now).is_empty());
+        assert_eq!(r.on_lines(&late[..1], Some(400), now).len(), 1, "late again: a new alert");
+        let mut done = late[0].clone();
+        done.done = true;
+        assert!(r.on_lines(&[done], Some(500), now).is_empty(), "a done task is not late");
+    }
+
+    #[test]
+    fn a_deadline_passed_on_a_task_not_done_alerts_once_and_the_next_one_is_woken_for() {
+        let mut r = rules();
+        let before = DateTime::from_timestamp_millis(999).unwrap();
+        let after = DateTime::from_timestamp_millis(1_000).unwrap();
+        let lines = [line(Some("nav"), Some(1_000), false), line(Some("fee"), Some(5_000), false)];
+        assert!(r.on_lines(&lines, None, before).is_empty(), "not yet");
+        let a = r.on_lines(&lines, None, after);
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].kind, a[0].id.as_str()),
+            (AlertKind::DeadlineMissed, "2026-09-30/deadline_missed/nav")
+        );
+        assert!(r.on_lines(&lines, None, after).is_empty(), "once");
+        let mut done = lines[1].clone();
+        done.done = true;
+        let late = DateTime::from_timestamp_millis(9_000).unwrap();
+        assert!(r.on_lines(&[done], None, late).is_empty(), "a task done in time never misses");
     }
 
     #[test]
