@@ -6,26 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{WAIT, request};
+use common::request;
 
 const TOKEN: &str = "catch-up-test-token-0123";
-
-struct Taskflow {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Taskflow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A flow of one no-op task with `catch_up`, on the example's calendar and reference data.
 fn flow_dir(dir: &Path, catch_up: &str) {
@@ -42,7 +29,7 @@ fn flow_dir(dir: &Path, catch_up: &str) {
 }
 
 /// Starts a rolling `taskflow standalone` on the test clock `clock` and waits for its console.
-fn start(flow: &Path, data: &Path, clock: &str, date: Option<&str>) -> Taskflow {
+fn start(flow: &Path, data: &Path, clock: &str, date: Option<&str>) -> common::Console {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskflow"));
     cmd.args(["standalone", "--http", "127.0.0.1:0", "--token", TOKEN, "--flow"])
         .arg(flow)
@@ -52,27 +39,15 @@ fn start(flow: &Path, data: &Path, clock: &str, date: Option<&str>) -> Taskflow 
         .env_remove("TASKFLOW_LOG")
         .env_remove("RUST_LOG")
         .env_remove("TASKFLOW_DATE")
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(d) = date {
         cmd.args(["--date", d]);
     }
-    let mut child = cmd.spawn().expect("the taskflow binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("console: http://") {
-                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(WAIT).expect("the console URL is printed");
-    Taskflow { child, addr: addr.replace("localhost", "127.0.0.1").parse().expect("host:port") }
+    common::spawn_console(cmd)
 }
 
 /// Waits (bounded) until `GET /api/days` lists exactly `want` (oldest first), each closed.
-async fn wait_days_closed(t: &Taskflow, want: &[&str]) {
+async fn wait_days_closed(t: &common::Console, want: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, body) = request(t.addr, "GET", "/api/days", Some(TOKEN), "").await;

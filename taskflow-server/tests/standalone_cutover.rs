@@ -7,31 +7,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{WAIT, request, ws_connect, ws_next};
+use common::{request, ws_connect, ws_next};
 
 const TOKEN: &str = "cutover-test-token-0123";
 /// Tue Sep 29, 23:58 in Shanghai; 120× real time: midnight comes after one second.
 const CLOCK: &str = "2026-09-29T23:58:00+08:00,120";
 
-struct Taskflow {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Drop for Taskflow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `taskflow standalone` on the bundled example and waits for its console URL.
-fn start(data: &Path, date: Option<&str>) -> Taskflow {
+fn start(data: &Path, date: Option<&str>) -> common::Console {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_taskflow"));
     cmd.args(["standalone", "--http", "127.0.0.1:0", "--token", TOKEN])
         .arg("--data")
@@ -40,25 +27,11 @@ fn start(data: &Path, date: Option<&str>) -> Taskflow {
         .env_remove("TASKFLOW_LOG")
         .env_remove("RUST_LOG")
         .env_remove("TASKFLOW_DATE")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(d) = date {
         cmd.args(["--date", d]);
     }
-    let mut child = cmd.spawn().expect("the taskflow binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("console: http://") {
-                let addr = rest.split('/').next().unwrap_or_default().to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx.recv_timeout(WAIT).expect("the console URL is printed");
-    let addr = addr.replace("localhost", "127.0.0.1").parse().expect("host:port");
-    Taskflow { child, addr }
+    common::spawn_console(cmd)
 }
 
 async fn board(addr: std::net::SocketAddr) -> serde_json::Value {

@@ -289,3 +289,35 @@ impl View {
         self.board.as_ref().is_some_and(|b| b["closed"] == true)
     }
 }
+
+/// A `taskflow` process with its console, killed on drop.
+pub struct Console {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` (a `taskflow standalone|manager` with `--http 127.0.0.1:0`), its stdout piped,
+/// and waits (bounded) for the console URL it prints.
+pub fn spawn_console(mut cmd: std::process::Command) -> Console {
+    use std::io::{BufRead, BufReader};
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("the taskflow binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("console: http://") {
+                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(WAIT).expect("the console URL is printed");
+    Console { child, addr: addr.replace("localhost", "127.0.0.1").parse().expect("host:port") }
+}
