@@ -24,7 +24,7 @@ use crate::model::{
     Calendar, CalendarError, CatchUp, DayPolicy, ResourceDef, RunOn, StaticReferenceData, TaskDef,
 };
 
-pub use copy::{FlowFiles, flow_of_day};
+pub use copy::{FlowFiles, flow_of_day, read_kept};
 pub use source::Diagnostic;
 pub use summary::Summary;
 

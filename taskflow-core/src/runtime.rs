@@ -202,25 +202,21 @@ async fn day_flow(
     let dir = opts.day_dir(date);
     let data_dir = opts.data_dir.clone();
     tokio::task::spawn_blocking(move || {
-        use crate::flow::FlowFiles;
-        let warn = |why: String| {
-            tracing::warn!(%date, "the day runs the flow given, not the one it opened with: {why}");
-        };
-        match FlowFiles::read_copy(&data_dir, date) {
-            Some(Ok(kept)) => match kept.build() {
-                Ok(f) => {
-                    if !same_flow(&f, &flow) {
-                        tracing::info!(
-                            %date,
-                            "the day goes on with the flow it opened with; the changed flow \
-                             takes effect from the next day"
-                        );
-                    }
-                    return (Arc::new(f), Some(kept));
+        match crate::flow::read_kept(&data_dir, date) {
+            Some(Ok((kept, kept_files))) => {
+                if !same_flow(&kept, &flow) {
+                    tracing::info!(
+                        %date,
+                        "the day goes on with the flow it opened with; the changed flow takes \
+                         effect from the next day"
+                    );
                 }
-                Err(e) => warn(format!("its kept flow no longer loads: {e}")),
-            },
-            Some(Err(e)) => warn(format!("its kept flow cannot be read: {e}")),
+                return (Arc::new(kept), Some(kept_files));
+            }
+            Some(Err(why)) => tracing::warn!(
+                %date,
+                "the day runs the flow given, not the one it opened with: {why}"
+            ),
             None => {
                 if !dir.exists()
                     && let Some(files) = &files

@@ -85,30 +85,8 @@ const RECONCILE_WINDOW: Duration = Duration::from_millis(LEASE_MS + LEASE_MS / 5
 /// What an executor started or resumed with its manager up needs to (re-)join, at most.
 const REJOIN_MARGIN: Duration = Duration::from_millis(1500);
 
-/// splitmix64: small, seedable, good enough to draw a fault plan.
-struct Rng(u64);
-
+/// The fault plan's draws of an executor (`support::Rng` is splitmix64).
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
     fn executor(&mut self) -> usize {
         self.below(EXECUTORS.len() as u64) as usize
     }

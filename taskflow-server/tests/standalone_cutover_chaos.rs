@@ -14,7 +14,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::Proc;
+use support::{Proc, Rng};
 use taskflow_examples::fund_clearing::FileLedger;
 
 /// The range: a month end, National Day (Oct 1–7), the make-up Saturday Oct 10, a Sunday.
@@ -23,18 +23,6 @@ const DAYS: [&str; 6] =
 /// The test clock starts on the evening of the first day and runs this much faster.
 const SPEED: i64 = 100_000;
 const KILLS: usize = 6;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// The example flow with no manual trigger, in `dir`.
 fn flow_dir(dir: &Path) {

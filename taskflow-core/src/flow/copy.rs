@@ -91,6 +91,18 @@ impl FlowFiles {
     }
 }
 
+/// The flow day `date` opened with and its texts, if the data directory keeps a copy:
+/// `None` without one, `Some(Err(why))` when it cannot be read or no longer loads.
+pub fn read_kept(data_dir: &Path, date: BusinessDate) -> Option<Result<(Flow, FlowFiles), String>> {
+    Some(match FlowFiles::read_copy(data_dir, date)? {
+        Err(e) => Err(format!("its kept flow cannot be read: {e}")),
+        Ok(files) => match files.build() {
+            Ok(flow) => Ok((flow, files)),
+            Err(e) => Err(format!("its kept flow no longer loads: {e}")),
+        },
+    })
+}
+
 /// The flow day `date` opened with, if the data directory keeps one and it still builds;
 /// else `fallback`. Why a kept copy was not used is returned beside it (for a log line).
 pub fn flow_of_day(
@@ -98,12 +110,9 @@ pub fn flow_of_day(
     date: BusinessDate,
     fallback: &std::sync::Arc<Flow>,
 ) -> (std::sync::Arc<Flow>, Option<String>) {
-    match FlowFiles::read_copy(data_dir, date) {
+    match read_kept(data_dir, date) {
         None => (fallback.clone(), None),
-        Some(Err(e)) => (fallback.clone(), Some(format!("its kept flow cannot be read: {e}"))),
-        Some(Ok(files)) => match files.build() {
-            Ok(flow) => (std::sync::Arc::new(flow), None),
-            Err(e) => (fallback.clone(), Some(format!("its kept flow no longer loads: {e}"))),
-        },
+        Some(Err(why)) => (fallback.clone(), Some(why)),
+        Some(Ok((flow, _))) => (std::sync::Arc::new(flow), None),
     }
 }
